@@ -1,0 +1,40 @@
+# wbc-ray: every target installs what it needs first (`setup` is idempotent).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DATA    ?= $(abspath ../shared/data)
+export WBC_RAY_DATA ?= $(DATA)
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup test lint bench demo models browser clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Chromium from Debian for the browser tests; Playwright drives it (no browser download).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: setup
+	$(BIN)/python -m pytest -q -x --durations=15 tests
+
+lint: setup
+	$(BIN)/ruff check wbc_ray tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m benchmarks.tiling
+
+demo: setup
+	$(BIN)/python -m wbc_ray.demo
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

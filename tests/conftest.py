@@ -1,0 +1,50 @@
+"""Shared fixtures: the real data folder, a real local Ray, composed slides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("WBC_RAY_DATA", REPO.parent / "shared" / "data"))
+SLIDES = DATA / "slides"
+MANIFEST = DATA / "all_taleqani" / "split.csv"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def need_data() -> None:
+    if not MANIFEST.exists() or not SLIDES.exists():
+        pytest.skip(f"shared data folder not found at {DATA} (set WBC_RAY_DATA)")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    from wbc_ray.pipeline import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def test_items():
+    need_data()
+    from wbc_ray.manifest import read_manifest
+
+    return read_manifest(MANIFEST, "test")
+
+
+@pytest.fixture(scope="session")
+def composed(tmp_path_factory, test_items) -> Path:
+    """A small composed slide (6 x 8 fields, 25% malignant) shared by tests."""
+    from wbc_ray.slides import compose_slide
+
+    out = tmp_path_factory.mktemp("slides") / "mix.tiff"
+    compose_slide(test_items, out, grid=(6, 8), malignant_fraction=0.25, seed=7)
+    return out

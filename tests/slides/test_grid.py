@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import SLIDES, need_data
+from wbc_ray.slides import GridSpec, SlideError, choose_level, open_slide, tile_grid, tissue_mask
+from wbc_ray.slides._tissue import otsu_threshold, tissue_mask_from_rgb
+
+
+def test_otsu_splits_two_modes() -> None:
+    vals = np.concatenate([np.full(500, 0.1), np.full(500, 0.7)])
+    assert 0.1 <= otsu_threshold(vals) < 0.7
+
+
+def test_mask_of_glass_is_empty_and_of_a_stained_block_is_found() -> None:
+    glass = np.full((200, 200, 3), (238, 235, 240), np.uint8)
+    assert not tissue_mask_from_rgb(glass)[0].any()
+    img = glass.copy()
+    img[50:150, 60:160] = (150, 80, 170)
+    mask, _ = tissue_mask_from_rgb(img, um_per_px=2.0)
+    assert mask[60:140, 70:150].all() and not mask[:30].any() and not mask[:, :40].any()
+
+
+def test_he_tiles_cover_tissue_and_skip_glass() -> None:
+    need_data()
+    with open_slide(SLIDES / "pathml/small_HE.svs") as s:
+        mask = tissue_mask(s)
+        grid = tile_grid(s, mask, GridSpec(tile_px=224, mpp=0.5, min_tissue=0.25))
+        assert 0.2 < mask.fraction() < 0.6  # a strip of tissue on mostly white glass
+        rows, cols = grid.shape
+        assert 20 < len(grid) < rows * cols
+        # Kept tiles are stained, dropped tiles are mostly glass.
+        kept = np.array([s.read(int(x), int(y), 0, (224, 224)).mean() for x, y in grid.coords[:12]])
+        all_xy = {(int(x), int(y)) for x, y in grid.coords}
+        dropped = [
+            (int(c * grid.stride0), int(r * grid.stride0))
+            for r in range(rows)
+            for c in range(cols)
+            if (int(c * grid.stride0), int(r * grid.stride0)) not in all_xy
+        ]
+        glass = np.array([s.read(x, y, 0, (224, 224)).mean() for x, y in dropped[:12]])
+        assert kept.mean() < 200 < glass.mean()
+
+
+def test_level_choice_and_read_size() -> None:
+    need_data()
+    with open_slide(SLIDES / "openslide-python/boxes.tiff", mpp=0.5) as s:
+        # downsamples 1, 2, 4, 8: target 1.0 mpp is level 1 exactly, 1.5 reads level 1 scaled.
+        assert choose_level(s, 1.0)[0] == 1
+        assert choose_level(s, 1.5)[0] == 1
+        assert choose_level(s, 0.25)[0] == 0
+        mask = tissue_mask(s)
+        g = tile_grid(s, mask, GridSpec(tile_px=16, mpp=1.5, min_tissue=0.0))
+        assert g.level == 1 and g.read_px == 24 and g.size0 == pytest.approx(48)
+        assert len(g) == g.shape[0] * g.shape[1]
+        with pytest.raises(ValueError):
+            GridSpec(tile_px=16, min_tissue=2)
+
+
+def test_slide_without_mpp_needs_a_setting() -> None:
+    need_data()
+    with open_slide(SLIDES / "openslide-python/boxes.png") as s, pytest.raises(SlideError, match="mpp"):
+        choose_level(s, 0.5)
+
+
+def test_composed_slide_grid_finds_every_field(composed) -> None:
+    truth = json.loads(composed.with_suffix(".json").read_text())
+    with open_slide(composed) as s:
+        assert s.info.vendor == "generic-tiff" and s.mpp == pytest.approx(0.5)
+        mask = tissue_mask(s)
+        grid = tile_grid(s, mask, GridSpec(tile_px=224, mpp=0.5))
+    centers = grid.coords + grid.size0 / 2
+    for f in truth["fields"]:
+        x, y, w, h = f["box"]
+        inside = (centers[:, 0] > x) & (centers[:, 0] < x + w) & (centers[:, 1] > y) & (centers[:, 1] < y + h)
+        near = np.hypot(centers[:, 0] - (x + w / 2), centers[:, 1] - (y + h / 2)) < w
+        assert inside.any() or near.any(), f"field at {f['box']} has no tile"
+    # The glass margin stays out.
+    assert grid.coords[:, 0].min() > 0 or grid.coords[:, 1].min() > 0

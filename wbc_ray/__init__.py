@@ -1,0 +1,3 @@
+"""wbc-ray: distributed ALL screening of whole-slide images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,171 @@
+"""`wbc-ray` command line: thin argument parsing over the library packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .slides import SlideError
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported without a traceback."""
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .config import load_settings
+
+    return load_settings(getattr(args, "config", None))
+
+
+@command("info")
+def _info(args: argparse.Namespace) -> int:
+    from .slides import open_slide
+
+    with open_slide(args.slide, mpp=args.slide_mpp) as slide:
+        d = slide.info.to_dict()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    for key, value in d.items():
+        print(f"{key:>18}: {value}")
+    return 0
+
+
+@command("make-slide")
+def _make_slide(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest
+    from .slides import compose_slide
+
+    items = read_manifest(args.manifest, args.split)
+    truth = compose_slide(
+        items,
+        args.out,
+        grid=(args.grid[0], args.grid[1]),
+        malignant_fraction=args.malignant_fraction,
+        seed=args.seed,
+        mpp=args.mpp,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {args.out} ({truth['width']}x{truth['height']} px, {truth['n_fields']} fields, "
+        f"malignant fraction {truth['malignant_fraction']:.3f}, slide {truth['slide_label']}) "
+        f"and {Path(args.out).with_suffix('.json')}"
+    )
+    return 0
+
+
+@command("tile")
+def _tile(args: argparse.Namespace) -> int:
+    from .pipeline import plan_slide, run_job
+    from .slides import GridSpec
+
+    s = _settings(args)
+    t = s.tiling
+    spec = GridSpec(
+        tile_px=args.tile_px or t.tile_px,
+        mpp=args.mpp or t.mpp,
+        stride_px=args.stride_px or t.stride_px,
+        min_tissue=t.min_tissue if args.min_tissue is None else args.min_tissue,
+    )
+    plan = plan_slide(
+        args.slide,
+        spec,
+        slide_mpp=args.slide_mpp,
+        default_mpp=s.slides.default_mpp,
+        thumbnail_px=s.slides.thumbnail_px,
+    )
+    if args.preview:
+        _write_preview(args.slide, args.slide_mpp, s.slides.default_mpp, spec, args.preview)
+    res = run_job(
+        plan,
+        args.out,
+        chunk_tiles=t.chunk_tiles,
+        store_pixels=t.store_pixels,
+        read_cpus=t.read_cpus,
+        progress=not args.quiet,
+    )
+    print(
+        f"{res.n_tiles} tiles from {args.slide} -> {res.store} in {res.seconds:.1f} s "
+        f"({res.tiles_per_s:.0f} tiles/s; {res.n_chunks - res.chunks_run} chunks already done)"
+    )
+    return 0
+
+
+def _write_preview(path: str, mpp: float | None, default_mpp: float | None, spec, out: str) -> None:  # type: ignore[no-untyped-def]
+    from .slides import grid_preview, open_slide, tile_grid, tissue_mask
+
+    with open_slide(path, mpp=mpp, default_mpp=default_mpp) as slide:
+        mask = tissue_mask(slide)
+        grid_preview(slide, mask, tile_grid(slide, mask, spec)).save(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wbc-ray", description=__doc__)
+    p.add_argument("--config", help="settings YAML (default configs/default.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="print a slide's metadata")
+    info.add_argument("slide")
+    info.add_argument("--json", action="store_true")
+    info.add_argument("--slide-mpp", type=float, help="override the slide's microns/pixel")
+
+    ms = sub.add_parser("make-slide", help="compose a labelled test slide (pyramidal TIFF + truth JSON)")
+    ms.add_argument("--manifest", required=True)
+    ms.add_argument("--split")
+    ms.add_argument("--out", required=True)
+    ms.add_argument("--grid", nargs=2, type=int, metavar=("ROWS", "COLS"), default=(10, 10))
+    ms.add_argument("--malignant-fraction", type=float, default=0.3)
+    ms.add_argument("--seed", type=int, default=0)
+    ms.add_argument("--mpp", type=float, default=0.5)
+    ms.add_argument("--quiet", action="store_true")
+
+    tile = sub.add_parser("tile", help="tile a slide with Ray Data into a Zarr store")
+    tile.add_argument("slide")
+    tile.add_argument("--out", required=True)
+    tile.add_argument("--tile-px", type=int)
+    tile.add_argument("--mpp", type=float, help="target microns/pixel of the tiles")
+    tile.add_argument("--stride-px", type=int)
+    tile.add_argument("--min-tissue", type=float)
+    tile.add_argument("--slide-mpp", type=float, help="override the slide's microns/pixel")
+    tile.add_argument("--preview", help="also write a PNG of mask and grid over the thumbnail")
+    tile.add_argument("--quiet", action="store_true")
+
+    for register in _EXTRA_PARSERS:
+        register(sub)
+    return p
+
+
+_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    try:
+        return COMMANDS[args.command](args)
+    except (SlideError, UserError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"wbc-ray: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wbc-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Typed settings, loaded from `configs/*.yaml` and overridable from the CLI and environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlideSettings(_Strict):
+    # Used only when a slide carries no resolution; None means such slides are refused.
+    default_mpp: float | None = None
+    thumbnail_px: int = Field(2048, ge=64)
+
+
+class TilingSettings(_Strict):
+    tile_px: int = Field(224, ge=8)
+    mpp: float = Field(0.5, gt=0)
+    stride_px: int | None = None
+    min_tissue: float = Field(0.25, ge=0, le=1)
+    chunk_tiles: int = Field(64, ge=1)  # tiles per work unit = per Zarr chunk
+    store_pixels: bool = True
+    read_cpus: float = Field(0.5, gt=0)  # fractional, so readers never starve other stages
+
+
+class EnsembleSettings(_Strict):
+    fusion: Literal["fuzzy_rank", "mean", "vote"] = "fuzzy_rank"
+    tau: float = Field(0.20, gt=0, lt=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    tile_threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class Settings(_Strict):
+    data_dir: Path = REPO_ROOT.parent / "shared" / "data"
+    models_dir: Path = REPO_ROOT / "weights"
+    results_dir: Path = REPO_ROOT / "results"
+    slides: SlideSettings = SlideSettings()
+    tiling: TilingSettings = TilingSettings()
+    ensemble: EnsembleSettings = EnsembleSettings()
+
+
+ENV_PATHS = {"WBC_RAY_DATA": "data_dir", "WBC_RAY_MODELS": "models_dir", "WBC_RAY_RESULTS": "results_dir"}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Defaults < YAML file < environment variables < explicit overrides."""
+    raw: dict[str, Any] = {}
+    cfg = Path(path) if path else REPO_ROOT / "configs" / "default.yaml"
+    if cfg.exists():
+        raw = yaml.safe_load(cfg.read_text()) or {}
+    for env, key in ENV_PATHS.items():
+        if os.environ.get(env):
+            raw[key] = os.environ[env]
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if name:
+            raw.setdefault(section, {})[name] = value
+        else:
+            raw[key] = value
+    return Settings.model_validate(raw)

@@ -1,0 +1,55 @@
+"""Labelled image manifests: CSV with `path` (relative to the CSV), `label`, optional `split`."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASSES = ("benign", "malignant")
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    label: int  # 0 benign, 1 malignant
+    split: str | None
+    subtype: str | None
+
+
+def read_manifest(csv_path: str | os.PathLike[str], split: str | None = None) -> list[Item]:
+    root = Path(csv_path).resolve().parent
+    items: list[Item] = []
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        if not {"path", "label"} <= cols:
+            raise ValueError(f"{csv_path}: manifest needs columns 'path' and 'label', has {sorted(cols)}")
+        for line, row in enumerate(reader, start=2):
+            label = row["label"].strip().lower()
+            if label not in CLASSES:
+                raise ValueError(f"{csv_path}:{line}: label {label!r} is not one of {CLASSES}")
+            row_split = (row.get("split") or "").strip() or None
+            if split is not None and row_split != split:
+                continue
+            items.append(
+                Item(
+                    path=root / row["path"],
+                    label=CLASSES.index(label),
+                    split=row_split,
+                    subtype=(row.get("subtype") or "").strip() or None,
+                )
+            )
+    if not items:
+        raise ValueError(f"{csv_path}: no rows" + (f" in split {split!r}" if split else ""))
+    return items
+
+
+def manifest_hash(items: list[Item]) -> str:
+    """Content hash of a manifest selection: paths and labels, order-independent."""
+    h = hashlib.sha256()
+    for key in sorted(f"{it.path.name}\t{it.label}" for it in items):
+        h.update(key.encode())
+    return h.hexdigest()

@@ -1,0 +1,241 @@
+"""The Ray Data job for one slide: plan on the driver, read / (score) / write on workers.
+
+The unit of work is one Zarr chunk of `chunk_tiles` tiles, so every worker writes a disjoint
+chunk range and a restarted job skips chunks already marked done. Rows that reach the driver
+carry only chunk ids and counts, never pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..slides import GridSpec, Slide, TileGrid, open_slide, read_tile, tile_grid, tissue_mask
+from ..store import array, create_store, done_chunks, open_store, write_chunk
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclass
+class Plan:
+    slide_path: str
+    grid: TileGrid
+    info: dict[str, Any]
+    slide_mpp_override: float | None = None
+    default_mpp: float | None = None
+
+
+def file_sha256(path: str, limit: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan_slide(
+    slide_path: str | os.PathLike[str],
+    spec: GridSpec,
+    *,
+    slide_mpp: float | None = None,
+    default_mpp: float | None = None,
+    thumbnail_px: int = 2048,
+) -> Plan:
+    path = os.fspath(slide_path)
+    with open_slide(path, mpp=slide_mpp, default_mpp=default_mpp) as slide:
+        mask = tissue_mask(slide, thumbnail_px)
+        grid = tile_grid(slide, mask, spec)
+        info = slide.info.to_dict()
+    return Plan(path, grid, info, slide_mpp, default_mpp)
+
+
+@lru_cache(maxsize=8)
+def _cached_slide(path: str, mpp: float | None, default_mpp: float | None) -> Slide:
+    # Worker processes are reused across tasks; keeping the slide open saves re-parsing it.
+    return open_slide(path, mpp=mpp, default_mpp=default_mpp)
+
+
+@dataclass(frozen=True)
+class ReadTiles:
+    """Ray Data stage: chunk ids in, padded (chunk_tiles, H, W, 3) pixel blocks out."""
+
+    store: str
+    slide_path: str
+    level: int
+    read_px: int
+    tile_px: int
+    chunk_tiles: int
+    slide_mpp: float | None = None
+    default_mpp: float | None = None
+
+    def __call__(self, batch: Batch) -> Batch:
+        slide = _cached_slide(self.slide_path, self.slide_mpp, self.default_mpp)
+        coords_arr = array(open_store(self.store), "coords")
+        out_px, out_n = [], []
+        for chunk in batch["chunk"]:
+            lo = int(chunk) * self.chunk_tiles
+            coords = np.asarray(coords_arr[lo : lo + self.chunk_tiles])
+            px = np.zeros((self.chunk_tiles, self.tile_px, self.tile_px, 3), np.uint8)
+            for i, (x, y) in enumerate(coords):
+                px[i] = read_tile(slide, int(x), int(y), self.level, self.read_px, self.tile_px)
+            out_px.append(px)
+            out_n.append(len(coords))
+        return {"chunk": batch["chunk"], "n": np.array(out_n), "pixels": np.stack(out_px)}
+
+
+@dataclass(frozen=True)
+class WriteChunks:
+    """Ray Data stage: writes every array column except bookkeeping into its chunk."""
+
+    store: str
+    skip: tuple[str, ...] = ("chunk", "n")
+    keep_pixels: bool = True
+
+    def __call__(self, batch: Batch) -> Batch:
+        for j, chunk in enumerate(batch["chunk"]):
+            n = int(batch["n"][j])
+            arrays = {
+                k: v[j][:n]
+                for k, v in batch.items()
+                if k not in self.skip and (self.keep_pixels or k != "pixels")
+            }
+            write_chunk(self.store, int(chunk), arrays)
+        return {"chunk": batch["chunk"], "n": batch["n"]}
+
+
+@dataclass
+class JobResult:
+    store: str
+    n_tiles: int
+    n_chunks: int
+    chunks_run: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.n_tiles / self.seconds if self.seconds > 0 else 0.0
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+    ray.init(**kwargs)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # the job draws its own bar in tiles, not Ray's per-stage bars
+    ctx.print_on_execution_start = False
+
+
+def run_job(
+    plan: Plan,
+    out: str | os.PathLike[str],
+    *,
+    chunk_tiles: int = 64,
+    store_pixels: bool = True,
+    read_cpus: float = 0.5,
+    score: Callable[[Any], Any] | None = None,
+    n_classes: int | None = None,
+    extra_attrs: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> JobResult:
+    """Tile (and, given `score`, score) one slide into a Zarr group at `out`.
+
+    `score` maps a Ray dataset of pixel blocks to one with extra columns (probs, fused); it
+    slots in between the read and write stages.
+    """
+    import ray
+    from tqdm import tqdm
+
+    init_ray()
+    t0 = time.perf_counter()
+    out = os.fspath(out)
+    grid = plan.grid
+    n = len(grid)
+    tile_px = grid.spec.tile_px
+    attrs = {
+        "slide": plan.info,
+        "slide_sha256": file_sha256(plan.slide_path),
+        "tiling": grid.settings(),
+        "status": "running",
+        **(extra_attrs or {}),
+    }
+    create_store(
+        out,
+        n_tiles=n,
+        chunk_tiles=chunk_tiles,
+        attrs=attrs,
+        tile_px=tile_px if store_pixels else None,
+        n_classes=n_classes,
+        grid_shape=grid.shape if n_classes else None,
+    )
+    g = open_store(out, "r+")
+    done = done_chunks(out)
+    if not done.any():  # metadata is written once by the driver; workers only read it
+        array(g, "coords")[:] = grid.coords
+        array(g, "cells")[:] = grid.cells
+        array(g, "tissue")[:] = grid.tissue
+    todo = [int(i) for i in np.flatnonzero(~done)] if n else []
+    n_chunks = len(done)
+    already = sum(min(chunk_tiles, n - int(i) * chunk_tiles) for i in np.flatnonzero(done)) if n else 0
+    t_plan = time.perf_counter() - t0
+
+    bar = tqdm(
+        total=n,
+        initial=already,
+        unit="tile",
+        desc=os.path.basename(plan.slide_path)[:40],
+        disable=not progress,
+    )
+    finished = already
+    if todo:
+        reader = ReadTiles(
+            store=out,
+            slide_path=plan.slide_path,
+            level=grid.level,
+            read_px=grid.read_px,
+            tile_px=tile_px,
+            chunk_tiles=chunk_tiles,
+            slide_mpp=plan.slide_mpp_override,
+            default_mpp=plan.default_mpp,
+        )
+        ds: ray.data.Dataset = ray.data.from_items(
+            [{"chunk": c} for c in todo], override_num_blocks=len(todo)
+        )
+        ds = ds.map_batches(reader, batch_size=1, num_cpus=read_cpus, batch_format="numpy")
+        if score is not None:
+            ds = score(ds)
+        ds = ds.map_batches(
+            WriteChunks(out, keep_pixels=store_pixels),
+            batch_size=1,
+            num_cpus=read_cpus / 2,
+            batch_format="numpy",
+        )
+        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
+            k = int(batch["n"].sum())
+            finished += k
+            bar.update(k)
+            if on_progress:
+                on_progress(finished, n)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    g.attrs.update(
+        {"status": "tiled" if score is None else "scored", "timings": {"plan_s": t_plan, "total_s": seconds}}
+    )
+    return JobResult(out, n, n_chunks, len(todo), seconds, {"plan_s": t_plan})

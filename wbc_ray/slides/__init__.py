@@ -1,0 +1,25 @@
+"""Opening slides, finding tissue, planning tile grids, composing test slides."""
+
+from ._compose import compose_slide
+from ._grid import GridSpec, TileGrid, choose_level, tile_grid
+from ._preview import grid_preview
+from ._reader import Slide, SlideError, SlideInfo, open_slide
+from ._tiles import read_tile
+from ._tissue import TissueMask, tissue_mask, tissue_mask_from_rgb
+
+__all__ = [
+    "GridSpec",
+    "Slide",
+    "SlideError",
+    "SlideInfo",
+    "TileGrid",
+    "TissueMask",
+    "choose_level",
+    "compose_slide",
+    "grid_preview",
+    "open_slide",
+    "read_tile",
+    "tile_grid",
+    "tissue_mask",
+    "tissue_mask_from_rgb",
+]

@@ -1,0 +1,77 @@
+"""Tissue detection on the thumbnail: Otsu on saturation, then morphological clean-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ._reader import Slide
+
+# Glass is grey-white; stained cells and smear are coloured. A floor on the Otsu threshold
+# keeps an all-glass slide from having its noise split into "tissue".
+MIN_SATURATION = 0.04
+GLASS_MARGIN = 0.02
+CELL_UM = 10.0  # a white cell is 10-15 microns across
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    mask: np.ndarray  # bool (h, w) over the thumbnail
+    scale: float  # level-0 pixels per mask pixel
+    threshold: float
+
+    def fraction(self) -> float:
+        return float(self.mask.mean())
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
+    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    # Values above the returned edge are the upper class.
+    return float(edges[1:][int(np.argmax(between))])
+
+
+def tissue_mask_from_rgb(
+    rgb: np.ndarray, um_per_px: float = 8.0, min_object_frac: float = 0.0005
+) -> tuple[np.ndarray, float]:
+    """Mask of stained regions in an RGB thumbnail whose pixels span `um_per_px` microns.
+
+    Smears are cells scattered over pale background, so saturation is smoothed over about
+    one cell diameter first: a field of cells then reads as one region, glass stays flat.
+    """
+    px = rgb.astype(np.float32) / 255.0
+    mx, mn = px.max(axis=-1), px.min(axis=-1)
+    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
+    sigma = max(CELL_UM / 2 / um_per_px, 0.5)
+    smooth = ndimage.gaussian_filter(sat, sigma=sigma)
+    # Glass is the brightest, flattest part; a threshold just above it keeps pale smear
+    # regions that Otsu (which splits pale from dense fields) would throw away.
+    glass = float(np.percentile(smooth, 5))
+    thr = max(MIN_SATURATION, min(otsu_threshold(smooth), glass + GLASS_MARGIN))
+    mask = (smooth > thr) | (ndimage.gaussian_filter(mx, sigma) < 0.2)  # dense dark tissue
+    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3)), iterations=2)
+    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3)))
+    mask = ndimage.binary_fill_holes(mask)
+    labels, n = ndimage.label(mask)
+    if n:
+        sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = sizes >= max(4, min_object_frac * mask.size)
+        mask = keep[labels]
+    return mask.astype(bool), thr
+
+
+def tissue_mask(slide: Slide, max_side: int = 2048) -> TissueMask:
+    thumb = slide.thumbnail(max_side)
+    scale = slide.dimensions[0] / thumb.shape[1]
+    mask, thr = tissue_mask_from_rgb(thumb, um_per_px=scale * (slide.mpp or 0.5))
+    return TissueMask(mask=mask, scale=scale, threshold=thr)
