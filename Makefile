@@ -33,6 +33,15 @@ lint: setup
 bench: setup
 	$(BIN)/python -m benchmarks.tiling
 
+# The three CNNs from scratch on the train split (no model hub here); weights stay out of git.
+MODELS ?= $(abspath weights)
+export WBC_RAY_MODELS ?= $(MODELS)
+# Sequential: on 2 cores, three models side by side take as long in all and each takes 3x longer.
+models: setup
+	$(BIN)/wbc-ray train --model all --sequential --manifest $(WBC_RAY_DATA)/all_taleqani/split.csv --out $(MODELS)
+	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(WBC_RAY_DATA)/all_taleqani/split.csv --split test --out $(MODELS)/eval_test
+	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(WBC_RAY_DATA)/all_taleqani/split.csv --split test --perturb grayscale --out $(MODELS)/eval_test_grayscale
+
 demo: setup
 	$(BIN)/python -m wbc_ray.demo
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .models import WeightsUnavailable
 from .slides import SlideError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -115,6 +116,47 @@ def _write_preview(path: str, mpp: float | None, default_mpp: float | None, spec
         grid_preview(slide, mask, tile_grid(slide, mask, spec)).save(out)
 
 
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .models import list_models
+    from .training import TrainConfig, train_many
+
+    s = _settings(args)
+    names = list_models() if args.model == "all" else [args.model]
+    base = TrainConfig(
+        model=names[0],
+        manifest=args.manifest,
+        out=args.out or str(s.models_dir),
+        input_size=args.input_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        weights=None if args.weights in (None, "none") else args.weights,
+        limit=args.limit,
+    )
+    cards = train_many(names, base, parallel=not args.sequential)
+    for name, card in cards.items():
+        m = card.metrics["test"]
+        print(
+            f"{name:>13}: test BA {m['balanced_accuracy']:.4f} sens {m['sensitivity']:.4f} "
+            f"spec {m['specificity']:.4f} AUC {m['roc_auc']:.4f}"
+        )
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from .training import evaluate, markdown_table
+
+    s = _settings(args)
+    res = evaluate(
+        args.models or s.models_dir, args.manifest, args.out, split=args.split, perturb=args.perturb
+    )
+    print(markdown_table(res))
+    print(f"wrote {Path(args.out) / 'metrics.json'}, metrics.md, roc.png, confusion.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wbc-ray", description=__doc__)
     p.add_argument("--config", help="settings YAML (default configs/default.yaml)")
@@ -146,6 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     tile.add_argument("--preview", help="also write a PNG of mask and grid over the thumbnail")
     tile.add_argument("--quiet", action="store_true")
 
+    tr = sub.add_parser("train", help="train one or all architectures on a manifest")
+    tr.add_argument("--model", required=True, help="mobilenet | xception | inception_v3 | all")
+    tr.add_argument("--manifest", required=True)
+    tr.add_argument("--out", help="weights folder (default: settings models_dir / $WBC_RAY_MODELS)")
+    tr.add_argument("--input-size", type=int, default=128)
+    tr.add_argument("--epochs", type=int, help="default: a per-model budget of about 30 CPU minutes")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--weights", help="none (default) | imagenet | PATH to local weights")
+    tr.add_argument("--limit", type=int, help="images per split (smoke runs)")
+    tr.add_argument("--sequential", action="store_true", help="one model after another, not Ray tasks")
+
+    ev = sub.add_parser("evaluate", help="metrics, table and plots of the models and their fusions")
+    ev.add_argument("--models", help="weights folder (default: settings models_dir)")
+    ev.add_argument("--manifest", required=True)
+    ev.add_argument("--split", default=None, help="rows of this split only (default: all rows)")
+    ev.add_argument("--perturb", choices=["none", "grayscale", "stain"], default="none")
+    ev.add_argument("--out", required=True)
+
     for register in _EXTRA_PARSERS:
         register(sub)
     return p
@@ -159,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         return COMMANDS[args.command](args)
-    except (SlideError, UserError, ValueError, FileExistsError, FileNotFoundError) as exc:
+    except (SlideError, UserError, ValueError, FileExistsError, FileNotFoundError, WeightsUnavailable) as exc:
         print(f"wbc-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

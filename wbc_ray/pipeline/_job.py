@@ -124,12 +124,13 @@ class JobResult:
         return self.n_tiles / self.seconds if self.seconds > 0 else 0.0
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": log_to_driver}
     if address:
         kwargs["address"] = address
     else:

@@ -1,0 +1,96 @@
+"""Helpers for `make bench`: peak memory of Ray processes, results as JSON beside a baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+OUT_DIR = Path(os.environ.get("WBC_RAY_BENCH_OUT", Path(__file__).resolve().parent.parent / "bench_results"))
+
+
+def _is_ray(p: psutil.Process) -> bool:
+    try:
+        name = p.name()
+        cmd = " ".join(p.cmdline()[:3])
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return (
+        name.startswith("ray::")
+        or "raylet" in cmd
+        or "gcs_server" in cmd
+        or "ray/_private" in cmd
+        or ("default_worker.py" in cmd)
+    )
+
+
+class RayMemory:
+    """Samples the resident memory of every Ray process (and the driver) until stopped."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak: dict[int, tuple[str, int]] = {}
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            total = 0
+            for p in psutil.process_iter():
+                if p.pid != me and not _is_ray(p):
+                    continue
+                try:
+                    rss = p.memory_info().rss
+                    name = "driver" if p.pid == me else p.name()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                total += rss
+                if rss > self.peak.get(p.pid, ("", 0))[1]:
+                    self.peak[p.pid] = (name, rss)
+            self.peak_total = max(self.peak_total, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RayMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        by_proc = sorted(self.peak.values(), key=lambda t: -t[1])
+        workers = [rss for name, rss in by_proc if name.startswith("ray::")]
+        return {
+            "peak_process_mb": round(by_proc[0][1] / 2**20, 1) if by_proc else 0.0,
+            "peak_process": by_proc[0][0] if by_proc else "",
+            "peak_worker_mb": round(max(workers) / 2**20, 1) if workers else 0.0,
+            "peak_total_mb": round(self.peak_total / 2**20, 1),
+            "n_processes": len(by_proc),
+            "top": [{"process": n, "mb": round(r / 2**20, 1)} for n, r in by_proc[:8]],
+        }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        **result,
+    }
+    path = OUT_DIR / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"

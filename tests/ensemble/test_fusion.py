@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from wbc_ray.ensemble import fuse, fuzzy_rank_scores, fuzzy_ranks, slide_verdict, wilson_interval
+
+
+def test_rank_function_values_from_the_formulas() -> None:
+    # At confidence 0: R1 = 1 - exp(-1/2) = 0.3935, R2 = 1 - tanh(1/2) = 0.5379.
+    r1, r2 = 1 - math.exp(-0.5), 1 - math.tanh(0.5)
+    assert round(r1, 4) == 0.3935 and round(r2, 4) == 0.5379
+    assert fuzzy_ranks(np.array([0.0]))[0] == pytest.approx(r1 * r2)
+    assert fuzzy_ranks(np.array([1.0]))[0] == 0.0
+    c = 0.7
+    d = (c - 1) ** 2 / 2
+    assert fuzzy_ranks(np.array([c]))[0] == pytest.approx((1 - math.exp(-d)) * (1 - math.tanh(d)))
+    # Monotone: more confident, lower rank.
+    assert np.all(np.diff(fuzzy_ranks(np.linspace(0, 1, 11))) < 0)
+
+
+def test_fused_score_is_rs_times_cfs() -> None:
+    p = np.array([[[0.9, 0.1]], [[0.6, 0.4]], [[0.2, 0.8]]])
+    rs = fuzzy_ranks(p).sum(axis=0)
+    cfs = 1 - p.mean(axis=0)
+    assert np.allclose(fuzzy_rank_scores(p), rs * cfs)
+
+
+def test_decision_uses_fs_not_rs() -> None:
+    # Malignant confidences 0.12, 0.67, 0.65: RS alone picks malignant, FS picks benign.
+    p = np.array([[[0.88, 0.12]], [[0.33, 0.67]], [[0.35, 0.65]]])
+    rs = fuzzy_ranks(p).sum(axis=0)[0]
+    fs = fuzzy_rank_scores(p)[0]
+    assert rs.argmin() != fs.argmin(), (rs, fs)
+    pred, score = fuse(p, "fuzzy_rank")
+    assert rs.argmin() == 1 and pred[0] == fs.argmin() == 0
+    assert score[0] == pytest.approx(fs[0] / (fs[0] + fs[1])) and score[0] < 0.5
+
+
+def test_mean_and_vote() -> None:
+    p = np.array([[[0.9, 0.1], [0.4, 0.6]], [[0.4, 0.6], [0.3, 0.7]], [[0.45, 0.55], [0.6, 0.4]]])
+    pred, score = fuse(p, "mean")  # means: malignant 0.417 and 0.633
+    assert np.allclose(score, p.mean(0)[:, 1]) and list(pred) == [0, 1]
+    pred, share = fuse(p, "vote")
+    assert list(pred) == [1, 1] and np.allclose(share, [2 / 3, 2 / 3])
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse(p, "max")  # type: ignore[arg-type]
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson_interval(20, 100, 0.95)  # textbook: 0.1333 .. 0.2888
+    assert lo == pytest.approx(0.1333, abs=1e-4) and hi == pytest.approx(0.2888, abs=1e-4)
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0
+
+
+def test_verdict_rules() -> None:
+    calls = np.array([1] * 60 + [0] * 140)  # 30 % of 200 tiles: lower bound 0.24 >= 0.2
+    v = slide_verdict(calls, tau=0.2)
+    assert v.verdict == "malignant" and v.malignant_fraction == pytest.approx(0.3) and v.n_tiles == 200
+    assert slide_verdict(np.array([1] * 10 + [0] * 190), tau=0.2).verdict == "benign"
+    assert slide_verdict(np.array([1] * 40 + [0] * 160), tau=0.2).verdict == "indeterminate"
+    tissue = np.array([0.9] * 100 + [0.1] * 100)
+    v = slide_verdict(np.array([0] * 100 + [1] * 100), tissue, min_tissue=0.5)
+    assert v.n_tiles == 100 and v.n_excluded == 100 and v.verdict == "benign"
+    assert slide_verdict(np.array([], bool)).verdict == "indeterminate"

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import MANIFEST, need_data
+from wbc_ray.models import Classifier, load_checkpoint
+from wbc_ray.training import (
+    TrainConfig,
+    augment,
+    best_threshold,
+    binary_metrics,
+    evaluate,
+    fit_temperature,
+    roc_auc,
+    train,
+)
+
+
+def test_metrics_against_a_hand_computed_confusion_matrix() -> None:
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 1, 0, 1])
+    pred = np.array([1, 1, 0, 1, 0, 1, 0, 1, 0, 0])
+    # tp = 4, fn = 2, tn = 3, fp = 1
+    m = binary_metrics(y, pred, pred.astype(float))
+    assert m["confusion"] == [[3, 1], [2, 4]]
+    assert m["sensitivity"] == pytest.approx(4 / 6) and m["specificity"] == pytest.approx(3 / 4)
+    assert m["balanced_accuracy"] == pytest.approx((4 / 6 + 3 / 4) / 2)
+    assert m["precision"] == pytest.approx(4 / 5) and m["accuracy"] == pytest.approx(0.7)
+    assert m["f1"] == pytest.approx(2 * 0.8 * (4 / 6) / (0.8 + 4 / 6))
+
+
+def test_auc_and_threshold() -> None:
+    y = np.array([0, 0, 1, 1])
+    assert roc_auc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert roc_auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    t = best_threshold(y, np.array([0.1, 0.2, 0.3, 0.4]))
+    assert 0.2 < t < 0.3
+
+
+def test_temperature_scaling_recovers_a_known_temperature() -> None:
+    g = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 2, generator=g) * 2
+    y = torch.multinomial(torch.softmax(true_logits, 1), 1, generator=g).squeeze(1)
+    t = fit_temperature(true_logits * 3.0, y)  # over-confident by 3x
+    assert t == pytest.approx(3.0, rel=0.15)
+
+
+def test_augment_keeps_shape_and_range() -> None:
+    x = torch.rand(6, 3, 32, 32)
+    out = augment(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+
+
+def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
+    need_data()
+    cfg = TrainConfig(
+        model="mobilenet",
+        manifest=str(MANIFEST),
+        out=str(tmp_path / "w"),
+        input_size=64,
+        epochs=1,
+        limit=48,
+        batch_size=16,
+        progress=False,
+    )
+    card = train(cfg)
+    assert card.training["epochs_run"] == 1 and card.temperature > 0
+    assert set(card.metrics) >= {"val", "test", "test_grayscale"}
+    model, card2 = load_checkpoint(tmp_path / "w", "mobilenet")
+    assert card2.version == card.version and card2.manifest_hash == card.manifest_hash
+    assert not (tmp_path / "w" / "mobilenet.last.pt").exists()
+    # Evaluation on a custom manifest without a split column, checked against our own predictions.
+    rows = ["path,label"]
+    for sub, label in (("Benign/WBC-Benign-006.jpg", "benign"), ("Benign/WBC-Benign-020.jpg", "benign")):
+        rows.append(f"{MANIFEST.parent / 'images' / sub},{label}")
+    import csv
+
+    with open(MANIFEST) as fh:
+        mal = [r for r in csv.DictReader(fh) if r["split"] == "test" and r["label"] == "malignant"][:3]
+    rows += [f"{MANIFEST.parent / r['path']},malignant" for r in mal]
+    man = tmp_path / "m.csv"
+    man.write_text("\n".join(rows) + "\n")
+    res = evaluate(tmp_path / "w", man, tmp_path / "eval", split=None)
+    m = res["models"]["mobilenet"]
+    from wbc_ray.manifest import read_manifest
+    from wbc_ray.training import load_images
+
+    items = read_manifest(man)
+    p = Classifier(model, card2).predict(load_images(items, 64)[0].numpy())
+    y = np.array([it.label for it in items])
+    assert m["confusion"] == binary_metrics(y, p.argmax(1), p[:, 1])["confusion"]
+    assert sum(map(sum, m["confusion"])) == 5
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(saved["ensembles"]) == {"fuzzy_rank", "mean", "vote"}
+    assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path) -> None:
+    need_data()
+    base = dict(
+        model="mobilenet",
+        manifest=str(MANIFEST),
+        out=str(tmp_path / "w"),
+        input_size=64,
+        limit=32,
+        batch_size=16,
+        progress=False,
+    )
+    # A 2-epoch run interrupted after epoch 1 leaves its state file; the rerun does only epoch 2.
+    import wbc_ray.training._train as tr
+
+    calls: list[int] = []
+    real = tr.binary_metrics
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    tr.binary_metrics = boom  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, epochs=2))  # type: ignore[arg-type]
+    finally:
+        tr.binary_metrics = real  # type: ignore[assignment]
+    st = torch.load(tmp_path / "w" / "mobilenet.last.pt", weights_only=True)
+    assert st["epoch"] == 0
+    card = train(TrainConfig(**base, epochs=2))  # type: ignore[arg-type]
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2]

@@ -1,0 +1,107 @@
+"""Checkpoints: safetensors weights + JSON model card. Nothing is ever unpickled."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..manifest import CLASSES
+from ._registry import build_model, get_spec
+
+TRAINING_MPP = 0.5  # the training images carry no scale; they are taken as 0.5 um/px at 224 px
+TRAINING_PX = 224
+
+
+@dataclass
+class ModelCard:
+    name: str
+    architecture: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    classes: tuple[str, ...] = CLASSES
+    # Scale of the model input: training images are 224 px at 0.5 um/px, resized to input_size.
+    mpp: float = TRAINING_MPP
+    manifest_hash: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # Calibrated logits: z / temperature, plus `bias` on the malignant logit (the operating
+    # point chosen on the validation split, so that p >= 0.5 is the tuned decision).
+    temperature: float = 1.0
+    bias: float = 0.0
+    version: str = ""
+
+    @property
+    def tile_mpp(self) -> float:
+        """Microns per pixel of a model input tile."""
+        return self.mpp * TRAINING_PX / self.input_size
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        d = json.loads(text)
+        d["mean"], d["std"], d["classes"] = tuple(d["mean"]), tuple(d["std"]), tuple(d["classes"])
+        return cls(**d)
+
+
+def default_card(name: str, input_size: int | None = None) -> ModelCard:
+    spec = get_spec(name)
+    return ModelCard(
+        name=name,
+        architecture=spec.timm_name,
+        input_size=input_size or spec.input_size,
+        mean=spec.mean,
+        std=spec.std,
+    )
+
+
+def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | os.PathLike[str]) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{card.name}.safetensors"
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = weights.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"architecture": card.architecture})
+    card.version = _sha256(tmp)[:12]
+    os.replace(tmp, weights)
+    (out / f"{card.name}.json").write_text(card.to_json())
+    return weights
+
+
+def load_checkpoint(models_dir: str | os.PathLike[str], name: str) -> tuple[nn.Module, ModelCard]:
+    from safetensors.torch import load_file
+
+    d = Path(models_dir)
+    card_path, weights = d / f"{name}.json", d / f"{name}.safetensors"
+    if not card_path.exists() or not weights.exists():
+        raise FileNotFoundError(
+            f"no checkpoint for {name} in {d} (need {name}.json and {name}.safetensors); run `make models`"
+        )
+    card = ModelCard.from_json(card_path.read_text())
+    model = build_model(name, num_classes=len(card.classes))
+    model.load_state_dict(load_file(str(weights)))
+    model.eval()
+    return model, card
+
+
+def available(models_dir: str | os.PathLike[str]) -> list[str]:
+    d = Path(models_dir)
+    return sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.safetensors").exists())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

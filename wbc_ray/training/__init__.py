@@ -1,0 +1,24 @@
+"""Datasets from manifests, batched augmentation, the training loop, metrics, calibration."""
+
+from ._data import augment, grayscale_u8, load_images, stain_jitter_u8
+from ._evaluate import evaluate, markdown_table
+from ._metrics import best_threshold, binary_metrics, roc_auc, roc_curve
+from ._train import DEFAULT_EPOCHS, TrainConfig, fit_temperature, train, train_many
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "TrainConfig",
+    "augment",
+    "best_threshold",
+    "binary_metrics",
+    "evaluate",
+    "fit_temperature",
+    "markdown_table",
+    "grayscale_u8",
+    "load_images",
+    "roc_auc",
+    "roc_curve",
+    "stain_jitter_u8",
+    "train",
+    "train_many",
+]

@@ -1,0 +1,320 @@
+"""Transfer-learning / from-scratch training loop with EMA, early stopping, resume, calibration."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..manifest import Item, manifest_hash, read_manifest
+from ..models import (
+    Classifier,
+    ModelCard,
+    autocast,
+    build_model,
+    default_card,
+    get_spec,
+    save_checkpoint,
+)
+from ..models._registry import submodule
+from ._data import augment, grayscale_u8, load_images
+from ._metrics import best_threshold, binary_metrics
+
+# Epoch budgets chosen so each model trains in about 30 minutes or less on 2 CPU cores at 128 px.
+DEFAULT_EPOCHS = {"mobilenet": 30, "inception_v3": 16, "xception": 12}
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    manifest: str
+    out: str
+    input_size: int = 128
+    epochs: int | None = None  # None: DEFAULT_EPOCHS[model]
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.05
+    ema_decay: float = 0.99
+    patience: int = 8
+    seed: int = 0
+    weights: str | None = None  # None | "imagenet" | path to a local weight file
+    limit: int | None = None  # use only this many images per split (tests, smoke runs)
+    threads: int | None = None
+    device: str | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def n_epochs(self) -> int:
+        return self.epochs or DEFAULT_EPOCHS.get(self.model, 15)
+
+
+def _subset(items: list[Item], limit: int | None, seed: int) -> list[Item]:
+    if not limit or limit >= len(items):
+        return items
+    rng = np.random.default_rng(seed)
+    # Keep both classes in a subset, however small.
+    by = [[i for i, it in enumerate(items) if it.label == k] for k in (0, 1)]
+    half = max(1, limit // 2)
+    pick = [j for grp in by for j in rng.permutation(grp)[: max(half, limit - len(by[0]))][:half]]
+    return [items[j] for j in sorted(pick)]
+
+
+class _EMA:
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval()
+        self.decay = decay
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm-up: short runs would otherwise be dominated by the random init.
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, m in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if e.dtype.is_floating_point:
+                e.lerp_(m, 1 - d)
+            else:
+                e.copy_(m)
+
+
+def _predict_logits(model: nn.Module, card: ModelCard, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    clf = Classifier(model, card, device=device, channels_last=True)
+    with torch.inference_mode():
+        out = torch.cat([clf.logits(x[i : i + 128]) for i in range(0, len(x), 128)]).cpu()
+    return out.clone()  # a normal tensor: calibration differentiates through it
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Temperature minimising validation NLL (Guo et al. 2017)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def _log(cfg: TrainConfig, msg: str) -> None:
+    if cfg.progress:
+        print(f"[{cfg.model}] {msg}", flush=True)
+
+
+def train(cfg: TrainConfig) -> ModelCard:
+    """Train one architecture; write <out>/<model>.safetensors and .json; return the card."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    splits = {
+        s: _subset(read_manifest(cfg.manifest, s), cfg.limit, cfg.seed) for s in ("train", "val", "test")
+    }
+    data = {s: load_images(items, cfg.input_size) for s, items in splits.items()}
+    xtr, ytr = data["train"]
+    counts = torch.bincount(ytr, minlength=2).float()
+    # Class weights undo the 1:5 imbalance; without them early epochs call everything malignant.
+    class_w = (counts.sum() / (2 * counts.clamp(min=1))).to(device)
+
+    model = build_model(cfg.model, num_classes=2, weights=cfg.weights).to(device)
+    if cfg.weights is None:
+        # A zero head starts every model at p = 0.5; MobileNetV2's default init starts at logits
+        # of std ~4, which costs the first epoch just unlearning confident nonsense.
+        head = submodule(model, get_spec(cfg.model).head)
+        assert isinstance(head, nn.Linear)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    model = model.to(memory_format=torch.channels_last)
+    card = default_card(cfg.model, cfg.input_size)
+    card.manifest_hash = manifest_hash(splits["train"])
+    epochs = cfg.n_epochs()
+    steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
+    )
+    ema = _EMA(model, cfg.ema_decay)
+    state_path = out / f"{cfg.model}.last.pt"
+    start, best_ba, best_epoch, best_state = 0, -1.0, -1, None
+    history: list[dict[str, float]] = []
+    if state_path.exists():
+        # Our own resume file; weights_only refuses anything but tensors and plain containers.
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        ema.model.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        start, best_ba, best_epoch = int(st["epoch"]) + 1, float(st["best_ba"]), int(st["best_epoch"])
+        best_state = st.get("best")
+        history = list(st.get("history", []))
+        _log(cfg, f"resuming at epoch {start + 1}/{epochs} (best val BA {best_ba:.4f})")
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(start):  # the same shuffles and augmentations as an uninterrupted run
+        torch.randperm(len(xtr), generator=g)
+    t0 = time.perf_counter()
+    for epoch in range(start, epochs):
+        model.train()
+        perm = torch.randperm(len(xtr), generator=g)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{cfg.model} {epoch + 1}/{epochs}",
+            disable=not cfg.progress or not sys.stderr.isatty(),
+            leave=False,
+            mininterval=5,
+        )
+        loss_sum = 0.0
+        for step in bar:
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            xb = xtr[idx].permute(0, 3, 1, 2).float().div_(255)
+            xb = augment(xb, g)
+            spec = card
+            mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+            std = torch.tensor(spec.std).view(1, 3, 1, 1)
+            xb = ((xb - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+            yb = ytr[idx].to(device)
+            with autocast(device, "bf16" if device.type == "cpu" else "amp"):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb, weight=class_w, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            ema.update(model, epoch * steps_per_epoch + step)
+            loss_sum += float(loss.detach())
+            bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}")
+        # Select on the EMA weights, at the validation-optimal threshold (the one we deploy).
+        xv, yv = data["val"]
+        lv = _predict_logits(ema.model, card, xv, device)
+        sv = torch.softmax(lv, 1)[:, 1].numpy()
+        thr = best_threshold(yv.numpy(), sv)
+        m = binary_metrics(yv.numpy(), sv >= thr, sv)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": loss_sum / steps_per_epoch,
+                "val_ba": m["balanced_accuracy"],
+                "val_auc": m["roc_auc"],
+            }
+        )
+        improved = m["balanced_accuracy"] > best_ba + 1e-9
+        if improved:
+            best_ba, best_epoch = m["balanced_accuracy"], epoch
+            best_state = {k: v.detach().clone() for k, v in ema.model.state_dict().items()}
+        _log(
+            cfg,
+            f"epoch {epoch + 1}/{epochs} loss {loss_sum / steps_per_epoch:.4f} val BA "
+            f"{m['balanced_accuracy']:.4f} AUC {m['roc_auc']:.4f}{' *' if improved else ''} "
+            f"({time.perf_counter() - t0:.0f} s)",
+        )
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "ema": ema.model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "epoch": epoch,
+                "best_ba": best_ba,
+                "best_epoch": best_epoch,
+                "best": best_state,
+                "history": history,
+            },
+            state_path,
+        )
+        if epoch - best_epoch >= cfg.patience:
+            _log(cfg, f"early stop: no val improvement for {cfg.patience} epochs")
+            break
+
+    assert best_state is not None
+    final = build_model(cfg.model, num_classes=2)
+    final.load_state_dict(best_state)
+    final.eval()
+    card = calibrate_and_evaluate(final, card, data, device)
+    card.training = {
+        **{k: v for k, v in asdict(cfg).items() if k not in {"progress", "extra"}},
+        "epochs_run": len(history),
+        "best_epoch": best_epoch + 1,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "history": history,
+        "train_counts": counts.int().tolist(),
+        **cfg.extra,
+    }
+    save_checkpoint(final, card, out)
+    state_path.unlink(missing_ok=True)
+    _log(
+        cfg,
+        f"done: test BA {card.metrics['test']['balanced_accuracy']:.4f} "
+        f"AUC {card.metrics['test']['roc_auc']:.4f} -> {out / (cfg.model + '.safetensors')}",
+    )
+    return card
+
+
+def calibrate_and_evaluate(
+    model: nn.Module,
+    card: ModelCard,
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> ModelCard:
+    """Temperature and operating-point bias from val; metrics on val, test and grayscale test."""
+    xv, yv = data["val"]
+    lv = _predict_logits(model, card, xv, device)
+    card.temperature = fit_temperature(lv, yv)
+    pv = torch.softmax(lv / card.temperature, 1)[:, 1].numpy()
+    thr = float(np.clip(best_threshold(yv.numpy(), pv), 1e-4, 1 - 1e-4))
+    card.bias = -math.log(thr / (1 - thr))  # p >= thr  <=>  calibrated p >= 0.5
+    clf = Classifier(model, card, device=device)
+    metrics: dict[str, Any] = {"val_threshold_uncalibrated": thr}
+    xt, yt = data["test"]
+    for name, (x, y) in {
+        "val": (xv, yv),
+        "test": (xt, yt),
+        "test_grayscale": (torch.from_numpy(grayscale_u8(xt.numpy())), yt),
+    }.items():
+        p = clf.predict(x)[:, 1]
+        metrics[name] = binary_metrics(y.numpy(), p >= 0.5, p)
+    card.metrics = metrics
+    return card
+
+
+def train_many(names: list[str], base: TrainConfig, parallel: bool = True) -> dict[str, ModelCard]:
+    """Train several architectures; in parallel as Ray tasks (one GPU each where there are GPUs)."""
+    if not parallel or len(names) == 1:
+        return {n: train(TrainConfig(**{**asdict(base), "model": n})) for n in names}
+    import ray
+
+    from ..pipeline import init_ray
+
+    init_ray(log_to_driver=True)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    per_cpu = max(0.1, min(1.0, cpus / len(names)) - 0.01)  # fractional: never starve the driver
+    threads = max(1, int(cpus // len(names)))
+    remote = ray.remote(num_cpus=per_cpu, num_gpus=1 if gpus >= len(names) else 0)(train)
+    refs = {
+        n: remote.remote(TrainConfig(**{**asdict(base), "model": n, "threads": base.threads or threads}))
+        for n in names
+    }
+    return {n: ray.get(r) for n, r in refs.items()}
+
+
+def config_from_env(**kw: Any) -> TrainConfig:
+    return TrainConfig(**kw, device=os.environ.get("WBC_RAY_DEVICE"))
