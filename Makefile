@@ -32,6 +32,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.tiling
+	$(BIN)/python -m benchmarks.inference
+	$(BIN)/python -m benchmarks.analyze
 
 # The three CNNs from scratch on the train split (no model hub here); weights stay out of git.
 MODELS ?= $(abspath weights)

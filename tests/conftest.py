@@ -48,3 +48,15 @@ def composed(tmp_path_factory, test_items) -> Path:
     out = tmp_path_factory.mktemp("slides") / "mix.tiff"
     compose_slide(test_items, out, grid=(6, 8), malignant_fraction=0.25, seed=7)
     return out
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Trained checkpoints: $WBC_RAY_MODELS when it holds all three, else the quick preset (cached)."""
+    need_data()
+    from wbc_ray.training import ensure_models, has_models
+
+    env = os.environ.get("WBC_RAY_MODELS")
+    if env and has_models(env):
+        return Path(env)
+    return ensure_models(REPO / ".cache" / "quick_models", MANIFEST, "quick", progress=False)

@@ -157,6 +157,46 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("serve")
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from .serve import start
+
+    overrides = {k: v for k, v in {"models_dir": args.models, "results_dir": args.results}.items() if v}
+    start(args.serve_config, host=args.host, port=args.port, **overrides)
+    print(f"wbc-ray serving on http://{args.host}:{args.port} (OpenAPI at /docs); Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
+    return 0
+
+
+@command("analyze")
+def _analyze(args: argparse.Namespace) -> int:
+    from .analyze import analyze_many, print_summary
+
+    s = _settings(args)
+    results = analyze_many(
+        args.slides,
+        models_dir=args.models or str(s.models_dir),
+        out_dir=args.out,
+        settings=s,
+        fusion=args.fusion,
+        slide_mpp=args.slide_mpp,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps([r.summary() for r in results], indent=2))
+    else:
+        print_summary(results)
+    return 0 if all(r.ok for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wbc-ray", description=__doc__)
     p.add_argument("--config", help="settings YAML (default configs/default.yaml)")
@@ -206,6 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="rows of this split only (default: all rows)")
     ev.add_argument("--perturb", choices=["none", "grayscale", "stain"], default="none")
     ev.add_argument("--out", required=True)
+
+    sv = sub.add_parser("serve", help="start local Ray and the Serve app from configs/serve.yaml")
+    sv.add_argument("--serve-config", default=None, help="Ray Serve config (default configs/serve.yaml)")
+    sv.add_argument("--models", help="weights folder")
+    sv.add_argument("--results", help="results folder")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+
+    an = sub.add_parser("analyze", help="analyse slides: tile, score with the three CNNs, verdict")
+    an.add_argument("slides", nargs="+")
+    an.add_argument("--models", help="weights folder (default: settings models_dir)")
+    an.add_argument("--out", required=True, help="results folder (one <slide>.zarr each)")
+    an.add_argument("--fusion", choices=["fuzzy_rank", "mean", "vote"])
+    an.add_argument("--slide-mpp", type=float, help="override the slides' microns/pixel")
+    an.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 
     for register in _EXTRA_PARSERS:
         register(sub)

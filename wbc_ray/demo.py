@@ -1,7 +1,8 @@
-"""`make demo`: compose a labelled slide from held-out images and run it through the pipeline."""
+"""`make demo`: compose a labelled slide from held-out images and analyse it end to end."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,9 +10,10 @@ from .config import load_settings
 
 
 def main() -> int:
+    from .analyze import analyze_many, print_summary
     from .manifest import read_manifest
-    from .pipeline import plan_slide, run_job
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
+    from .training import ensure_models, has_models
 
     s = load_settings()
     manifest = s.data_dir / "all_taleqani" / "split.csv"
@@ -19,26 +21,42 @@ def main() -> int:
         print(f"demo: no data at {manifest}; set WBC_RAY_DATA to the shared data folder", file=sys.stderr)
         return 2
     out = Path(s.results_dir) / "demo"
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    models = Path(s.models_dir)
+    if not has_models(models):
+        models = models / "quick"
+        print(
+            f"demo: no trained models in {s.models_dir} (`make models` trains the full set, ~45 min);\n"
+            f"      training the quick preset into {models} first (a few minutes, once)",
+            flush=True,
+        )
+        ensure_models(models, manifest, "quick")
+
     slide = out / "demo_slide.tiff"
     truth = compose_slide(
-        read_manifest(manifest, "test"), slide, grid=(12, 16), malignant_fraction=0.3, seed=42, progress=True
+        read_manifest(manifest, "test"), slide, grid=(16, 16), malignant_fraction=0.3, seed=42, progress=True
     )
-    spec = GridSpec(tile_px=s.tiling.tile_px, mpp=s.tiling.mpp, min_tissue=s.tiling.min_tissue)
     with open_slide(slide) as sl:
         mask = tissue_mask(sl)
-        grid_preview(sl, mask, tile_grid(sl, mask, spec)).save(out / "grid_preview.png")
-    store = out / "demo_tiles.zarr"
-    if store.exists():
-        import shutil
-
-        shutil.rmtree(store)
-    res = run_job(plan_slide(slide, spec), store, chunk_tiles=s.tiling.chunk_tiles)
+        grid_preview(sl, mask, tile_grid(sl, mask, GridSpec(tile_px=224, mpp=0.5))).save(
+            out / "grid_preview.png"
+        )
+    results = analyze_many([str(slide)], models_dir=str(models), out_dir=str(out), settings=s)
+    print()
+    print_summary(results)
+    r = results[0]
+    if not r.ok:
+        return 1
+    stem = Path(r.store or "").stem
     print(
-        f"\nslide   {slide}  ({truth['width']}x{truth['height']} px, truth: {truth['slide_label']}, "
-        f"malignant fraction {truth['malignant_fraction']:.2f})\n"
-        f"grid    {out / 'grid_preview.png'}  (tissue mask and kept tiles over the thumbnail)\n"
-        f"tiles   {store}  ({res.n_tiles} tiles, {res.tiles_per_s:.0f} tiles/s)"
+        f"\ntruth   {truth['slide_label']}, malignant fraction {truth['malignant_fraction']:.3f} "
+        f"({slide.with_suffix('.json')})\n"
+        f"result  {out / (stem + '.json')}\n"
+        f"heatmap {out / (stem + '.heatmap.png')}  (fused malignant score over the thumbnail)\n"
+        f"grid    {out / 'grid_preview.png'}  (tissue mask and tiles)\n"
+        f"store   {r.store}  (Zarr: coords, tissue, probs, fused, heatmap)"
     )
     return 0
 

@@ -1,5 +1,20 @@
 """The Ray Data job for one slide: plan, read, (score), write, resume, progress."""
 
-from ._job import JobResult, Plan, ReadTiles, WriteChunks, init_ray, plan_slide, run_job
+from ._analyze import APP_NAME, AnalysisSettings, ScoreChunks, analyze_slide, model_scale
+from ._job import JobResult, Plan, ReadTiles, WriteChunks, file_sha256, init_ray, plan_slide, run_job
 
-__all__ = ["JobResult", "Plan", "ReadTiles", "WriteChunks", "init_ray", "plan_slide", "run_job"]
+__all__ = [
+    "APP_NAME",
+    "AnalysisSettings",
+    "JobResult",
+    "Plan",
+    "ReadTiles",
+    "ScoreChunks",
+    "WriteChunks",
+    "analyze_slide",
+    "file_sha256",
+    "init_ray",
+    "model_scale",
+    "plan_slide",
+    "run_job",
+]

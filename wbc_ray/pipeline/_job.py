@@ -30,6 +30,7 @@ class Plan:
     info: dict[str, Any]
     slide_mpp_override: float | None = None
     default_mpp: float | None = None
+    thumbnail: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 3), np.uint8))
 
 
 def file_sha256(path: str, limit: int | None = None) -> str:
@@ -53,7 +54,8 @@ def plan_slide(
         mask = tissue_mask(slide, thumbnail_px)
         grid = tile_grid(slide, mask, spec)
         info = slide.info.to_dict()
-    return Plan(path, grid, info, slide_mpp, default_mpp)
+        thumb = slide.thumbnail(1024)
+    return Plan(path, grid, info, slide_mpp, default_mpp, thumb)
 
 
 @lru_cache(maxsize=8)

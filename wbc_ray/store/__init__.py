@@ -1,5 +1,18 @@
-"""Zarr result stores: layout, chunk writes, resume state."""
+"""Zarr result stores: layout, chunk writes, resume state, exports."""
 
-from ._zarr import array, create_store, done_chunks, layout, open_store, write_chunk
+from ._exports import geojson, geojson_text, heatmap_png, tiles_csv
+from ._zarr import array, attrs, create_store, done_chunks, layout, open_store, write_chunk
 
-__all__ = ["array", "create_store", "layout", "done_chunks", "open_store", "write_chunk"]
+__all__ = [
+    "array",
+    "attrs",
+    "create_store",
+    "done_chunks",
+    "geojson",
+    "geojson_text",
+    "heatmap_png",
+    "layout",
+    "open_store",
+    "tiles_csv",
+    "write_chunk",
+]

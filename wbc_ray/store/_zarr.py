@@ -76,6 +76,11 @@ def array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
+def attrs(group: zarr.Group) -> dict[str, Any]:
+    """The group's attributes as a plain (untyped JSON) dict."""
+    return dict(group.attrs)
+
+
 def layout(group: zarr.Group) -> dict[str, Any]:
     value = group.attrs["layout"]
     assert isinstance(value, dict)

@@ -3,6 +3,7 @@
 from ._data import augment, grayscale_u8, load_images, stain_jitter_u8
 from ._evaluate import evaluate, markdown_table
 from ._metrics import best_threshold, binary_metrics, roc_auc, roc_curve
+from ._presets import PRESETS, ensure_models, has_models
 from ._train import DEFAULT_EPOCHS, TrainConfig, fit_temperature, train, train_many
 
 __all__ = [
@@ -11,7 +12,10 @@ __all__ = [
     "augment",
     "best_threshold",
     "binary_metrics",
+    "PRESETS",
+    "ensure_models",
     "evaluate",
+    "has_models",
     "fit_temperature",
     "markdown_table",
     "grayscale_u8",

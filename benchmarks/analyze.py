@@ -1,0 +1,196 @@
+"""End-to-end slide analysis throughput against a plain loop and against the models in isolation.
+
+Same run, same slide, same machine:
+  plain loop   one process: OpenSlide read, then the three models one after another, fp32
+  isolated     each model alone on real tiles, bf16 + channels_last (the serving precision),
+               combined as 1 / sum(1 / rate_i): the ceiling for running all three per tile
+  end to end   Ray Data read -> Serve ensemble (three CNN replicas) -> Zarr, via analyze_slide
+Targets (2-core CPU): end to end >= 3x the plain loop and >= 75% of the isolated ceiling; peak
+memory flat as the slide doubles; p50/p99 latency of /score under 8 concurrent clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks._common import RayMemory, verdict, write_result
+from wbc_ray.config import load_settings
+from wbc_ray.manifest import read_manifest
+from wbc_ray.models import Classifier, available
+from wbc_ray.pipeline import AnalysisSettings, analyze_slide, model_scale, plan_slide
+from wbc_ray.slides import GridSpec, compose_slide, open_slide, read_tile
+
+PORT = 8124
+
+
+def tiles_of(path: Path, spec: GridSpec, n: int) -> tuple[np.ndarray, object]:
+    plan = plan_slide(path, spec)
+    g = plan.grid
+    with open_slide(path) as s:
+        px = np.stack(
+            [read_tile(s, int(x), int(y), g.level, g.read_px, g.spec.tile_px) for x, y in g.coords[:n]]
+        )
+    return px, plan
+
+
+def plain_loop(path: Path, plan, clfs: list[Classifier], n: int, batch: int = 32) -> float:  # type: ignore[no-untyped-def]
+    g = plan.grid
+    t0 = time.perf_counter()
+    with open_slide(path) as s:
+        for i in range(0, n, batch):
+            px = np.stack(
+                [
+                    read_tile(s, int(x), int(y), g.level, g.read_px, g.spec.tile_px)
+                    for x, y in g.coords[i : i + batch]
+                ]
+            )
+            for c in clfs:
+                c.predict(px, batch_size=batch)
+    return n / (time.perf_counter() - t0)
+
+
+def isolated(clfs: list[Classifier], px: np.ndarray, batch: int = 32) -> dict[str, float]:
+    out = {}
+    for c in clfs:
+        c.predict(px[:batch], batch_size=batch)  # warm-up
+        t0 = time.perf_counter()
+        c.predict(px, batch_size=batch)
+        out[c.name] = len(px) / (time.perf_counter() - t0)
+    return out
+
+
+def latency(base: str, patch: bytes, clients: int = 8, per_client: int = 20) -> dict[str, float]:
+    import httpx
+
+    def one(_: int) -> list[float]:
+        times = []
+        with httpx.Client(base_url=base, timeout=120) as c:
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                r = c.post("/score", files=[("files", ("p.png", patch, "image/png"))])
+                r.raise_for_status()
+                times.append(time.perf_counter() - t0)
+        return times
+
+    with ThreadPoolExecutor(clients) as pool:
+        all_t = sorted(t for ts in pool.map(one, range(clients)) for t in ts)
+    return {
+        "requests": len(all_t),
+        "clients": clients,
+        "p50_ms": round(1000 * statistics.median(all_t), 1),
+        "p99_ms": round(1000 * all_t[min(len(all_t) - 1, int(0.99 * len(all_t)))], 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--grid", type=int, default=45, help="fields per side of the base slide (~2,400 tiles)")
+    ap.add_argument("--plain-tiles", type=int, default=256, help="tiles timed in the slow fp32 plain loop")
+    args = ap.parse_args()
+    s = load_settings()
+    models_dir = str(s.models_dir)
+    if not available(models_dir):
+        print(f"no models in {models_dir}: run `make models` first", file=sys.stderr)
+        return 2
+    torch.set_num_threads(2)
+    items = read_manifest(s.data_dir / "all_taleqani" / "split.csv", "test")
+    work = Path(tempfile.mkdtemp(prefix="wbc_bench_an_"))
+    names = available(models_dir)
+    fp32 = [Classifier.load(models_dir, n, precision="fp32", channels_last=False) for n in names]
+    fast = [Classifier.load(models_dir, n) for n in names]
+    cards = [c.card.__dict__ for c in fast]
+    mpp, px_side = model_scale(cards)
+    spec = GridSpec(tile_px=px_side, mpp=mpp, min_tissue=s.tiling.min_tissue)
+
+    base_slide = work / "base.tiff"
+    compose_slide(items, base_slide, grid=(args.grid, args.grid), malignant_fraction=0.3, seed=3)
+    px, plan = tiles_of(base_slide, spec, 512)
+    result: dict = {"models": {c.name: c.card.version for c in fast}, "tile_px": px_side, "tile_mpp": mpp}
+    result["plain_loop"] = {
+        "tiles": args.plain_tiles,
+        "tiles_per_s": round(plain_loop(base_slide, plan, fp32, args.plain_tiles), 2),
+    }
+    iso = isolated(fast, px)
+    ceiling = 1 / sum(1 / r for r in iso.values())
+    result["isolated"] = {
+        "img_per_s": {k: round(v, 1) for k, v in iso.items()},
+        "combined_tiles_per_s": round(ceiling, 2),
+    }
+    del fp32, fast
+    print(result, flush=True)
+
+    from ray import serve
+
+    from wbc_ray.serve import start
+
+    start(models_dir=models_dir, results_dir=str(work), port=PORT)
+    cfg = AnalysisSettings(tau=s.ensemble.tau, min_tissue=s.tiling.min_tissue)
+    analyze_slide(base_slide, work / "warm.zarr", cards, cfg, progress=False)  # warm the replicas
+    runs = {}
+    for label, grid in (("base", args.grid), ("2x", int(round(args.grid * 2**0.5)))):
+        path = base_slide if label == "base" else work / "big.tiff"
+        if label != "base":
+            compose_slide(items, path, grid=(grid, grid), malignant_fraction=0.3, seed=4)
+        with RayMemory() as mem:
+            t0 = time.perf_counter()
+            r = analyze_slide(path, work / f"{label}.zarr", cards, cfg, progress=True)
+            wall = time.perf_counter() - t0
+        n = r["n_tiles"] + r["n_excluded"]
+        runs[label] = {
+            "tiles": n,
+            "seconds": round(wall, 1),
+            "tiles_per_s": round(n / wall, 2),
+            "memory": mem.summary(),
+        }
+        print(label, runs[label], flush=True)
+    result["end_to_end"] = runs
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(px[0]).save(buf, "PNG")
+    result["score_latency"] = latency(f"http://127.0.0.1:{PORT}", buf.getvalue())
+    serve.shutdown()
+
+    e2e = runs["base"]["tiles_per_s"]
+    plain = result["plain_loop"]["tiles_per_s"]
+    mem_ratio = runs["2x"]["memory"]["peak_process_mb"] / runs["base"]["memory"]["peak_process_mb"]
+    result["targets"] = {
+        "vs_plain_loop": {
+            "value": round(e2e / plain, 2),
+            "target": ">= 3",
+            "status": verdict(e2e / plain >= 3),
+        },
+        "vs_isolated_ceiling": {
+            "value": round(e2e / ceiling, 3),
+            "target": ">= 0.75",
+            "status": verdict(e2e / ceiling >= 0.75),
+        },
+        "peak_process_memory_ratio_2x": {
+            "value": round(mem_ratio, 3),
+            "target": "<= 1.2",
+            "status": verdict(mem_ratio <= 1.2),
+        },
+    }
+    out = write_result("analyze", result)
+    for k, v in result["targets"].items():
+        print(f"{k:>30}: {v['value']} (target {v['target']}) {v['status']}")
+    print(f"score latency: {result['score_latency']}")
+    print(f"wrote {out}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

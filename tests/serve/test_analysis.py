@@ -1,0 +1,49 @@
+"""Verdicts on composed slides of held-out images, through Ray Data + the Serve ensemble."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wbc_ray.analyze import analyze_many
+
+CASES = {  # malignant fraction of the fields -> expected verdict at tau 0.2
+    "benign_only": (0.0, "benign"),
+    "malignant_only": (1.0, "malignant"),
+    "far_below": (0.04, "benign"),
+    "far_above": (0.6, "malignant"),
+    "near_above": (0.35, "malignant"),
+}
+
+
+@pytest.fixture(scope="module")
+def case_slides(slide_dir, test_items):
+    from wbc_ray.slides import compose_slide
+
+    out = {}
+    for i, (name, (frac, _)) in enumerate(CASES.items()):
+        p = slide_dir / f"case_{name}.tiff"
+        compose_slide(test_items, p, grid=(14, 14), malignant_fraction=frac, seed=100 + i)
+        out[name] = p
+    return out
+
+
+def test_verdicts_and_fractions(server, models_dir, case_slides, tmp_path) -> None:
+    results = analyze_many(
+        [str(p) for p in case_slides.values()],
+        models_dir=str(models_dir),
+        out_dir=str(tmp_path),
+        progress=False,
+    )
+    report = []
+    for (name, (_, want)), r in zip(CASES.items(), results, strict=True):
+        assert r.ok, r.error
+        truth = json.loads(case_slides[name].with_suffix(".json").read_text())["malignant_fraction"]
+        got = r.result["malignant_fraction"]
+        report.append((name, truth, round(got, 3), r.result["verdict"], want))
+    print(report)
+    for _name, truth, got, verdict, want in report:
+        assert abs(got - truth) <= 0.1, report
+        assert verdict == want, report
+    assert (tmp_path / "case_benign_only.tiff.heatmap.png").exists() or any(tmp_path.glob("*.heatmap.png"))

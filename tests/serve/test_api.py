@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import MANIFEST, SLIDES
+from tests.serve.conftest import wait_done
+
+
+@pytest.fixture(scope="module")
+def mixed_slide(slide_dir, test_items):
+    from wbc_ray.slides import compose_slide
+
+    p = slide_dir / "mixed.tiff"
+    compose_slide(test_items, p, grid=(10, 10), malignant_fraction=0.4, seed=11)
+    return p
+
+
+def test_health_models_docs(api) -> None:
+    h = api.get("/health").json()
+    assert h["status"] == "ok" and sorted(h["models"]) == ["inception_v3", "mobilenet", "xception"]
+    m = api.get("/models").json()
+    assert {x["name"] for x in m["models"]} == {"inception_v3", "mobilenet", "xception"}
+    assert all(len(x["version"]) == 12 for x in m["models"])
+    assert {"mobilenet", "xception", "inception_v3", "Ensemble", "Ingress"} <= set(m["deployments"])
+    assert api.get("/docs").status_code == 200
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"/jobs", "/jobs/upload", "/jobs/{job_id}", "/score", "/models", "/health"} <= set(paths)
+
+
+def test_upload_job_end_to_end(api, mixed_slide) -> None:
+    with open(mixed_slide, "rb") as fh:
+        r = api.post("/jobs/upload", files={"file": ("mixed.tiff", fh, "image/tiff")})
+    assert r.status_code == 202, r.text
+    job = r.json()["job_id"]
+    st = wait_done(api, job)
+    assert st["status"] == "done", st
+    assert st["progress"]["done"] == st["progress"]["total"] > 50 and st["progress"]["fraction"] == 1.0
+    res = api.get(f"/jobs/{job}/result").json()
+    truth = json.loads(mixed_slide.with_suffix(".json").read_text())
+    assert res["verdict"] in {"malignant", "benign", "indeterminate"}
+    lo, hi = res["interval"]
+    assert lo <= res["malignant_fraction"] <= hi and res["tau"] == 0.2
+    assert abs(res["malignant_fraction"] - truth["malignant_fraction"]) <= 0.1
+    assert {m["name"] for m in res["models"]} == {"inception_v3", "mobilenet", "xception"}
+    assert res["slide"] == "mixed.tiff" and res["timings"]["total_s"] > 0
+    png = api.get(f"/jobs/{job}/heatmap.png")
+    assert png.headers["content-type"] == "image/png"
+    img = Image.open(io.BytesIO(png.content))
+    assert img.size[0] > 100 and np.asarray(img).std() > 5
+    gj = api.get(f"/jobs/{job}/geojson").json()
+    assert len(gj["features"]) == res["n_tiles"] + res["n_excluded"]
+    f0 = gj["features"][0]
+    assert f0["properties"]["objectType"] == "detection"
+    assert f0["properties"]["classification"]["name"] in {"benign", "malignant"}
+    assert {"fused", "p_mobilenet", "p_xception", "p_inception_v3"} <= set(f0["properties"]["measurements"])
+    rows = list(csv.DictReader(io.StringIO(api.get(f"/jobs/{job}/tiles.csv").text)))
+    assert len(rows) == len(gj["features"])
+    calls = sum(r["call"] == "malignant" for r in rows)
+    assert calls == res["n_malignant"]
+    cam = api.get(f"/jobs/{job}/tiles/0/gradcam.png", params={"model": "mobilenet"})
+    assert cam.status_code == 200 and cam.content[:4] == b"\x89PNG"
+    assert api.get(f"/jobs/{job}/tiles/0/gradcam.png", params={"model": "resnet"}).status_code == 404
+    assert api.get(f"/jobs/{job}/tiles/99999/gradcam.png", params={"model": "mobilenet"}).status_code == 404
+
+
+def test_score_patches(api) -> None:
+    with open(MANIFEST) as fh:
+        rows = list(csv.DictReader(fh))
+    pick = [r for r in rows if r["split"] == "test"]
+    ben = next(r for r in pick if r["label"] == "benign")
+    mal = next(r for r in pick if r["label"] == "malignant")
+    files = [
+        ("files", (f"{r['label']}.jpg", open(MANIFEST.parent / r["path"], "rb"), "image/jpeg"))
+        for r in (ben, mal)
+    ]
+    out = api.post("/score", files=files).json()
+    assert [p["name"] for p in out["patches"]] == ["benign.jpg", "malignant.jpg"]
+    for p in out["patches"]:
+        assert set(p["models"]) == {"inception_v3", "mobilenet", "xception"}
+        for probs in p["models"].values():
+            assert probs["benign"] + probs["malignant"] == pytest.approx(1, abs=1e-4)
+        assert 0 <= p["fused"] <= 1
+    assert out["patches"][1]["fused"] > out["patches"][0]["fused"]
+    vote = api.post(
+        "/score",
+        params={"fusion": "vote"},
+        files=[("files", ("a.jpg", (MANIFEST.parent / mal["path"]).read_bytes(), "image/jpeg"))],
+    ).json()
+    assert vote["fusion"] == "vote" and vote["patches"][0]["fused"] in {0.0, 1 / 3, 2 / 3, 1.0}
+
+
+def _digest(results_dir, job: str) -> str:
+    import zarr
+
+    g = zarr.open_group(str(results_dir / "jobs" / f"{job}.zarr"), mode="r")
+    h = hashlib.sha256()
+    for name in ("coords", "fused", "probs"):
+        h.update(np.ascontiguousarray(g[name][:]).tobytes())
+    return h.hexdigest()
+
+
+def test_three_at_once_match_one_at_a_time(api, slide_dir, test_items, results_dir) -> None:
+    from wbc_ray.slides import compose_slide
+
+    paths = []
+    for i, frac in enumerate((0.0, 0.5, 1.0)):
+        p = slide_dir / f"trio_{i}.tiff"
+        compose_slide(test_items, p, grid=(6, 7), malignant_fraction=frac, seed=20 + i)
+        paths.append(p)
+    alone = []
+    for p in paths:
+        job = api.post("/jobs", json={"path": str(p)}).json()["job_id"]
+        assert wait_done(api, job)["status"] == "done"
+        alone.append(api.get(f"/jobs/{job}/result").json())
+    jobs = [api.post("/jobs", json={"path": str(p)}).json()["job_id"] for p in paths]
+    together = []
+    for job in jobs:
+        assert wait_done(api, job)["status"] == "done"
+        together.append(api.get(f"/jobs/{job}/result").json())
+    for a, b in zip(alone, together, strict=True):
+        assert (a["verdict"], a["n_tiles"], a["n_malignant"]) == (
+            b["verdict"],
+            b["n_tiles"],
+            b["n_malignant"],
+        )
+        assert a["malignant_fraction"] == pytest.approx(b["malignant_fraction"])
+    listed = {j["job_id"] for j in api.get("/jobs").json()}
+    assert set(jobs) <= listed
+
+
+def test_bad_input_gets_4xx_and_the_service_stays_up(
+    api, mixed_slide, slide_dir, results_dir, tmp_path
+) -> None:
+    # A job runs while the bad requests come in; it must finish, and an earlier result stay intact.
+    first = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+    assert wait_done(api, first)["status"] == "done"
+    before = _digest(results_dir, first)
+    running = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+    uploads_before = sorted((results_dir / "uploads").iterdir())
+
+    broken = {
+        "unreadable.svs": (SLIDES / "openslide-python/unreadable.svs", "Bogus marker length"),
+        "unopenable.tiff": (SLIDES / "openslide-python/unopenable.tiff", "Unsupported TIFF compression"),
+        "small_dicom.dcm": (SLIDES / "pathml/small_dicom.dcm", "image flavor"),
+        "smalltif.tif": (SLIDES / "pathml/smalltif.tif", "unsupported pixel format"),
+        "small_vectra.qptiff": (SLIDES / "pathml/small_vectra.qptiff", "not a slide format"),
+    }
+    for name, (path, reason) in broken.items():
+        r = api.post("/jobs/upload", files={"file": (name, path.read_bytes(), "application/octet-stream")})
+        assert r.status_code == 422, (name, r.text)
+        detail = r.json()["detail"]
+        assert name in detail and reason in detail and "uploads" not in detail
+    r = api.post("/jobs/upload", files={"file": ("notes.svs", b"just text\n" * 100, "text/plain")})
+    assert r.status_code == 422 and "not a slide format" in r.json()["detail"]
+    r = api.post("/jobs/upload", files={"file": ("big.svs", b"\0" * (9 * 2**20), "application/octet-stream")})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    hostile = {"../../etc/passwd": 400, "a\x00b.svs": 400, ("x" * 300) + ".svs": 400, "bad\x07name.svs": 400}
+    for name, code in hostile.items():
+        r = api.post("/jobs/upload", files={"file": (name, b"data", "application/octet-stream")})
+        assert r.status_code == code, (name, r.status_code, r.text)
+    r = api.post(
+        "/jobs/upload", files={"file": ("präparat_血液.svs", b"not a slide", "application/octet-stream")}
+    )
+    assert r.status_code == 422 and "präparat_血液.svs" in r.json()["detail"]
+    for path, code in {
+        "../../etc/passwd": 404,
+        "/etc/passwd": 403,
+        "/nope/slide.svs": 404,
+        "bad\x00.svs": 400,
+        "s3://bucket/x.svs": 422,
+        "/" + "a" * 5000: 400,
+    }.items():
+        r = api.post("/jobs", json={"path": path})
+        assert r.status_code == code, (path, r.status_code, r.text)
+    for bad in ("0123", "../../x", "zzzzzzzzzzzzzzzz"):
+        assert api.get(f"/jobs/{bad}").status_code == 404
+    r = api.post("/score", files=[("files", ("x.png", b"not an image", "image/png"))])
+    assert r.status_code == 422 and "x.png" in r.json()["detail"]
+    assert api.post("/jobs", json={"path": str(mixed_slide), "fusion": "max"}).status_code == 422
+    # A unicode name with real slide content is fine.
+    uni = slide_dir / "präparat.tiff"
+    shutil.copy(mixed_slide, uni)
+    ok = api.post("/jobs", json={"path": str(uni)})
+    assert ok.status_code == 202
+
+    assert api.get("/health").json()["status"] == "ok"
+    assert wait_done(api, running)["status"] == "done"
+    assert wait_done(api, ok.json()["job_id"])["status"] == "done"
+    assert _digest(results_dir, first) == before
+    assert (
+        api.get(f"/jobs/{first}/result").json()["verdict"]
+        == api.get(f"/jobs/{running}/result").json()["verdict"]
+    )
+    assert sorted((results_dir / "uploads").iterdir()) == uploads_before  # refused uploads are not kept

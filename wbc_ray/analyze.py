@@ -1,0 +1,127 @@
+"""Batch analysis of slides in this process: local Ray + the Serve app, one Zarr store per slide."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, load_settings
+from .slides import SlideError
+
+
+@dataclass
+class SlideResult:
+    slide: str
+    store: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "slide": self.slide,
+            "verdict": r.get("verdict"),
+            "malignant_fraction": r.get("malignant_fraction"),
+            "interval": r.get("interval"),
+            "n_tiles": r.get("n_tiles"),
+            "result": self.store,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def _safe_stem(path: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).name)[:80].strip("._") or "slide"
+    return stem
+
+
+def ensure_app(models_dir: str, results_dir: str, fusion: str | None = None) -> None:
+    """Start local Ray and the Serve app unless an app of that name is already running."""
+    from ray import serve
+
+    from .pipeline import init_ray
+    from .serve import APP_NAME, start
+
+    init_ray()
+    try:
+        running = APP_NAME in serve.status().applications
+    except Exception:
+        running = False
+    if not running:
+        overrides: dict[str, Any] = {"models_dir": models_dir, "results_dir": results_dir}
+        if fusion:
+            overrides["fusion"] = fusion
+        start(**overrides)
+
+
+def analyze_many(
+    slides: list[str],
+    *,
+    models_dir: str,
+    out_dir: str,
+    settings: Settings | None = None,
+    fusion: str | None = None,
+    slide_mpp: float | None = None,
+    progress: bool = True,
+) -> list[SlideResult]:
+    from .pipeline import AnalysisSettings, analyze_slide
+    from .serve import ensemble_handle
+    from .store import heatmap_png
+
+    s = settings or load_settings()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_app(models_dir, str(out), fusion)
+    cards = ensemble_handle().models.remote().result()
+    cfg = AnalysisSettings(
+        tau=s.ensemble.tau,
+        confidence=s.ensemble.confidence,
+        min_tissue=s.tiling.min_tissue,
+        tile_threshold=s.ensemble.tile_threshold,
+        fusion=fusion or s.ensemble.fusion,
+        chunk_tiles=s.tiling.chunk_tiles,
+        read_cpus=s.tiling.read_cpus,
+        slide_mpp=slide_mpp,
+        default_mpp=s.slides.default_mpp,
+    )
+    results: list[SlideResult] = []
+    seen: dict[str, int] = {}
+    for slide in slides:
+        stem = _safe_stem(slide)
+        seen[stem] = seen.get(stem, 0) + 1
+        if seen[stem] > 1:
+            stem = f"{stem}-{seen[stem]}"
+        store = out / f"{stem}.zarr"
+        try:
+            r = analyze_slide(slide, store, cards, cfg, progress=progress)
+        except (SlideError, FileExistsError, ValueError) as exc:
+            results.append(SlideResult(slide=slide, error=str(exc)))
+            continue
+        (out / f"{stem}.json").write_text(json.dumps(r, indent=2))
+        (out / f"{stem}.heatmap.png").write_bytes(heatmap_png(store))
+        results.append(SlideResult(slide=slide, store=str(store), result=r))
+    return results
+
+
+def print_summary(results: list[SlideResult]) -> None:
+    head = f"{'slide':<40} {'verdict':<14} {'fraction':>8} {'95% interval':>16} {'tiles':>7}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        name = os.path.basename(r.slide)[:40]
+        if not r.ok:
+            print(f"{name:<40} {'ERROR':<14} {r.error}")
+            continue
+        lo, hi = r.result["interval"]
+        print(
+            f"{name:<40} {r.result['verdict']:<14} {r.result['malignant_fraction']:>8.3f} "
+            f"{f'[{lo:.3f}, {hi:.3f}]':>16} {r.result['n_tiles']:>7}"
+        )
+    print(f"\nresults in {Path(results[0].store).parent if results and results[0].store else '-'}")

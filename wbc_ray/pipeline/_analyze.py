@@ -1,0 +1,155 @@
+"""Slide analysis: the tiling job with a scoring stage that calls the Serve Ensemble, then the verdict."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..ensemble import slide_verdict
+from ..slides import GridSpec
+from ..store import array, open_store
+from ._job import Batch, plan_slide, run_job
+
+APP_NAME = "wbc-ray"
+
+
+class ScoreChunks:
+    """Ray Data stage (actor pool): pixel blocks -> per-model probs and fused score, via Serve."""
+
+    def __init__(self, app_name: str = APP_NAME, fusion: str | None = None) -> None:
+        from ray import serve
+
+        self.handle = serve.get_deployment_handle("Ensemble", app_name=app_name)
+        self.fusion = fusion
+
+    def __call__(self, batch: Batch) -> Batch:
+        chunk_px = batch["pixels"].shape[1]
+        probs, fused = [], []
+        for j in range(len(batch["chunk"])):
+            n = int(batch["n"][j])
+            res = self.handle.score.remote(batch["pixels"][j][:n], self.fusion).result()
+            p = np.full((chunk_px, *res["probs"].shape[1:]), np.nan, np.float32)
+            f = np.full(chunk_px, np.nan, np.float32)
+            p[:n], f[:n] = res["probs"], res["fused"]
+            probs.append(p)
+            fused.append(f)
+        # Pixels are dropped here: only scores travel on to the writers.
+        return {"chunk": batch["chunk"], "n": batch["n"], "probs": np.stack(probs), "fused": np.stack(fused)}
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    tau: float = 0.20
+    confidence: float = 0.95
+    min_tissue: float = 0.25
+    tile_threshold: float = 0.5
+    fusion: str = "fuzzy_rank"
+    chunk_tiles: int = 64
+    read_cpus: float = 0.5
+    score_actors: int = 2
+    tile_mpp: float | None = None  # None: the models' scale from their cards
+    slide_mpp: float | None = None
+    default_mpp: float | None = None
+
+
+def model_scale(cards: list[dict[str, Any]]) -> tuple[float, int]:
+    """Tile scale (um/px) and side from the model cards: every model sees the same field of view."""
+    mpps = {round(c["mpp"] * 224 / c["input_size"], 6) for c in cards}
+    if len(mpps) != 1:
+        raise ValueError(f"models disagree on tile scale (um/px): {sorted(mpps)}")
+    return mpps.pop(), max(int(c["input_size"]) for c in cards)
+
+
+def analyze_slide(
+    slide_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    cards: list[dict[str, Any]],
+    settings: AnalysisSettings = AnalysisSettings(),
+    *,
+    app_name: str = APP_NAME,
+    progress: bool = True,
+    extra_attrs: dict[str, Any] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Tile, score and aggregate one slide into the Zarr group `out`; return the result record."""
+    from ray.data import ActorPoolStrategy
+
+    t0 = time.perf_counter()
+    tile_mpp, tile_px = model_scale(cards)
+    spec = GridSpec(tile_px=tile_px, mpp=settings.tile_mpp or tile_mpp, min_tissue=settings.min_tissue)
+    plan = plan_slide(slide_path, spec, slide_mpp=settings.slide_mpp, default_mpp=settings.default_mpp)
+    models = [{"name": c["name"], "version": c["version"], "architecture": c["architecture"]} for c in cards]
+
+    def score(ds):  # type: ignore[no-untyped-def]
+        return ds.map_batches(
+            ScoreChunks,
+            fn_constructor_kwargs={"app_name": app_name, "fusion": settings.fusion},
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=0.05,  # the CPU work is in the Serve replicas; these actors only wait
+            compute=ActorPoolStrategy(min_size=1, max_size=settings.score_actors),
+        )
+
+    attrs = {
+        "models": models,
+        "fusion": settings.fusion,
+        "analysis": settings.__dict__,
+        **(extra_attrs or {}),
+    }
+    job = run_job(
+        plan,
+        out,
+        chunk_tiles=settings.chunk_tiles,
+        store_pixels=False,
+        read_cpus=settings.read_cpus,
+        score=score,
+        n_classes=2,
+        extra_attrs=attrs,
+        progress=progress,
+        on_progress=on_progress,
+    )
+    g = open_store(out, "r+")
+    if "thumbnail" not in g:
+        thumb = plan.thumbnail
+        g.create_array("thumbnail", shape=thumb.shape, chunks=thumb.shape, dtype="uint8")
+        array(g, "thumbnail")[:] = thumb
+    fused = np.asarray(array(g, "fused")[:])
+    tissue = np.asarray(array(g, "tissue")[:])
+    cells = np.asarray(array(g, "cells")[:])
+    if len(fused):
+        heat = np.full(plan.grid.shape, np.nan, np.float32)
+        heat[cells[:, 0], cells[:, 1]] = fused
+        array(g, "heatmap")[:] = heat
+    verdict = slide_verdict(
+        fused >= settings.tile_threshold,
+        tissue,
+        tau=settings.tau,
+        confidence=settings.confidence,
+        min_tissue=settings.min_tissue,
+    )
+    seconds = time.perf_counter() - t0
+    result = {
+        "slide": os.fspath(slide_path),
+        "slide_sha256": g.attrs["slide_sha256"],
+        **verdict.to_dict(),
+        "fusion": settings.fusion,
+        "tile_threshold": settings.tile_threshold,
+        "tile_px": tile_px,
+        "tile_mpp": spec.mpp,
+        "models": models,
+        "timings": {
+            "total_s": round(seconds, 3),
+            "tiles_per_s": round(len(fused) / seconds, 2) if seconds else 0,
+            "chunks_run": job.chunks_run,
+            "chunks": job.n_chunks,
+        },
+    }
+    g.attrs.update(
+        {"status": "done", "result": result, "progress": {"done": len(fused), "total": len(fused)}}
+    )
+    return result

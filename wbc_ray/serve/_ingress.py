@@ -1,0 +1,363 @@
+"""FastAPI ingress: job submission (upload or path), status, results, exports, patch scoring."""
+# No `from __future__ import annotations` here: FastAPI must resolve the route annotations
+# at run time inside the Serve replica.
+
+import asyncio
+import io
+import os
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+from ray import serve
+
+from ..slides import SlideError, open_slide
+from ._jobs import JobStore, new_job_id, run_job_task
+
+api = FastAPI(
+    title="wbc-ray",
+    description="Whole-slide screening for acute lymphoblastic leukemia: three CNNs on Ray Serve "
+    "fused by a fuzzy rank ensemble into a slide verdict.",
+    version="0.1.0",
+)
+
+MAX_NAME_BYTES = 255
+UPLOAD_CHUNK = 1 << 20
+
+
+class PathSubmission(BaseModel):
+    path: str
+    fusion: str | None = None
+
+
+def check_name(name: str) -> str:
+    """A client-supplied file name, refused when it could mean a path or break logs."""
+    if not name:
+        raise HTTPException(400, "upload has no file name")
+    if "\x00" in name:
+        raise HTTPException(400, "file name contains a NUL byte")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise HTTPException(400, "file name contains control characters")
+    if "/" in name or "\\" in name or name in {".", ".."}:
+        raise HTTPException(400, f"file name must not contain a path: {name[:80]!r}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise HTTPException(400, f"file name is longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def _slide_error(exc: SlideError, shown: str) -> HTTPException:
+    # The message names what the client sent, never our internal storage path.
+    return HTTPException(422, f"{shown}: {exc.reason}")
+
+
+@serve.deployment(max_ongoing_requests=64)
+@serve.ingress(api)
+class Ingress:
+    def __init__(
+        self,
+        ensemble: Any,
+        results_dir: str,
+        slide_roots: list[str] | None = None,
+        max_upload_mb: float = 2048,
+        analysis: dict[str, Any] | None = None,
+        app_name: str = "wbc-ray",
+        job_cpus: float = 0.05,
+    ) -> None:
+        self.ensemble = ensemble
+        self.store = JobStore(results_dir)
+        self.results_dir = str(Path(results_dir).resolve())
+        self.roots = [Path(r).resolve() for r in (slide_roots or [])] + [self.store.uploads.resolve()]
+        self.max_upload = int(max_upload_mb * 2**20)
+        self.analysis = analysis or {}
+        self.app_name = app_name
+        self.job_cpus = job_cpus
+        self._cards: list[dict[str, Any]] | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def cards(self) -> list[dict[str, Any]]:
+        if self._cards is None:
+            self._cards = await self.ensemble.models.remote()
+        return self._cards
+
+    # ---- jobs -------------------------------------------------------------------------------
+    async def _start(self, job_id: str, slide: str, shown: str, fusion: str | None) -> dict[str, Any]:
+        import ray
+
+        try:
+            with open_slide(slide, default_mpp=self.analysis.get("default_mpp")) as s:
+                info = s.info.to_dict()
+        except SlideError as exc:
+            raise _slide_error(exc, shown) from None
+        settings = dict(self.analysis)
+        if fusion:
+            if fusion not in {"fuzzy_rank", "mean", "vote"}:
+                raise HTTPException(422, f"fusion must be fuzzy_rank, mean or vote, not {fusion[:40]!r}")
+            settings["fusion"] = fusion
+        cards = await self.cards()
+        now = time.time()
+        record = {
+            "job_id": job_id,
+            "status": "queued",
+            "slide": shown,
+            "submitted_at": now,
+            "updated_at": now,
+            "vendor": info["vendor"],
+            "dimensions": info["dimensions"],
+            "mpp": info["mpp"],
+            "progress": {"done": 0, "total": None, "eta_s": None},
+        }
+        self.store.write(job_id, record)
+        task = ray.remote(num_cpus=self.job_cpus, max_retries=0)(run_job_task)
+        ref = task.remote(self.results_dir, job_id, slide, cards, settings, self.app_name)
+        self._tasks[job_id] = asyncio.get_running_loop().create_task(self._watch(job_id, ref))
+        return {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
+
+    async def _watch(self, job_id: str, ref: Any) -> None:
+        try:
+            await ref
+        except Exception as exc:  # the task records its own errors; this covers a dead worker
+            rec = self.store.read(job_id)
+            if rec.get("status") != "failed":
+                self.store.update(job_id, status="failed", error=f"job worker died: {type(exc).__name__}")
+        finally:
+            self._tasks.pop(job_id, None)
+
+    def _allowed(self, path: str) -> Path:
+        if "\x00" in path:
+            raise HTTPException(400, "path contains a NUL byte")
+        if len(path.encode("utf-8")) > 4096:
+            raise HTTPException(400, "path is longer than 4096 bytes")
+        if "://" in path:
+            raise HTTPException(
+                422,
+                f"URI scheme not supported here: {path.split('://')[0][:20]!r}; "
+                "give a path under the configured slide folders",
+            )
+        p = Path(path)
+        try:
+            real = p.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            raise HTTPException(404, f"slide not found: {path[:200]!r}") from None
+        except OSError as exc:
+            raise HTTPException(400, f"cannot use path {path[:200]!r}: {exc.strerror}") from None
+        if not any(real.is_relative_to(r) for r in self.roots):
+            raise HTTPException(403, f"{path[:200]!r} is outside the slide folders this server may read")
+        return real
+
+    @api.post("/jobs", status_code=202, summary="Submit a slide by path on the server's slide folders")
+    async def submit_path(self, body: PathSubmission) -> dict[str, Any]:
+        real = self._allowed(body.path)
+        return await self._start(new_job_id(), str(real), body.path, body.fusion)
+
+    @api.post("/jobs/upload", status_code=202, summary="Submit a slide by upload")
+    async def submit_upload(
+        self, file: UploadFile = File(...), fusion: str | None = Query(None)
+    ) -> dict[str, Any]:
+        name = check_name(file.filename or "")
+        job_id = new_job_id()
+        suffix = "".join(Path(name).suffixes[-2:]).lower()
+        suffix = suffix if suffix.replace(".", "").isalnum() and len(suffix) <= 12 else ""
+        dest = self.store.uploads / f"{job_id}{suffix}"
+        size = 0
+        try:
+            with open(dest, "wb") as fh:
+                while chunk := await file.read(UPLOAD_CHUNK):
+                    size += len(chunk)
+                    if size > self.max_upload:
+                        raise HTTPException(413, f"upload is over the {self.max_upload / 2**20:.0f} MB limit")
+                    fh.write(chunk)
+            return await self._start(job_id, str(dest), name, fusion)
+        except HTTPException:
+            dest.unlink(missing_ok=True)
+            raise
+
+    @api.get("/jobs", summary="All jobs, oldest first")
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        return [
+            {k: r.get(k) for k in ("job_id", "status", "slide", "submitted_at", "progress")}
+            for r in self.store.list()
+        ]
+
+    def _record(self, job_id: str) -> dict[str, Any]:
+        try:
+            return self.store.read(job_id)
+        except KeyError:
+            raise HTTPException(404, f"no job {job_id[:40]!r}") from None
+
+    @api.get("/jobs/{job_id}", summary="Job status with progress (tiles done/total, ETA)")
+    async def job_status(self, job_id: str) -> dict[str, Any]:
+        rec = self._record(job_id)
+        rec.pop("result", None)
+        p = rec.get("progress") or {}
+        if p.get("total"):
+            p["fraction"] = round(p["done"] / p["total"], 4)
+        return rec
+
+    def _done(self, job_id: str) -> tuple[dict[str, Any], Path]:
+        rec = self._record(job_id)
+        if rec["status"] != "done":
+            raise HTTPException(
+                409, f"job {job_id} is {rec['status']}" + (f": {rec['error']}" if rec.get("error") else "")
+            )
+        return rec, self.store.zarr_path(job_id)
+
+    @api.get("/jobs/{job_id}/result", summary="Verdict, malignant fraction with interval, models, timings")
+    async def job_result(self, job_id: str) -> dict[str, Any]:
+        rec, _ = self._done(job_id)
+        return {**rec["result"], "slide": rec["slide"]}
+
+    @api.get("/jobs/{job_id}/heatmap.png", summary="Fused malignant score over the thumbnail")
+    async def job_heatmap(self, job_id: str) -> Response:
+        from ..store import heatmap_png
+
+        _, z = self._done(job_id)
+        return Response(heatmap_png(z), media_type="image/png")
+
+    @api.get("/jobs/{job_id}/geojson", summary="Tiles as QuPath detections with class and scores")
+    async def job_geojson(self, job_id: str) -> Response:
+        from ..store import geojson_text
+
+        _, z = self._done(job_id)
+        return Response(
+            geojson_text(z),
+            media_type="application/geo+json",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.geojson"'},
+        )
+
+    @api.get(
+        "/jobs/{job_id}/tiles.csv", summary="One row per tile: position, tissue, per-model and fused scores"
+    )
+    async def job_csv(self, job_id: str) -> PlainTextResponse:
+        from ..store import tiles_csv
+
+        _, z = self._done(job_id)
+        return PlainTextResponse(
+            tiles_csv(z),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
+        )
+
+    @api.get("/jobs/{job_id}/tiles/{tile}/gradcam.png", summary="Grad-CAM of one tile for one model")
+    async def job_gradcam(self, job_id: str, tile: int, model: str = Query(...)) -> Response:
+        from ..slides import read_tile
+        from ..store import array, attrs, open_store
+
+        _, z = self._done(job_id)
+        g = open_store(z)
+        n = array(g, "coords").shape[0]
+        if not 0 <= tile < n:
+            raise HTTPException(404, f"tile {tile} out of range 0..{n - 1}")
+        x, y = (int(v) for v in np.asarray(array(g, "coords")[tile]))
+        meta = attrs(g)
+        t = meta["tiling"]
+        rec = self._record(job_id)
+        slide_path = meta["slide"]["path"]
+        try:
+            with open_slide(slide_path, default_mpp=self.analysis.get("default_mpp")) as s:
+                px = read_tile(s, x, y, int(t["level"]), int(t["read_px"]), int(t["tile_px"]))
+        except SlideError as exc:
+            raise HTTPException(
+                410, f"slide of job {job_id} ({rec['slide']}) can no longer be read: {exc.reason}"
+            ) from None
+        try:
+            cam = await self.ensemble.gradcam.remote(model, px)
+        except KeyError:
+            raise HTTPException(404, f"no model {model[:40]!r}") from None
+        return Response(_overlay_png(px, cam), media_type="image/png")
+
+    # ---- models and patches -----------------------------------------------------------------
+    @api.post("/score", summary="Score raw patches: per-model probabilities and the fused score")
+    async def score(
+        self, files: list[UploadFile] = File(...), fusion: str | None = Query(None)
+    ) -> dict[str, Any]:
+        from PIL import Image, UnidentifiedImageError
+
+        cards = await self.cards()
+        size = max(int(c["input_size"]) for c in cards)
+        tiles, names = [], []
+        for f in files:
+            name = check_name(f.filename or "patch")
+            data = await f.read(self.max_upload + 1)
+            if len(data) > self.max_upload:
+                raise HTTPException(413, f"{name}: over the {self.max_upload / 2**20:.0f} MB limit")
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    if im.width * im.height > 64_000_000:
+                        raise HTTPException(413, f"{name}: {im.width}x{im.height} is too large for a patch")
+                    img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise HTTPException(422, f"{name}: not an image ({type(exc).__name__})") from None
+            tiles.append(np.asarray(img))
+            names.append(name)
+        if fusion and fusion not in {"fuzzy_rank", "mean", "vote"}:
+            raise HTTPException(422, "fusion must be fuzzy_rank, mean or vote")
+        res = await self.ensemble.score.remote(np.stack(tiles), fusion)
+        model_names = [c["name"] for c in cards]
+        return {
+            "fusion": fusion or self.analysis.get("fusion", "fuzzy_rank"),
+            "patches": [
+                {
+                    "name": n,
+                    "fused": float(res["fused"][i]),
+                    "call": "malignant"
+                    if res["fused"][i] >= self.analysis.get("tile_threshold", 0.5)
+                    else "benign",
+                    "models": {
+                        m: {"benign": float(res["probs"][i, j, 0]), "malignant": float(res["probs"][i, j, 1])}
+                        for j, m in enumerate(model_names)
+                    },
+                }
+                for i, n in enumerate(names)
+            ],
+        }
+
+    @api.get("/models", summary="Models with versions and metrics, and their replicas")
+    async def models(self) -> dict[str, Any]:
+        cards = await self.cards()
+        replicas: dict[str, Any] = {}
+        try:
+            st = serve.status().applications[self.app_name].deployments
+            replicas = {
+                name: {"status": str(d.status), "replicas": dict(d.replica_states)} for name, d in st.items()
+            }
+        except Exception as exc:  # status is informative only
+            replicas = {"error": str(exc)}
+        keep = ("name", "architecture", "version", "input_size", "mpp", "temperature", "bias", "classes")
+        return {
+            "models": [
+                {**{k: c[k] for k in keep}, "test_metrics": c.get("metrics", {}).get("test")} for c in cards
+            ],
+            "deployments": replicas,
+            "stats": await self.ensemble.stats.remote(),
+        }
+
+    @api.get("/health", summary="Liveness and readiness")
+    async def health(self) -> dict[str, Any]:
+        cards = await self.cards()
+        return {"status": "ok", "models": [c["name"] for c in cards], "jobs_running": len(self._tasks)}
+
+
+def _overlay_png(tile: np.ndarray, cam: np.ndarray) -> bytes:
+    from PIL import Image
+
+    from ..store._exports import _colormap
+
+    heat = _colormap(cam).astype(np.float32)
+    a = (0.25 + 0.5 * cam[..., None]).astype(np.float32)
+    mix = (tile.astype(np.float32) * (1 - a) + heat * a).astype(np.uint8)
+    side = np.concatenate([tile, mix], axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(side).resize((side.shape[1] * 2, side.shape[0] * 2), Image.Resampling.NEAREST).save(
+        buf, "PNG"
+    )
+    return buf.getvalue()
+
+
+@api.exception_handler(SlideError)
+async def _slide_errors(_: Request, exc: SlideError) -> JSONResponse:
+    return JSONResponse({"detail": f"{os.path.basename(exc.path)[:120]}: {exc.reason}"}, status_code=422)

@@ -1,0 +1,115 @@
+"""The Serve application: `serve run configs/serve.yaml` imports `build_app` from here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+from ray.serve import Application
+
+from ..config import REPO_ROOT, load_settings
+from ._ingress import Ingress
+from ._models import CNN, Ensemble
+
+APP_NAME = "wbc-ray"
+SERVE_CONFIG = REPO_ROOT / "configs" / "serve.yaml"
+
+
+class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models_dir: str | None = None  # default: settings (WBC_RAY_MODELS)
+    results_dir: str | None = None  # default: settings (WBC_RAY_RESULTS)
+    models: list[str] | None = None  # default: every checkpoint in models_dir
+    fusion: str = "fuzzy_rank"
+    precision: str | None = None  # None: bf16 on CPU, AMP on GPU
+    torch_threads: int = 1  # per CNN replica; replicas run side by side
+    slide_roots: list[str] | None = None  # folders path submissions may read (plus uploads)
+    max_upload_mb: float = 2048
+    app_name: str = APP_NAME
+    # Per-deployment options when the app is built from Python (serve run applies them itself).
+    deployment_options: dict[str, dict[str, Any]] = {}
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    from ..models import available
+
+    a = AppArgs(**(args or {}))
+    s = load_settings()
+    models_dir = str(Path(a.models_dir or s.models_dir).resolve())
+    results_dir = str(Path(a.results_dir or s.results_dir).resolve())
+    names = a.models or available(models_dir)
+    if not names:
+        raise FileNotFoundError(
+            f"no model checkpoints in {models_dir}; run `make models` or set WBC_RAY_MODELS"
+        )
+    opts = a.deployment_options
+
+    def cnn(name: str) -> Any:
+        d = CNN.options(name=name, **opts.get(name, {}))  # type: ignore[attr-defined]
+        return d.bind(models_dir, name, a.precision, a.torch_threads)
+
+    ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
+    ensemble = ensemble_dep.bind(a.fusion, **{n: cnn(n) for n in names})
+    analysis = {
+        "tau": s.ensemble.tau,
+        "confidence": s.ensemble.confidence,
+        "min_tissue": s.tiling.min_tissue,
+        "tile_threshold": s.ensemble.tile_threshold,
+        "fusion": a.fusion,
+        "chunk_tiles": s.tiling.chunk_tiles,
+        "read_cpus": s.tiling.read_cpus,
+        "default_mpp": s.slides.default_mpp,
+    }
+    roots = a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir]
+    return Ingress.options(**opts.get("Ingress", {})).bind(  # type: ignore[attr-defined]
+        ensemble, results_dir, roots, a.max_upload_mb, analysis, a.app_name
+    )
+
+
+def load_serve_config(path: str | os.PathLike[str] = SERVE_CONFIG) -> dict[str, Any]:
+    cfg = yaml.safe_load(Path(path).read_text())
+    apps = [app for app in cfg.get("applications", []) if app.get("name") == APP_NAME]
+    if not apps:
+        raise ValueError(f"{path}: no application named {APP_NAME!r}")
+    return {"config": cfg, "app": apps[0]}
+
+
+def app_from_config(path: str | os.PathLike[str] = SERVE_CONFIG, **overrides: Any) -> Application:  # noqa: D401
+    """Build the app as `serve run` would: args and per-deployment options from the YAML."""
+    app = load_serve_config(path)["app"]
+    args = {**app.get("args", {}), **overrides}
+    opts = {}
+    for d in app.get("deployments", []):
+        d = dict(d)
+        opts[d.pop("name")] = d
+    args["deployment_options"] = {**opts, **args.get("deployment_options", {})}
+    return build_app(args)
+
+
+def start(
+    path: str | os.PathLike[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    blocking: bool = False,
+    **overrides: Any,
+) -> Any:
+    """Start local Ray (if needed) and the app; return the Ingress handle."""
+    from ray import serve
+
+    from ..pipeline import init_ray
+
+    init_ray()
+    serve.start(http_options={"host": host, "port": port})
+    return serve.run(
+        app_from_config(path or SERVE_CONFIG, **overrides), name=APP_NAME, route_prefix="/", blocking=blocking
+    )
+
+
+def ensemble_handle() -> Any:
+    from ray import serve
+
+    return serve.get_deployment_handle("Ensemble", app_name=APP_NAME)

@@ -1,0 +1,117 @@
+"""Exports of a scored job: heatmap PNG over the thumbnail, QuPath GeoJSON, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ._zarr import array, attrs, open_store
+
+
+def _colormap(v: np.ndarray) -> np.ndarray:
+    """Blue (benign, 0) -> yellow -> red (malignant, 1); RGB uint8."""
+    stops = np.array([[49, 54, 149], [116, 173, 209], [255, 255, 191], [244, 109, 67], [165, 0, 38]], float)
+    x = np.clip(np.nan_to_num(v, nan=0.0), 0, 1) * (len(stops) - 1)
+    i = np.minimum(x.astype(int), len(stops) - 2)
+    t = (x - i)[..., None]
+    return (stops[i] * (1 - t) + stops[i + 1] * t).astype(np.uint8)
+
+
+def heatmap_png(path: str | os.PathLike[str], alpha: float = 0.55) -> bytes:
+    """Fused malignant score per tile over the slide thumbnail (off-tissue left clear)."""
+    g = open_store(path)
+    thumb = Image.fromarray(np.asarray(array(g, "thumbnail")[:]))
+    heat = np.asarray(array(g, "heatmap")[:])
+    a = attrs(g)
+    tiling = a["tiling"]
+    dims = a["slide"]["dimensions"]
+    s = thumb.width / float(dims[0])  # thumbnail pixels per level-0 pixel
+    stride = float(tiling["stride0"]) * s
+    size = float(tiling["size0"]) * s
+    rgba = np.zeros((thumb.height, thumb.width, 4), np.uint8)
+    colors = _colormap(heat)
+    for r, c in zip(*np.nonzero(~np.isnan(heat)), strict=True):
+        x0, y0 = int(c * stride), int(r * stride)
+        x1, y1 = int(c * stride + size) + 1, int(r * stride + size) + 1
+        rgba[y0:y1, x0:x1, :3] = colors[r, c]
+        rgba[y0:y1, x0:x1, 3] = int(255 * alpha)
+    out = Image.alpha_composite(thumb.convert("RGBA"), Image.fromarray(rgba, "RGBA")).convert("RGB")
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _rows(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    g = open_store(path)
+    coords = np.asarray(array(g, "coords")[:])
+    tissue = np.asarray(array(g, "tissue")[:])
+    fused = np.asarray(array(g, "fused")[:])
+    probs = np.asarray(array(g, "probs")[:])
+    meta = attrs(g)
+    names = [m["name"] for m in meta.get("models", [])]
+    threshold = float(meta.get("result", {}).get("tile_threshold", 0.5))
+    size = float(meta["tiling"]["size0"])
+    rows = []
+    for i in range(len(coords)):
+        row = {
+            "tile": i,
+            "x": int(coords[i, 0]),
+            "y": int(coords[i, 1]),
+            "size": size,
+            "tissue": round(float(tissue[i]), 4),
+            "fused": round(float(fused[i]), 5),
+            "call": "malignant" if fused[i] >= threshold else "benign",
+        }
+        for j, n in enumerate(names):
+            row[f"p_{n}"] = round(float(probs[i, j, 1]), 5)
+        rows.append(row)
+    return meta, rows
+
+
+def tiles_csv(path: str | os.PathLike[str]) -> str:
+    _, rows = _rows(path)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        buf.write("tile,x,y,size,tissue,fused,call\n")
+    return buf.getvalue()
+
+
+def geojson(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Tiles as QuPath detections (level-0 pixel coordinates) with class and measurements."""
+    _, rows = _rows(path)
+    colors = {"malignant": [200, 30, 30], "benign": [40, 90, 200]}
+    feats = []
+    for r in rows:
+        x, y, s = r["x"], r["y"], r["size"]
+        feats.append(
+            {
+                "type": "Feature",
+                "id": f"tile-{r['tile']}",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]],
+                },
+                "properties": {
+                    "objectType": "detection",
+                    "classification": {"name": r["call"], "color": colors[r["call"]]},
+                    "measurements": {
+                        k: v for k, v in r.items() if k in {"fused", "tissue"} or k.startswith("p_")
+                    },
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def geojson_text(path: str | os.PathLike[str]) -> str:
+    return json.dumps(geojson(path))
