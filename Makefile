@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup test lint bench demo models browser clean
+.PHONY: setup test lint bench demo models clean
 
 setup: $(STAMP)
 
@@ -18,10 +18,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
-
-# Chromium from Debian for the browser tests; Playwright drives it (no browser download).
-browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 test: setup
 	$(BIN)/python -m pytest -q -x --durations=15 tests

@@ -18,28 +18,32 @@ from ._job import Batch, plan_slide, run_job
 APP_NAME = "wbc-ray"
 
 
-class ScoreChunks:
-    """Ray Data stage (actor pool): pixel blocks -> per-model probs and fused score, via Serve."""
+_HANDLES: dict[str, Any] = {}
 
-    def __init__(self, app_name: str = APP_NAME, fusion: str | None = None) -> None:
-        from ray import serve
 
-        self.handle = serve.get_deployment_handle("Ensemble", app_name=app_name)
-        self.fusion = fusion
+def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = None) -> Batch:
+    """Ray Data stage: pixel blocks -> per-model probs and fused score, via the Serve Ensemble.
 
-    def __call__(self, batch: Batch) -> Batch:
-        chunk_px = batch["pixels"].shape[1]
-        probs, fused = [], []
-        for j in range(len(batch["chunk"])):
-            n = int(batch["n"][j])
-            res = self.handle.score.remote(batch["pixels"][j][:n], self.fusion).result()
-            p = np.full((chunk_px, *res["probs"].shape[1:]), np.nan, np.float32)
-            f = np.full(chunk_px, np.nan, np.float32)
-            p[:n], f[:n] = res["probs"], res["fused"]
-            probs.append(p)
-            fused.append(f)
-        # Pixels are dropped here: only scores travel on to the writers.
-        return {"chunk": batch["chunk"], "n": batch["n"], "probs": np.stack(probs), "fused": np.stack(fused)}
+    A task, not an actor pool: task workers are pooled across jobs, so a new slide pays no actor
+    start-up, and the Serve handle is cached per worker process.
+    """
+    from ray import serve
+
+    handle = _HANDLES.get(app_name)
+    if handle is None:
+        handle = _HANDLES[app_name] = serve.get_deployment_handle("Ensemble", app_name=app_name)
+    chunk_px = batch["pixels"].shape[1]
+    probs, fused = [], []
+    for j in range(len(batch["chunk"])):
+        n = int(batch["n"][j])
+        res = handle.score.remote(batch["pixels"][j][:n], fusion).result()
+        p = np.full((chunk_px, *res["probs"].shape[1:]), np.nan, np.float32)
+        f = np.full(chunk_px, np.nan, np.float32)
+        p[:n], f[:n] = res["probs"], res["fused"]
+        probs.append(p)
+        fused.append(f)
+    # Pixels are dropped here: only scores travel on to the writers.
+    return {"chunk": batch["chunk"], "n": batch["n"], "probs": np.stack(probs), "fused": np.stack(fused)}
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class AnalysisSettings:
     fusion: str = "fuzzy_rank"
     chunk_tiles: int = 64
     read_cpus: float = 0.5
-    score_actors: int = 2
+    score_tasks: int = 3  # chunks in flight to the ensemble; Serve batches them together
     tile_mpp: float | None = None  # None: the models' scale from their cards
     slide_mpp: float | None = None
     default_mpp: float | None = None
@@ -77,7 +81,7 @@ def analyze_slide(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Tile, score and aggregate one slide into the Zarr group `out`; return the result record."""
-    from ray.data import ActorPoolStrategy
+    from ray.data import TaskPoolStrategy
 
     t0 = time.perf_counter()
     tile_mpp, tile_px = model_scale(cards)
@@ -87,12 +91,12 @@ def analyze_slide(
 
     def score(ds):  # type: ignore[no-untyped-def]
         return ds.map_batches(
-            ScoreChunks,
-            fn_constructor_kwargs={"app_name": app_name, "fusion": settings.fusion},
+            score_chunks,
+            fn_kwargs={"app_name": app_name, "fusion": settings.fusion},
             batch_size=1,
             batch_format="numpy",
-            num_cpus=0.05,  # the CPU work is in the Serve replicas; these actors only wait
-            compute=ActorPoolStrategy(min_size=1, max_size=settings.score_actors),
+            num_cpus=0.05,  # the CPU work is in the Serve replicas; these tasks only wait
+            compute=TaskPoolStrategy(size=settings.score_tasks),
         )
 
     attrs = {

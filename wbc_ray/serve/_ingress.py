@@ -52,7 +52,7 @@ def check_name(name: str) -> str:
 
 def _slide_error(exc: SlideError, shown: str) -> HTTPException:
     # The message names what the client sent, never our internal storage path.
-    return HTTPException(422, f"{shown}: {exc.reason}")
+    return HTTPException(422, f"{shown}: {exc.reason.replace(exc.path, shown)}")
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -139,6 +139,10 @@ class Ingress:
                 "give a path under the configured slide folders",
             )
         p = Path(path)
+        if not p.is_absolute():
+            raise HTTPException(
+                400, f"path must be absolute (the server's working folder is not yours): {path[:200]!r}"
+            )
         try:
             real = p.resolve(strict=True)
         except (FileNotFoundError, RuntimeError):
