@@ -94,3 +94,14 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+def target(value: float, op: str, bound: float, digits: int = 3) -> dict[str, Any]:
+    """One target line of a benchmark JSON: value, the bound it is held to, PASS or MISS."""
+    ok = value >= bound if op == ">=" else value <= bound
+    return {"value": round(value, digits), "target": f"{op} {bound}", "status": verdict(ok)}
+
+
+def print_targets(targets: dict[str, dict[str, Any]]) -> None:
+    for k, v in targets.items():
+        print(f"{k:>32}: {v['value']} (target {v['target']}) {v['status']}")

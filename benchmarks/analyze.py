@@ -12,6 +12,7 @@ memory flat as the slide doubles; p50/p99 latency of /score under 8 concurrent c
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import statistics
 import sys
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from benchmarks._common import RayMemory, verdict, write_result
+from benchmarks._common import RayMemory, print_targets, target, write_result
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, available
@@ -154,9 +156,7 @@ def main() -> int:
         }
         print(label, runs[label], flush=True)
     result["end_to_end"] = runs
-    import io
 
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(px[0]).save(buf, "PNG")
@@ -167,25 +167,12 @@ def main() -> int:
     plain = result["plain_loop"]["tiles_per_s"]
     mem_ratio = runs["2x"]["memory"]["peak_process_mb"] / runs["base"]["memory"]["peak_process_mb"]
     result["targets"] = {
-        "vs_plain_loop": {
-            "value": round(e2e / plain, 2),
-            "target": ">= 3",
-            "status": verdict(e2e / plain >= 3),
-        },
-        "vs_isolated_ceiling": {
-            "value": round(e2e / ceiling, 3),
-            "target": ">= 0.75",
-            "status": verdict(e2e / ceiling >= 0.75),
-        },
-        "peak_process_memory_ratio_2x": {
-            "value": round(mem_ratio, 3),
-            "target": "<= 1.2",
-            "status": verdict(mem_ratio <= 1.2),
-        },
+        "vs_plain_loop": target(e2e / plain, ">=", 3),
+        "vs_isolated_ceiling": target(e2e / ceiling, ">=", 0.75),
+        "peak_process_memory_ratio_2x": target(mem_ratio, "<=", 1.2),
     }
     out = write_result("analyze", result)
-    for k, v in result["targets"].items():
-        print(f"{k:>30}: {v['value']} (target {v['target']}) {v['status']}")
+    print_targets(result["targets"])
     print(f"score latency: {result['score_latency']}")
     print(f"wrote {out}")
     shutil.rmtree(work, ignore_errors=True)

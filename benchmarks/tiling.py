@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import RayMemory, verdict, write_result
+from benchmarks._common import RayMemory, print_targets, target, write_result
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
 from wbc_ray.pipeline import init_ray, plan_slide, run_job
@@ -85,25 +85,12 @@ def main() -> int:
     mem_ratio = big["memory"]["peak_process_mb"] / base["memory"]["peak_process_mb"]
     worker_ratio = big["memory"]["peak_worker_mb"] / max(base["memory"]["peak_worker_mb"], 1e-9)
     result["targets"] = {
-        "speedup_vs_plain_loop": {
-            "value": base["speedup_vs_plain_loop"],
-            "target": ">= 1.5",
-            "status": verdict(base["speedup_vs_plain_loop"] >= 1.5),
-        },
-        "peak_process_memory_ratio_4x": {
-            "value": round(mem_ratio, 3),
-            "target": "<= 1.2",
-            "status": verdict(mem_ratio <= 1.2),
-        },
-        "peak_worker_memory_ratio_4x": {
-            "value": round(worker_ratio, 3),
-            "target": "<= 1.2",
-            "status": verdict(worker_ratio <= 1.2),
-        },
+        "speedup_vs_plain_loop": target(base["speedup_vs_plain_loop"], ">=", 1.5),
+        "peak_process_memory_ratio_4x": target(mem_ratio, "<=", 1.2),
+        "peak_worker_memory_ratio_4x": target(worker_ratio, "<=", 1.2),
     }
     path = write_result("tiling", result)
-    for k, v in result["targets"].items():
-        print(f"{k:>32}: {v['value']} (target {v['target']}) {v['status']}")
+    print_targets(result["targets"])
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
