@@ -52,11 +52,13 @@ def composed(tmp_path_factory, test_items) -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    """Trained checkpoints: $WBC_RAY_MODELS when it holds all three, else the quick preset (cached)."""
+    """Checkpoints for the serving tests: $WBC_RAY_TEST_MODELS (e.g. the full `make models` set),
+    else the quick preset, trained once per machine into the user cache (a few minutes)."""
     need_data()
-    from wbc_ray.training import ensure_models, has_models
+    from wbc_ray.training import ensure_models, has_models, quick_models_dir
 
-    env = os.environ.get("WBC_RAY_MODELS")
-    if env and has_models(env):
+    env = os.environ.get("WBC_RAY_TEST_MODELS")
+    if env:
+        assert has_models(env), f"WBC_RAY_TEST_MODELS={env} lacks one of the three checkpoints"
         return Path(env)
-    return ensure_models(REPO / ".cache" / "quick_models", MANIFEST, "quick", progress=False)
+    return ensure_models(quick_models_dir(), MANIFEST, "quick", progress=False)

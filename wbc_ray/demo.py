@@ -13,7 +13,7 @@ def main() -> int:
     from .analyze import analyze_many, print_summary
     from .manifest import read_manifest
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
-    from .training import ensure_models, has_models
+    from .training import ensure_models, has_models, quick_models_dir
 
     s = load_settings()
     manifest = s.data_dir / "all_taleqani" / "split.csv"
@@ -26,10 +26,10 @@ def main() -> int:
 
     models = Path(s.models_dir)
     if not has_models(models):
-        models = models / "quick"
+        models = quick_models_dir()
         print(
-            f"demo: no trained models in {s.models_dir} (`make models` trains the full set, ~45 min);\n"
-            f"      training the quick preset into {models} first (a few minutes, once)",
+            f"demo: no trained models in {s.models_dir} (`make models` trains the full set, about an hour);\n"
+            f"      using the quick preset in {models} (trained once per machine, a few minutes)",
             flush=True,
         )
         ensure_models(models, manifest, "quick")

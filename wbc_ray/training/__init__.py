@@ -3,7 +3,7 @@
 from ._data import augment, grayscale_u8, load_images, stain_jitter_u8
 from ._evaluate import evaluate, markdown_table
 from ._metrics import best_threshold, binary_metrics, roc_auc, roc_curve
-from ._presets import PRESETS, ensure_models, has_models
+from ._presets import PRESETS, ensure_models, has_models, quick_models_dir
 from ._train import DEFAULT_EPOCHS, TrainConfig, fit_temperature, train, train_many
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "markdown_table",
     "grayscale_u8",
     "load_images",
+    "quick_models_dir",
     "roc_auc",
     "roc_curve",
     "stain_jitter_u8",

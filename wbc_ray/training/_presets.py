@@ -16,6 +16,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def quick_models_dir() -> Path:
+    """Where the quick preset is trained once per machine (user cache, outside the checkout)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "wbc-ray" / "quick_models"
+
+
 def has_models(models_dir: str | os.PathLike[str]) -> bool:
     return set(list_models()) <= set(available(models_dir))
 
