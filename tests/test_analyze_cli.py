@@ -73,7 +73,7 @@ def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path
     rows = json.loads(r.stdout)
     assert [os.path.basename(x["slide"]) for x in rows] == ["resume.tiff", "unreadable.svs"]
     good, bad = rows
-    assert good["verdict"] in {"malignant", "indeterminate"} and good["n_tiles"] > 300
+    assert good["verdict"] in {"malignant", "benign", "indeterminate"} and good["n_tiles"] > 300
     assert set(good) >= {"slide", "verdict", "malignant_fraction", "interval", "n_tiles", "result"}
     assert "Bogus marker length" in bad["error"] and bad["verdict"] is None
     res = json.loads((out / "resume.tiff.json").read_text())

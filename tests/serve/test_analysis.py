@@ -46,4 +46,16 @@ def test_verdicts_and_fractions(server, models_dir, case_slides, tmp_path) -> No
     for _name, truth, got, verdict, want in report:
         assert abs(got - truth) <= 0.1, report
         assert verdict == want, report
-    assert (tmp_path / "case_benign_only.tiff.heatmap.png").exists() or any(tmp_path.glob("*.heatmap.png"))
+    assert (tmp_path / "case_benign_only.tiff.heatmap.png").stat().st_size > 1000
+
+
+def test_patch_scores_rank_malignant_above_benign(server, trained_models, test_items) -> None:
+    import httpx
+    import numpy as np
+
+    ben = [it for it in test_items if it.label == 0][:8]
+    mal = [it for it in test_items if it.label == 1][:8]
+    files = [("files", (f"{i}.jpg", it.path.read_bytes(), "image/jpeg")) for i, it in enumerate(ben + mal)]
+    out = httpx.post(f"{server}/score", files=files, timeout=120).json()["patches"]
+    fused = np.array([p["fused"] for p in out])
+    assert fused[8:].mean() > fused[:8].mean() + 0.3
