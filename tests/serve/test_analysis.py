@@ -29,10 +29,10 @@ def case_slides(slide_dir, test_items):
     return out
 
 
-def test_verdicts_and_fractions(server, models_dir, case_slides, tmp_path) -> None:
+def test_verdicts_and_fractions(server, trained_models, case_slides, tmp_path) -> None:
     results = analyze_many(
         [str(p) for p in case_slides.values()],
-        models_dir=str(models_dir),
+        models_dir=str(trained_models),
         out_dir=str(tmp_path),
         progress=False,
     )
