@@ -272,7 +272,9 @@ class Ingress:
             cam = await self.ensemble.gradcam.remote(model, px)
         except KeyError:
             raise HTTPException(404, f"no model {model[:40]!r}") from None
-        return Response(_overlay_png(px, cam), media_type="image/png")
+        from ..store import overlay_png
+
+        return Response(overlay_png(px, cam), media_type="image/png")
 
     # ---- models and patches -----------------------------------------------------------------
     @api.post("/score", summary="Score raw patches: per-model probabilities and the fused score")
@@ -344,22 +346,6 @@ class Ingress:
     async def health(self) -> dict[str, Any]:
         cards = await self.cards()
         return {"status": "ok", "models": [c["name"] for c in cards], "jobs_running": len(self._tasks)}
-
-
-def _overlay_png(tile: np.ndarray, cam: np.ndarray) -> bytes:
-    from PIL import Image
-
-    from ..store._exports import _colormap
-
-    heat = _colormap(cam).astype(np.float32)
-    a = (0.25 + 0.5 * cam[..., None]).astype(np.float32)
-    mix = (tile.astype(np.float32) * (1 - a) + heat * a).astype(np.uint8)
-    side = np.concatenate([tile, mix], axis=1)
-    buf = io.BytesIO()
-    Image.fromarray(side).resize((side.shape[1] * 2, side.shape[0] * 2), Image.Resampling.NEAREST).save(
-        buf, "PNG"
-    )
-    return buf.getvalue()
 
 
 @api.exception_handler(SlideError)

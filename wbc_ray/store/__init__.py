@@ -1,6 +1,6 @@
 """Zarr result stores: layout, chunk writes, resume state, exports."""
 
-from ._exports import geojson, geojson_text, heatmap_png, tiles_csv
+from ._exports import geojson, geojson_text, heatmap_png, overlay_png, tiles_csv
 from ._zarr import array, attrs, create_store, done_chunks, layout, open_store, write_chunk
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "heatmap_png",
     "layout",
     "open_store",
+    "overlay_png",
     "tiles_csv",
     "write_chunk",
 ]

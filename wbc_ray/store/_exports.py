@@ -115,3 +115,16 @@ def geojson(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def geojson_text(path: str | os.PathLike[str]) -> str:
     return json.dumps(geojson(path))
+
+
+def overlay_png(tile: np.ndarray, cam: np.ndarray) -> bytes:
+    """A tile beside its Grad-CAM overlay, 2x enlarged, as PNG bytes."""
+    heat = _colormap(cam).astype(np.float32)
+    a = (0.25 + 0.5 * cam[..., None]).astype(np.float32)
+    mix = (tile.astype(np.float32) * (1 - a) + heat * a).astype(np.uint8)
+    side = np.concatenate([tile, mix], axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(side).resize((side.shape[1] * 2, side.shape[0] * 2), Image.Resampling.NEAREST).save(
+        buf, "PNG"
+    )
+    return buf.getvalue()
