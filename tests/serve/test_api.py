@@ -186,7 +186,8 @@ def test_bad_input_gets_4xx_and_the_service_stays_up(
     )
     assert r.status_code == 422 and "präparat_血液.svs" in r.json()["detail"]
     for path, code in {
-        "../../etc/passwd": 404,
+        "../../etc/passwd": 400,
+        "/tmp/../../etc/passwd": 403,
         "/etc/passwd": 403,
         "/nope/slide.svs": 404,
         "bad\x00.svs": 400,
