@@ -26,7 +26,7 @@ lint: setup
 	$(BIN)/ruff check wbc_ray tests benchmarks
 	$(BIN)/mypy
 
-bench: setup
+bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.tiling
 	$(BIN)/python -m benchmarks.inference
 	$(BIN)/python -m benchmarks.analyze
