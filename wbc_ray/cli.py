@@ -262,12 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--slide-mpp", type=float, help="override the slides' microns/pixel")
     an.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 
-    for register in _EXTRA_PARSERS:
-        register(sub)
     return p
-
-
-_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,7 +68,7 @@ def test_reads_outside_the_slide_are_white() -> None:
     with open_slide(SLIDES / "openslide-python/boxes.png") as s:
         r = s.read(290, 240, 0, (20, 20))
         assert (r[15:, 15:] == 255).all()
-        assert (r[:5, :5] != 255).any() or r[:5, :5].std() >= 0
+        assert np.array_equal(r[:10, :10], s.read(290, 240, 0, (10, 10)))
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +119,3 @@ def submodule(model: nn.Module, path: str) -> nn.Module:
     for part in path.split("."):
         mod = getattr(mod, part)
     return mod
-
-
-ModelFactory = Callable[[str, int, str | None], nn.Module]

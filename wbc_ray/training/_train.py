@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -171,6 +170,8 @@ def train(cfg: TrainConfig) -> ModelCard:
     g = torch.Generator().manual_seed(cfg.seed)
     for _ in range(start):  # the same shuffles and augmentations as an uninterrupted run
         torch.randperm(len(xtr), generator=g)
+    mean = torch.tensor(card.mean).view(1, 3, 1, 1)
+    std = torch.tensor(card.std).view(1, 3, 1, 1)
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
         model.train()
@@ -187,9 +188,6 @@ def train(cfg: TrainConfig) -> ModelCard:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = xtr[idx].permute(0, 3, 1, 2).float().div_(255)
             xb = augment(xb, g)
-            spec = card
-            mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-            std = torch.tensor(spec.std).view(1, 3, 1, 1)
             xb = ((xb - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
             yb = ytr[idx].to(device)
             with autocast(device, "bf16" if device.type == "cpu" else "amp"):
@@ -314,7 +312,3 @@ def train_many(names: list[str], base: TrainConfig, parallel: bool = True) -> di
         for n in names
     }
     return {n: ray.get(r) for n, r in refs.items()}
-
-
-def config_from_env(**kw: Any) -> TrainConfig:
-    return TrainConfig(**kw, device=os.environ.get("WBC_RAY_DEVICE"))
