@@ -28,8 +28,8 @@ from PIL import Image
 from benchmarks._common import RayMemory, print_targets, target, write_result
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
-from wbc_ray.models import Classifier, available
-from wbc_ray.pipeline import AnalysisSettings, analyze_slide, model_scale, plan_slide
+from wbc_ray.models import Classifier, available, tile_scale
+from wbc_ray.pipeline import AnalysisSettings, analyze_slide, plan_slide
 from wbc_ray.slides import GridSpec, compose_slide, open_slide, read_tile
 
 PORT = 8124
@@ -111,7 +111,7 @@ def main() -> int:
     fp32 = [Classifier.load(models_dir, n, precision="fp32", channels_last=False) for n in names]
     fast = [Classifier.load(models_dir, n) for n in names]
     cards = [c.card.__dict__ for c in fast]
-    mpp, px_side = model_scale(cards)
+    mpp, px_side = tile_scale(cards)
     spec = GridSpec(tile_px=px_side, mpp=mpp, min_tissue=s.tiling.min_tissue)
 
     base_slide = work / "base.tiff"
@@ -156,7 +156,6 @@ def main() -> int:
         }
         print(label, runs[label], flush=True)
     result["end_to_end"] = runs
-
 
     buf = io.BytesIO()
     Image.fromarray(px[0]).save(buf, "PNG")

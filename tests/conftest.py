@@ -72,9 +72,21 @@ def models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_models(models_dir: Path) -> Path:
-    """Only for tests that judge accuracy: quick-preset models are not accurate by design."""
+    """Only for tests that judge accuracy: quick-preset models are not accurate by design.
+
+    The slide-level tile rates belong to the weights (`make models` measures them); when a
+    weights folder lacks them they are measured here, on validation-split slides, once.
+    """
     if full_models() is None:
         pytest.skip(
             "accuracy tests need the full trained models: run `make models` or set WBC_RAY_TEST_MODELS"
         )
+    from dataclasses import asdict
+
+    from wbc_ray.models import Classifier, available
+    from wbc_ray.training import load_tile_rates, measure_tile_rates
+
+    cards = [asdict(Classifier.load(models_dir, n).card) for n in available(models_dir)]
+    if load_tile_rates(models_dir, cards) is None:
+        measure_tile_rates(models_dir, MANIFEST)
     return models_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,14 @@ def analyze_many(
     from .pipeline import AnalysisSettings, analyze_slide
     from .serve import ensemble_handle
     from .store import heatmap_png
+    from .training import rates_for
 
     s = settings or load_settings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ensure_app(models_dir, str(out), fusion)
     cards = ensemble_handle().models.remote().result()
+    rates_record = ensemble_handle().tile_rates.remote().result()
     cfg = AnalysisSettings(
         tau=s.ensemble.tau,
         confidence=s.ensemble.confidence,
@@ -91,6 +94,13 @@ def analyze_many(
         slide_mpp=slide_mpp,
         default_mpp=s.slides.default_mpp,
     )
+    rates = rates_for(rates_record, cfg.fusion)
+    if rates is None and progress:
+        print(
+            f"note: no tile rates measured for these models and fusion {cfg.fusion}: reporting the raw "
+            "share of malignant tiles (run `wbc-ray calibrate` to adjust it)",
+            file=sys.stderr,
+        )
     results: list[SlideResult] = []
     seen: dict[str, int] = {}
     for slide in slides:
@@ -100,7 +110,7 @@ def analyze_many(
             stem = f"{stem}-{seen[stem]}"
         store = out / f"{stem}.zarr"
         try:
-            r = analyze_slide(slide, store, cards, cfg, progress=progress)
+            r = analyze_slide(slide, store, cards, cfg, progress=progress, rates=rates)
         except (SlideError, FileExistsError, ValueError) as exc:
             results.append(SlideResult(slide=slide, error=str(exc)))
             continue

@@ -133,6 +133,8 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         weights=None if args.weights in (None, "none") else args.weights,
         limit=args.limit,
+        mosaic=args.mosaic,
+        **({"lr": args.lr} if args.lr else {}),
     )
     cards = train_many(names, base, parallel=not args.sequential)
     for name, card in cards.items():
@@ -154,6 +156,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(markdown_table(res))
     print(f"wrote {Path(args.out) / 'metrics.json'}, metrics.md, roc.png, confusion.png")
+    return 0
+
+
+@command("calibrate")
+def _calibrate(args: argparse.Namespace) -> int:
+    from .training import RATES_FILE, measure_tile_rates
+
+    s = _settings(args)
+    models = args.models or s.models_dir
+    rec = measure_tile_rates(
+        models,
+        args.manifest,
+        split=args.split,
+        grid=args.grid,
+        seed=args.seed,
+        min_tissue=s.tiling.min_tissue,
+    )
+    print(f"tile call rates on composed {args.split or 'all-rows'} slides ({args.grid}x{args.grid} fields):")
+    for fusion, r in rec["fusions"].items():
+        print(
+            f"  {fusion:<11} tpr {r['tpr']:.3f} ({r['n_pos']} tiles)  fpr {r['fpr']:.3f} ({r['n_neg']} tiles)"
+        )
+    print(f"wrote {Path(models) / RATES_FILE}")
     return 0
 
 
@@ -236,9 +261,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, help="default: a per-model budget of about 30 CPU minutes")
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--weights", help="none (default) | imagenet | PATH to local weights")
+    tr.add_argument(
+        "--weights", help="none (default) | imagenet | a weight file | a folder of <model>.safetensors"
+    )
+    tr.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    tr.add_argument(
+        "--mosaic",
+        type=float,
+        default=0.0,
+        help="share of each batch shown as slide-like windows across fields on glass (0..1)",
+    )
     tr.add_argument("--limit", type=int, help="images per split (smoke runs)")
     tr.add_argument("--sequential", action="store_true", help="one model after another, not Ray tasks")
+
+    ca = sub.add_parser(
+        "calibrate", help="measure tile call rates on composed slides (the slide-level adjusted count)"
+    )
+    ca.add_argument("--models", help="weights folder (default: settings models_dir)")
+    ca.add_argument("--manifest", required=True)
+    ca.add_argument("--split", default="val", help="images to compose the slides from (default: val)")
+    ca.add_argument("--grid", type=int, default=16, help="fields per side of each slide")
+    ca.add_argument("--seed", type=int, default=0)
 
     ev = sub.add_parser("evaluate", help="metrics, table and plots of the models and their fusions")
     ev.add_argument("--models", help="weights folder (default: settings models_dir)")

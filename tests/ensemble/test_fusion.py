@@ -65,3 +65,25 @@ def test_verdict_rules() -> None:
     v = slide_verdict(np.array([0] * 100 + [1] * 100), tissue, min_tissue=0.5)
     assert v.n_tiles == 100 and v.n_excluded == 100 and v.verdict == "benign"
     assert slide_verdict(np.array([], bool)).verdict == "indeterminate"
+
+
+def test_adjusted_count_undoes_known_tile_rates() -> None:
+    from wbc_ray.ensemble import TileRates
+
+    rates = TileRates(tpr=0.95, fpr=0.15)
+    # A slide with true fraction f shows f * tpr + (1 - f) * fpr malignant calls.
+    for f in (0.0, 0.1, 0.35, 1.0):
+        observed = f * 0.95 + (1 - f) * 0.15
+        assert rates.adjust(observed) == pytest.approx(f)
+    assert rates.adjust(0.05) == 0.0 and rates.adjust(0.99) == 1.0  # clipped to [0, 1]
+    # 18 % calls on a benign-looking slide: raw says indeterminate, adjusted says benign.
+    calls = np.zeros(500, bool)
+    calls[:90] = True
+    raw = slide_verdict(calls, tau=0.2)
+    adj = slide_verdict(calls, tau=0.2, rates=rates)
+    assert raw.verdict == "indeterminate" and adj.verdict == "benign"
+    assert adj.raw_fraction == pytest.approx(0.18)
+    assert adj.malignant_fraction == pytest.approx((0.18 - 0.15) / 0.8)
+    lo, hi = wilson_interval(90, 500)
+    assert adj.interval == pytest.approx((max(0.0, (lo - 0.15) / 0.8), (hi - 0.15) / 0.8))
+    assert adj.adjusted_by == {"tpr": 0.95, "fpr": 0.15, "n_pos": 0, "n_neg": 0}

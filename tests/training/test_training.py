@@ -54,6 +54,24 @@ def test_augment_keeps_shape_and_range() -> None:
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
 
 
+def test_mosaic_soft_label_is_the_malignant_share_of_field_area() -> None:
+    from wbc_ray.training._data import GLASS, mosaic
+
+    # Malignant fields pure red, benign pure blue: counting pixels in a view measures areas.
+    n, s = 12, 32
+    y = torch.tensor([1, 0] * (n // 2))
+    x = torch.zeros(n, s, s, 3, dtype=torch.uint8)
+    x[y == 1, ..., 0] = 255
+    x[y == 0, ..., 2] = 255
+    views, soft = mosaic(x, y, torch.arange(n), torch.Generator().manual_seed(0))
+    red = ((views[:, 0] == 1) & (views[:, 2] == 0)).sum((1, 2)).float()
+    blue = ((views[:, 2] == 1) & (views[:, 0] == 0)).sum((1, 2)).float()
+    glass = torch.isclose(views, torch.tensor(GLASS).view(1, 3, 1, 1)).all(1).sum((1, 2))
+    assert torch.equal(red + blue + glass, torch.full((n,), float(s * s)))
+    assert torch.allclose(soft, red / (red + blue))
+    assert ((soft > 0) & (soft < 1)).any() and (glass > 0).any()  # mixed views exist; gaps show
+
+
 def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
     need_data()
     cfg = TrainConfig(
@@ -72,6 +90,16 @@ def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
     model, card2 = load_checkpoint(tmp_path / "w", "mobilenet")
     assert card2.version == card.version and card2.manifest_hash == card.manifest_hash
     assert not (tmp_path / "w" / "mobilenet.last.pt").exists()
+    # Fine-tuning from that folder with slide-like mosaics: validation then also holds one
+    # mosaic view per validation image (model selection and calibration see both).
+    ft = train(
+        TrainConfig(
+            **{**cfg.__dict__, "out": str(tmp_path / "ft"), "weights": str(tmp_path / "w"), "mosaic": 0.5}
+        )
+    )
+    n_val = sum(map(sum, card.metrics["val"]["confusion"]))
+    assert sum(map(sum, ft.metrics["val"]["confusion"])) == 2 * n_val
+    assert ft.training["mosaic"] == 0.5 and ft.version != card.version
     # Evaluation on a custom manifest without a split column, checked against our own predictions.
     rows = ["path,label"]
     for sub, label in (("Benign/WBC-Benign-006.jpg", "benign"), ("Benign/WBC-Benign-020.jpg", "benign")):

@@ -1,12 +1,13 @@
 """Ensemble math (pure numpy): tile-level fusion and tile-to-slide verdicts."""
 
 from ._fusion import FUSIONS, Fusion, fuse, fuzzy_rank_scores, fuzzy_ranks
-from ._slide import SlideVerdict, slide_verdict, wilson_interval
+from ._slide import SlideVerdict, TileRates, slide_verdict, wilson_interval
 
 __all__ = [
     "FUSIONS",
     "Fusion",
     "SlideVerdict",
+    "TileRates",
     "fuse",
     "fuzzy_rank_scores",
     "fuzzy_ranks",

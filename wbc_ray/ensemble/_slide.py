@@ -25,6 +25,25 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 @dataclass(frozen=True)
+class TileRates:
+    """How often tiles are called malignant on slides of known composition.
+
+    Measured on benign-only and malignant-only slides composed from the validation split
+    (`wbc-ray calibrate`). Tiles that straddle fields, gaps and glass are called malignant more
+    often than whole fields are, so the raw share of malignant calls overstates the fraction.
+    """
+
+    tpr: float  # share of tiles called malignant on a malignant-only slide
+    fpr: float  # ... on a benign-only slide
+    n_pos: int = 0
+    n_neg: int = 0
+
+    def adjust(self, p: float) -> float:
+        """Adjusted classify-and-count (Rogan & Gladen 1978; Forman 2008): (p - fpr) / (tpr - fpr)."""
+        return float(np.clip((p - self.fpr) / (self.tpr - self.fpr), 0.0, 1.0))
+
+
+@dataclass(frozen=True)
 class SlideVerdict:
     verdict: Verdict
     malignant_fraction: float
@@ -34,6 +53,8 @@ class SlideVerdict:
     n_tiles: int  # tissue tiles counted
     n_malignant: int
     n_excluded: int  # tiles below the tissue threshold
+    raw_fraction: float | None = None  # share of malignant calls before adjustment
+    adjusted_by: dict[str, float] | None = None  # the TileRates used, if any
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -48,12 +69,21 @@ def slide_verdict(
     tau: float = 0.20,
     confidence: float = 0.95,
     min_tissue: float = 0.0,
+    rates: TileRates | None = None,
 ) -> SlideVerdict:
-    """Malignant if the interval's lower bound >= tau, benign if its upper bound < tau."""
+    """Malignant if the interval's lower bound >= tau, benign if its upper bound < tau.
+
+    With `rates`, the share of malignant calls and its Wilson interval are mapped through the
+    adjusted count; the interval does not widen for the error in the rates themselves.
+    """
     calls = np.asarray(tile_calls).astype(bool)
     keep = np.ones(len(calls), bool) if tissue is None else np.asarray(tissue) >= min_tissue
     n, k = int(keep.sum()), int(calls[keep].sum())
     lo, hi = wilson_interval(k, n, confidence)
+    raw = k / n if n else float("nan")
+    frac = raw
+    if rates is not None and n:
+        frac, lo, hi = rates.adjust(raw), rates.adjust(lo), rates.adjust(hi)
     verdict: Verdict
     if n == 0:
         verdict = "indeterminate"
@@ -65,11 +95,13 @@ def slide_verdict(
         verdict = "indeterminate"
     return SlideVerdict(
         verdict=verdict,
-        malignant_fraction=k / n if n else float("nan"),
+        malignant_fraction=frac,
         interval=(lo, hi),
         tau=tau,
         confidence=confidence,
         n_tiles=n,
         n_malignant=k,
         n_excluded=int(len(calls) - n),
+        raw_fraction=raw,
+        adjusted_by=None if rates is None else asdict(rates),
     )

@@ -1,6 +1,6 @@
 """Architecture registry, preprocessing, checkpoints (safetensors + model card), Grad-CAM."""
 
-from ._checkpoint import ModelCard, available, default_card, load_checkpoint, save_checkpoint
+from ._checkpoint import ModelCard, available, default_card, load_checkpoint, save_checkpoint, tile_scale
 from ._classifier import Classifier, autocast, default_device
 from ._gradcam import gradcam
 from ._preprocess import preprocess
@@ -32,4 +32,5 @@ __all__ = [
     "load_checkpoint",
     "preprocess",
     "save_checkpoint",
+    "tile_scale",
 ]

@@ -1,6 +1,6 @@
 """The Ray Data job for one slide: plan, read, (score), write, resume, progress."""
 
-from ._analyze import APP_NAME, AnalysisSettings, analyze_slide, model_scale, score_chunks
+from ._analyze import APP_NAME, AnalysisSettings, analyze_slide, score_chunks
 from ._job import JobResult, Plan, ReadTiles, WriteChunks, file_sha256, init_ray, plan_slide, run_job
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "analyze_slide",
     "file_sha256",
     "init_ray",
-    "model_scale",
     "plan_slide",
     "run_job",
     "score_chunks",

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ensemble import slide_verdict
+from ..ensemble import TileRates, slide_verdict
+from ..models import tile_scale
 from ..slides import GridSpec
 from ..store import array, open_store
 from ._job import Batch, plan_slide, run_job
@@ -61,14 +62,6 @@ class AnalysisSettings:
     default_mpp: float | None = None
 
 
-def model_scale(cards: list[dict[str, Any]]) -> tuple[float, int]:
-    """Tile scale (um/px) and side from the model cards: every model sees the same field of view."""
-    mpps = {round(c["mpp"] * 224 / c["input_size"], 6) for c in cards}
-    if len(mpps) != 1:
-        raise ValueError(f"models disagree on tile scale (um/px): {sorted(mpps)}")
-    return mpps.pop(), max(int(c["input_size"]) for c in cards)
-
-
 def analyze_slide(
     slide_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -79,12 +72,17 @@ def analyze_slide(
     progress: bool = True,
     extra_attrs: dict[str, Any] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    rates: TileRates | None = None,
 ) -> dict[str, Any]:
-    """Tile, score and aggregate one slide into the Zarr group `out`; return the result record."""
+    """Tile, score and aggregate one slide into the Zarr group `out`; return the result record.
+
+    `rates` (from `wbc-ray calibrate`) turn the share of malignant tile calls into an adjusted
+    estimate of the malignant fraction; without them the raw share is reported.
+    """
     from ray.data import TaskPoolStrategy
 
     t0 = time.perf_counter()
-    tile_mpp, tile_px = model_scale(cards)
+    tile_mpp, tile_px = tile_scale(cards)
     spec = GridSpec(tile_px=tile_px, mpp=settings.tile_mpp or tile_mpp, min_tissue=settings.min_tissue)
     plan = plan_slide(slide_path, spec, slide_mpp=settings.slide_mpp, default_mpp=settings.default_mpp)
     models = [{"name": c["name"], "version": c["version"], "architecture": c["architecture"]} for c in cards]
@@ -135,6 +133,7 @@ def analyze_slide(
         tau=settings.tau,
         confidence=settings.confidence,
         min_tissue=settings.min_tissue,
+        rates=rates,
     )
     seconds = time.perf_counter() - t0
     result = {

@@ -65,39 +65,11 @@ def _cached_slide(path: str, mpp: float | None, default_mpp: float | None) -> Sl
 
 
 @dataclass(frozen=True)
-class ReadTiles:
-    """Ray Data stage: chunk ids in, padded (chunk_tiles, H, W, 3) pixel blocks out."""
-
-    store: str
-    slide_path: str
-    level: int
-    read_px: int
-    tile_px: int
-    chunk_tiles: int
-    slide_mpp: float | None = None
-    default_mpp: float | None = None
-
-    def __call__(self, batch: Batch) -> Batch:
-        slide = _cached_slide(self.slide_path, self.slide_mpp, self.default_mpp)
-        coords_arr = array(open_store(self.store), "coords")
-        out_px, out_n = [], []
-        for chunk in batch["chunk"]:
-            lo = int(chunk) * self.chunk_tiles
-            coords = np.asarray(coords_arr[lo : lo + self.chunk_tiles])
-            px = np.zeros((self.chunk_tiles, self.tile_px, self.tile_px, 3), np.uint8)
-            for i, (x, y) in enumerate(coords):
-                px[i] = read_tile(slide, int(x), int(y), self.level, self.read_px, self.tile_px)
-            out_px.append(px)
-            out_n.append(len(coords))
-        return {"chunk": batch["chunk"], "n": np.array(out_n), "pixels": np.stack(out_px)}
-
-
-@dataclass(frozen=True)
 class WriteChunks:
     """Ray Data stage: writes every array column except bookkeeping into its chunk."""
 
     store: str
-    skip: tuple[str, ...] = ("chunk", "n")
+    skip: tuple[str, ...] = ("chunk", "n", "coords")
     keep_pixels: bool = True
 
     def __call__(self, batch: Batch) -> Batch:
@@ -110,6 +82,45 @@ class WriteChunks:
             }
             write_chunk(self.store, int(chunk), arrays)
         return {"chunk": batch["chunk"], "n": batch["n"]}
+
+
+@dataclass(frozen=True)
+class ReadTiles:
+    """Ray Data stage: rows of (chunk, n, coords) in, padded (chunk_tiles, H, W, 3) pixels out.
+
+    Each row carries its own tile coordinates (a few hundred bytes), so readers touch only the
+    slide. Given `write`, the stage also writes its chunk and passes on bookkeeping only: with no
+    scoring stage in between, pixels then never enter the object store at all.
+    """
+
+    slide_path: str
+    level: int
+    read_px: int
+    tile_px: int
+    slide_mpp: float | None = None
+    default_mpp: float | None = None
+    write: WriteChunks | None = None
+
+    def __call__(self, batch: Batch) -> Batch:
+        slide = _cached_slide(self.slide_path, self.slide_mpp, self.default_mpp)
+        coords, counts = batch["coords"], batch["n"]
+        px = np.zeros((len(coords), coords.shape[1], self.tile_px, self.tile_px, 3), np.uint8)
+        for j in range(len(coords)):
+            for i in range(int(counts[j])):
+                x, y = coords[j, i]
+                px[j, i] = read_tile(slide, int(x), int(y), self.level, self.read_px, self.tile_px)
+        out = {"chunk": batch["chunk"], "n": counts, "pixels": px}
+        return self.write(out) if self.write is not None else out
+
+
+def _work_rows(coords: np.ndarray, chunks: list[int], chunk_tiles: int) -> list[dict[str, Any]]:
+    rows = []
+    for c in chunks:
+        part = coords[c * chunk_tiles : (c + 1) * chunk_tiles]
+        padded = np.full((chunk_tiles, 2), -1, np.int64)
+        padded[: len(part)] = part
+        rows.append({"chunk": c, "n": len(part), "coords": padded})
+    return rows
 
 
 @dataclass
@@ -208,28 +219,23 @@ def run_job(
     )
     finished = already
     if todo:
+        writer = WriteChunks(out, keep_pixels=store_pixels)
         reader = ReadTiles(
-            store=out,
             slide_path=plan.slide_path,
             level=grid.level,
             read_px=grid.read_px,
             tile_px=tile_px,
-            chunk_tiles=chunk_tiles,
             slide_mpp=plan.slide_mpp_override,
             default_mpp=plan.default_mpp,
+            write=writer if score is None else None,
         )
-        ds: ray.data.Dataset = ray.data.from_items(
-            [{"chunk": c} for c in todo], override_num_blocks=len(todo)
-        )
+        rows = _work_rows(grid.coords, todo, chunk_tiles)
+        ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(reader, batch_size=1, num_cpus=read_cpus, batch_format="numpy")
         if score is not None:
+            # read -> score -> write: only scores (and pixels, when stored) travel to the writers.
             ds = score(ds)
-        ds = ds.map_batches(
-            WriteChunks(out, keep_pixels=store_pixels),
-            batch_size=1,
-            num_cpus=read_cpus / 2,
-            batch_format="numpy",
-        )
+            ds = ds.map_batches(writer, batch_size=1, num_cpus=read_cpus / 2, batch_format="numpy")
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
             k = int(batch["n"].sum())
             finished += k

@@ -99,6 +99,9 @@ class Ingress:
                 raise HTTPException(422, f"fusion must be fuzzy_rank, mean or vote, not {fusion[:40]!r}")
             settings["fusion"] = fusion
         cards = await self.cards()
+        from ..training import rates_for
+
+        rates = rates_for(await self.ensemble.tile_rates.remote(), settings["fusion"])
         now = time.time()
         record = {
             "job_id": job_id,
@@ -113,7 +116,7 @@ class Ingress:
         }
         self.store.write(job_id, record)
         task = ray.remote(num_cpus=self.job_cpus, max_retries=0)(run_job_task)
-        ref = task.remote(self.results_dir, job_id, slide, cards, settings, self.app_name)
+        ref = task.remote(self.results_dir, job_id, slide, cards, settings, self.app_name, rates)
         self._tasks[job_id] = asyncio.get_running_loop().create_task(self._watch(job_id, ref))
         return {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
 

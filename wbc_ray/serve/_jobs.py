@@ -72,6 +72,7 @@ def run_job_task(
     cards: list[dict[str, Any]],
     settings: dict[str, Any],
     app_name: str,
+    rates: Any = None,  # ensemble.TileRates, or None for the raw share of malignant tiles
 ) -> dict[str, Any]:
     """Body of the Ray task that analyses one submitted slide."""
     from ..pipeline import AnalysisSettings, analyze_slide
@@ -106,6 +107,7 @@ def run_job_task(
             progress=False,
             on_progress=progress,
             extra_attrs={"job_id": job_id},
+            rates=rates,
         )
     except Exception as exc:
         store.update(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")

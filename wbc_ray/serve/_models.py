@@ -69,10 +69,11 @@ class CNN:
 class Ensemble:
     """Calls the CNNs concurrently and fuses their calibrated probabilities."""
 
-    def __init__(self, fusion: str = "fuzzy_rank", **cnns: Any) -> None:
+    def __init__(self, fusion: str = "fuzzy_rank", models_dir: str | None = None, **cnns: Any) -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
+        self.models_dir = models_dir
         self.cnns = dict(sorted(cnns.items()))
 
     @property
@@ -92,6 +93,14 @@ class Ensemble:
 
     async def models(self) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(h.card.remote() for h in self.cnns.values())))
+
+    async def tile_rates(self) -> dict[str, Any] | None:
+        """The slide-level tile rates measured for exactly these model versions, if any."""
+        from ..training import load_tile_rates
+
+        if self.models_dir is None:
+            return None
+        return load_tile_rates(self.models_dir, await self.models())
 
     async def gradcam(self, model: str, tile: np.ndarray, target: int = 1) -> np.ndarray:
         if model not in self.cnns:

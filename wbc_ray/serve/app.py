@@ -53,7 +53,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         return d.bind(models_dir, name, a.precision, a.torch_threads)
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
-    ensemble = ensemble_dep.bind(a.fusion, **{n: cnn(n) for n in names})
+    ensemble = ensemble_dep.bind(a.fusion, models_dir, **{n: cnn(n) for n in names})
     analysis = {
         "tau": s.ensemble.tau,
         "confidence": s.ensemble.confidence,

@@ -117,3 +117,66 @@ def stain_jitter_u8(x: np.ndarray, seed: int = 0, hue: float = 0.08, saturation:
     )
     # augment() also rotates and flips: fine for cells, which have no orientation.
     return (out * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+# The composed slides put fields on glass of this colour with a gap of 24/224 of a field.
+GLASS = (238 / 255, 235 / 255, 240 / 255)
+GAP_FRACTION = 24 / 224
+
+
+def mosaic(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    anchor: torch.Tensor,
+    g: torch.Generator,
+    *,
+    same_class_p: float = 0.5,
+    empty_p: float = 0.15,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slide-like training views: a random window over a 2x2 block of fields on glass.
+
+    A slide tile lands anywhere: across two to four fields, the gaps between them, or the
+    empty glass at the edge. Trained only on whole centred fields, every model reads such
+    views as malignant far too often. Each view here crops an (S, S) window at a random
+    offset from fields around `anchor` (x: (N, S, S, 3) uint8). Its soft label is the
+    malignant share of the field area it shows, the label a slide's truth implies.
+    Returns float (n, 3, S, S) in [0, 1] and (n,) float labels.
+    """
+    n, s = len(anchor), x.shape[1]
+    gap = max(1, round(s * GAP_FRACTION))
+    side = 2 * s + gap
+    canvas = torch.empty(n, 3, side, side)
+    canvas[:] = torch.tensor(GLASS).view(1, 3, 1, 1)
+    # Partners: all of the anchor's class half of the time (pure benign blocks exist on a
+    # benign slide), otherwise anything; some cells are left empty, as at a slide's margin.
+    rand = torch.randint(0, len(x), (n, 4), generator=g)
+    same = torch.rand(n, generator=g) < same_class_p
+    for i in range(n):
+        if same[i]:
+            pool = torch.nonzero(y == y[anchor[i]]).flatten()
+            rand[i] = pool[torch.randint(0, len(pool), (4,), generator=g)]
+    rand[:, 0] = anchor
+    present = torch.rand(n, 4, generator=g) >= empty_p
+    present[:, 0] = True
+    labels = y[rand].float()
+    # Offsets up to half a pitch cover every placement of a window on the field lattice (the
+    # flips and rotations of augment() supply the mirror images) and keep the anchor in view.
+    ox = torch.randint(0, (s + gap) // 2 + 1, (n,), generator=g)
+    oy = torch.randint(0, (s + gap) // 2 + 1, (n,), generator=g)
+    out = torch.empty(n, 3, s, s)
+    soft = torch.empty(n)
+    for i in range(n):
+        area = torch.zeros(4)
+        for k in range(4):
+            if not present[i, k]:
+                continue
+            r, c = divmod(k, 2)
+            top, left = r * (s + gap), c * (s + gap)
+            canvas[i, :, top : top + s, left : left + s] = x[rand[i, k]].permute(2, 0, 1).float() / 255
+            # Overlap of this field with the window [ox, ox+s) x [oy, oy+s).
+            w = max(0, min(left + s, int(ox[i]) + s) - max(left, int(ox[i])))
+            h = max(0, min(top + s, int(oy[i]) + s) - max(top, int(oy[i])))
+            area[k] = w * h
+        out[i] = canvas[i, :, oy[i] : oy[i] + s, ox[i] : ox[i] + s]
+        soft[i] = (area * labels[i]).sum() / area.sum()
+    return out, soft

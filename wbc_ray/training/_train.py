@@ -26,7 +26,7 @@ from ..models import (
     save_checkpoint,
 )
 from ..models._registry import submodule
-from ._data import augment, grayscale_u8, load_images
+from ._data import augment, grayscale_u8, load_images, mosaic
 from ._metrics import best_threshold, binary_metrics
 
 # Epoch budgets chosen so each model trains in about 30 minutes or less on 2 CPU cores at 128 px.
@@ -47,7 +47,8 @@ class TrainConfig:
     ema_decay: float = 0.99
     patience: int = 8
     seed: int = 0
-    weights: str | None = None  # None | "imagenet" | path to a local weight file
+    weights: str | None = None  # None | "imagenet" | a weight file | a folder of <model>.safetensors
+    mosaic: float = 0.0  # share of each batch shown as slide-like windows over fields on glass
     limit: int | None = None  # use only this many images per split (tests, smoke runs)
     threads: int | None = None
     device: str | None = None
@@ -56,6 +57,11 @@ class TrainConfig:
 
     def n_epochs(self) -> int:
         return self.epochs or DEFAULT_EPOCHS.get(self.model, 15)
+
+    def weight_file(self) -> str | None:
+        if self.weights and Path(self.weights).is_dir():
+            return str(Path(self.weights) / f"{self.model}.safetensors")
+        return self.weights
 
 
 def _subset(items: list[Item], limit: int | None, seed: int) -> list[Item]:
@@ -109,6 +115,29 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def _batch(
+    x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, mosaic_share: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float images in [0, 1] and soft malignant labels; the first part of it as mosaics."""
+    k = round(len(idx) * mosaic_share)
+    plain = x[idx[k:]].permute(0, 3, 1, 2).float().div_(255)
+    if k == 0:
+        return plain, y[idx].float()
+    views, soft = mosaic(x, y, idx[:k], g)
+    return torch.cat([views, plain]), torch.cat([soft, y[idx[k:]].float()])
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, class_w: torch.Tensor, smoothing: float
+) -> torch.Tensor:
+    """Class-weighted cross entropy against a malignant probability (hard labels are 0 / 1)."""
+    t = target * (1 - smoothing) + smoothing / 2
+    logp = F.log_softmax(logits, 1)
+    per = -(t * logp[:, 1] * class_w[1] + (1 - t) * logp[:, 0] * class_w[0])
+    # Normalised like F.cross_entropy(weight=...): by the summed weight of the targets.
+    return per.sum() / (t * class_w[1] + (1 - t) * class_w[0]).sum()
+
+
 def _log(cfg: TrainConfig, msg: str) -> None:
     if cfg.progress:
         print(f"[{cfg.model}] {msg}", flush=True)
@@ -129,12 +158,21 @@ def train(cfg: TrainConfig) -> ModelCard:
         s: _subset(read_manifest(cfg.manifest, s), cfg.limit, cfg.seed) for s in ("train", "val", "test")
     }
     data = {s: load_images(items, cfg.input_size) for s, items in splits.items()}
+    if cfg.mosaic > 0:
+        # Select and calibrate on what deployment sees: val fields and slide-like views of them
+        # (pure-class blocks, so every view keeps a hard label).
+        xv, yv = data["val"]
+        views, soft = mosaic(
+            xv, yv, torch.arange(len(xv)), torch.Generator().manual_seed(cfg.seed + 1), same_class_p=1.0
+        )
+        views_u8 = (views * 255).round().byte().permute(0, 2, 3, 1)
+        data["val"] = (torch.cat([xv, views_u8]), torch.cat([yv, soft.round().long()]))
     xtr, ytr = data["train"]
     counts = torch.bincount(ytr, minlength=2).float()
     # Class weights undo the 1:5 imbalance; without them early epochs call everything malignant.
     class_w = (counts.sum() / (2 * counts.clamp(min=1))).to(device)
 
-    model = build_model(cfg.model, num_classes=2, weights=cfg.weights).to(device)
+    model = build_model(cfg.model, num_classes=2, weights=cfg.weight_file()).to(device)
     if cfg.weights is None:
         # A zero head starts every model at p = 0.5; MobileNetV2's default init starts at logits
         # of std ~4, which costs the first epoch just unlearning confident nonsense.
@@ -186,13 +224,12 @@ def train(cfg: TrainConfig) -> ModelCard:
         loss_sum = 0.0
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = xtr[idx].permute(0, 3, 1, 2).float().div_(255)
+            xb, yb = _batch(xtr, ytr, idx, cfg.mosaic, g)
             xb = augment(xb, g)
             xb = ((xb - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
-            yb = ytr[idx].to(device)
             with autocast(device, "bf16" if device.type == "cpu" else "amp"):
                 logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb, weight=class_w, label_smoothing=cfg.label_smoothing)
+            loss = soft_cross_entropy(logits.float(), yb.to(device), class_w, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
