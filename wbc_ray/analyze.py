@@ -121,17 +121,20 @@ def analyze_many(
 
 
 def print_summary(results: list[SlideResult]) -> None:
-    head = f"{'slide':<40} {'verdict':<14} {'fraction':>8} {'95% interval':>16} {'tiles':>7}"
+    """One row per slide; `raw` is the share of malignant tiles before the adjusted count."""
+    head = f"{'slide':<36} {'verdict':<14} {'fraction':>8} {'95% interval':>16} {'raw':>6} {'tiles':>7}"
     print(head)
     print("-" * len(head))
     for r in results:
-        name = os.path.basename(r.slide)[:40]
+        name = os.path.basename(r.slide)[:36]
         if not r.ok:
-            print(f"{name:<40} {'ERROR':<14} {r.error}")
+            print(f"{name:<36} {'ERROR':<14} {r.error}")
             continue
         lo, hi = r.result["interval"]
+        raw = r.result.get("raw_fraction")
+        raw_s = "-" if raw is None else f"{raw:.3f}"
         print(
-            f"{name:<40} {r.result['verdict']:<14} {r.result['malignant_fraction']:>8.3f} "
-            f"{f'[{lo:.3f}, {hi:.3f}]':>16} {r.result['n_tiles']:>7}"
+            f"{name:<36} {r.result['verdict']:<14} {r.result['malignant_fraction']:>8.3f} "
+            f"{f'[{lo:.3f}, {hi:.3f}]':>16} {raw_s:>6} {r.result['n_tiles']:>7}"
         )
     print(f"\nresults in {Path(results[0].store).parent if results and results[0].store else '-'}")

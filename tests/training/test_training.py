@@ -90,15 +90,13 @@ def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
     model, card2 = load_checkpoint(tmp_path / "w", "mobilenet")
     assert card2.version == card.version and card2.manifest_hash == card.manifest_hash
     assert not (tmp_path / "w" / "mobilenet.last.pt").exists()
-    # Fine-tuning from that folder with slide-like mosaics: validation then also holds one
-    # mosaic view per validation image (model selection and calibration see both).
-    ft = train(
-        TrainConfig(
-            **{**cfg.__dict__, "out": str(tmp_path / "ft"), "weights": str(tmp_path / "w"), "mosaic": 0.5}
-        )
-    )
+    # Fine-tuning from that folder with slide-like mosaics: epochs are then selected on the
+    # validation images plus one mosaic view of each; the operating point stays on the images.
+    ft_cfg = {**cfg.__dict__, "out": str(tmp_path / "ft"), "weights": str(tmp_path / "w"), "mosaic": 0.5}
+    ft = train(TrainConfig(**ft_cfg))
     n_val = sum(map(sum, card.metrics["val"]["confusion"]))
-    assert sum(map(sum, ft.metrics["val"]["confusion"])) == 2 * n_val
+    assert ft.training["history"][0]["val_images"] == 2 * n_val
+    assert sum(map(sum, ft.metrics["val"]["confusion"])) == n_val
     assert ft.training["mosaic"] == 0.5 and ft.version != card.version
     # Evaluation on a custom manifest without a split column, checked against our own predictions.
     rows = ["path,label"]

@@ -78,7 +78,7 @@ def measure_tile_rates(
         for f in FUSIONS
     }
     record = {
-        "models": {c["name"]: c["version"] for c in cards},
+        "models": _identity(cards),
         "tile_mpp": mpp,
         "tile_px": px,
         "min_tissue": min_tissue,
@@ -92,14 +92,19 @@ def measure_tile_rates(
     return record
 
 
+def _identity(cards: list[dict[str, Any]]) -> dict[str, str]:
+    # The rates depend on the weights and on each model's operating point (temperature, bias).
+    return {c["name"]: f"{c['version']}/T={c['temperature']:.6g}/b={c['bias']:.6g}" for c in cards}
+
+
 def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The rates file, if it was measured with exactly these model versions; else None."""
     path = Path(models_dir, RATES_FILE)
     if not path.is_file():
         return None
     record: dict[str, Any] = json.loads(path.read_text())
-    if record.get("models") != {c["name"]: c["version"] for c in cards}:
-        return None  # measured for other weights: using them would bias every slide
+    if record.get("models") != _identity(cards):
+        return None  # measured for other weights or operating points: it would bias every slide
     return record
 
 

@@ -158,15 +158,16 @@ def train(cfg: TrainConfig) -> ModelCard:
         s: _subset(read_manifest(cfg.manifest, s), cfg.limit, cfg.seed) for s in ("train", "val", "test")
     }
     data = {s: load_images(items, cfg.input_size) for s, items in splits.items()}
+    select = data["val"]
     if cfg.mosaic > 0:
-        # Select and calibrate on what deployment sees: val fields and slide-like views of them
-        # (pure-class blocks, so every view keeps a hard label).
+        # Select epochs on what deployment sees: val fields and slide-like views of them
+        # (pure-class blocks, so every view keeps a hard label). The operating point is still
+        # set on whole val images below; slide-level bias is the tile rates' job (calibrate).
         xv, yv = data["val"]
-        views, soft = mosaic(
-            xv, yv, torch.arange(len(xv)), torch.Generator().manual_seed(cfg.seed + 1), same_class_p=1.0
-        )
+        g_val = torch.Generator().manual_seed(cfg.seed + 1)
+        views, soft = mosaic(xv, yv, torch.arange(len(xv)), g_val, same_class_p=1.0)
         views_u8 = (views * 255).round().byte().permute(0, 2, 3, 1)
-        data["val"] = (torch.cat([xv, views_u8]), torch.cat([yv, soft.round().long()]))
+        select = (torch.cat([xv, views_u8]), torch.cat([yv, soft.round().long()]))
     xtr, ytr = data["train"]
     counts = torch.bincount(ytr, minlength=2).float()
     # Class weights undo the 1:5 imbalance; without them early epochs call everything malignant.
@@ -238,7 +239,7 @@ def train(cfg: TrainConfig) -> ModelCard:
             loss_sum += float(loss.detach())
             bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}")
         # Select on the EMA weights, at the validation-optimal threshold (the one we deploy).
-        xv, yv = data["val"]
+        xv, yv = select
         lv = _predict_logits(ema.model, card, xv, device)
         sv = torch.softmax(lv, 1)[:, 1].numpy()
         thr = best_threshold(yv.numpy(), sv)
@@ -249,6 +250,7 @@ def train(cfg: TrainConfig) -> ModelCard:
                 "loss": loss_sum / steps_per_epoch,
                 "val_ba": m["balanced_accuracy"],
                 "val_auc": m["roc_auc"],
+                "val_images": len(yv),
             }
         )
         improved = m["balanced_accuracy"] > best_ba + 1e-9
