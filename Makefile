@@ -40,7 +40,8 @@ MANIFEST := $(WBC_RAY_DATA)/all_taleqani/split.csv
 # Sequential: on 2 cores, three models side by side take as long in all and each takes 3x longer.
 models: setup
 	$(BIN)/wbc-ray train --model all --sequential --manifest $(MANIFEST) --out $(MODELS)/scratch
-	$(BIN)/wbc-ray train --model mobilenet --weights $(MODELS)/scratch --mosaic 0.5 --lr 5e-4 --epochs 6 --manifest $(MANIFEST) --out $(MODELS)
+	# Fine-tuning lowered MobileNet's validation BA (0.974 -> 0.961): it keeps its scratch weights.
+	cp $(MODELS)/scratch/mobilenet.json $(MODELS)/scratch/mobilenet.safetensors $(MODELS)/
 	$(BIN)/wbc-ray train --model inception_v3 --weights $(MODELS)/scratch --mosaic 0.5 --lr 5e-4 --epochs 5 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray train --model xception --weights $(MODELS)/scratch --mosaic 0.5 --lr 5e-4 --epochs 5 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray calibrate --models $(MODELS) --manifest $(MANIFEST)

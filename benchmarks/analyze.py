@@ -30,6 +30,7 @@ from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, available, tile_scale
 from wbc_ray.pipeline import AnalysisSettings, analyze_slide, plan_slide
+from wbc_ray.serve.app import AppArgs, load_serve_config
 from wbc_ray.slides import GridSpec, compose_slide, open_slide, read_tile
 
 PORT = 8124
@@ -109,7 +110,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="wbc_bench_an_"))
     names = available(models_dir)
     fp32 = [Classifier.load(models_dir, n, precision="fp32", channels_last=False) for n in names]
-    fast = [Classifier.load(models_dir, n) for n in names]
+    # Isolated throughput in the precisions the Serve app runs (configs/serve.yaml).
+    app_args = AppArgs(**load_serve_config()["app"].get("args", {}))
+    fast = [Classifier.load(models_dir, n, precision=app_args.precision_of(n)) for n in names]
     cards = [c.card.__dict__ for c in fast]
     mpp, px_side = tile_scale(cards)
     spec = GridSpec(tile_px=px_side, mpp=mpp, min_tissue=s.tiling.min_tissue)
@@ -125,6 +128,7 @@ def main() -> int:
     iso = isolated(fast, px)
     ceiling = 1 / sum(1 / r for r in iso.values())
     result["isolated"] = {
+        "precision": {c.name: c.precision for c in fast},
         "img_per_s": {k: round(v, 1) for k, v in iso.items()},
         "combined_tiles_per_s": round(ceiling, 2),
     }

@@ -23,11 +23,15 @@ BATCH = 32
 VARIANTS = {"fp32": ("fp32", False), "channels_last": ("fp32", True), "bf16_channels_last": ("bf16", True)}
 
 
-def rate(clf: Classifier, x: np.ndarray) -> float:
+def rate(clf: Classifier, x: np.ndarray, repeats: int = 3) -> float:
+    """Best of `repeats` passes: this machine is shared, so the fastest pass is the least disturbed."""
     clf.predict(x[:BATCH], batch_size=BATCH)  # warm-up (oneDNN picks kernels on first call)
-    t0 = time.perf_counter()
-    clf.predict(x, batch_size=BATCH)
-    return len(x) / (time.perf_counter() - t0)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        clf.predict(x, batch_size=BATCH)
+        best = max(best, len(x) / (time.perf_counter() - t0))
+    return best
 
 
 def main() -> int:
@@ -54,6 +58,7 @@ def main() -> int:
                 preds[label] = clf.predict(x, batch_size=BATCH).argmax(1)
         base = row["img_per_s"]["fp32"]
         row["speedup_vs_fp32"] = {k: round(v / base, 2) for k, v in row["img_per_s"].items()}
+        row["fastest"] = max(row["img_per_s"], key=row["img_per_s"].get)
         agree = float((preds["fp32"] == preds["bf16_channels_last"]).mean())
         row["bf16_fp32_decision_agreement"] = round(agree, 4)
         row["agreement_status"] = verdict(agree >= 0.995)

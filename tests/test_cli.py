@@ -79,3 +79,25 @@ def test_make_slide_then_tile(tmp_path) -> None:
     # A second run finds every chunk done.
     r = cli("tile", str(out), "--out", str(z), "--tile-px", "64", "--mpp", "1.0", "--quiet")
     assert r.returncode == 0 and "chunks already done" in r.stdout
+
+
+def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> None:
+    import shutil
+    from dataclasses import asdict
+
+    from wbc_ray.models import Classifier, available
+    from wbc_ray.training import load_tile_rates
+
+    d = tmp_path / "m"
+    shutil.copytree(models_dir, d, ignore=shutil.ignore_patterns("tile_rates.json", "eval_*", "scratch"))
+    r = cli("calibrate", "--models", str(d), "--manifest", str(MANIFEST), "--grid", "5")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((d / "tile_rates.json").read_text())
+    assert rec["split"] == "val" and set(rec["fusions"]) == {"fuzzy_rank", "mean", "vote"}
+    for rates in rec["fusions"].values():
+        assert rates["n_pos"] > 0 and rates["n_neg"] > 0
+        assert 0 <= rates["fpr"] <= 1 and 0 <= rates["tpr"] <= 1
+    cards = [asdict(Classifier.load(d, n).card) for n in available(d)]
+    assert load_tile_rates(d, cards) == rec
+    cards[0]["bias"] += 0.5  # another operating point: the measured rates no longer apply
+    assert load_tile_rates(d, cards) is None

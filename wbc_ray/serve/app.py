@@ -25,13 +25,18 @@ class AppArgs(BaseModel):
     results_dir: str | None = None  # default: settings (WBC_RAY_RESULTS)
     models: list[str] | None = None  # default: every checkpoint in models_dir
     fusion: str = "fuzzy_rank"
-    precision: str | None = None  # None: bf16 on CPU, AMP on GPU
+    # One for all, or per model: None is bf16 on CPU, AMP on GPU. Whether bf16 pays on a CPU
+    # depends on the chip and the architecture: measure with benchmarks/inference.py.
+    precision: str | dict[str, str] | None = None
     torch_threads: int = 1  # per CNN replica; replicas run side by side
     slide_roots: list[str] | None = None  # folders path submissions may read (plus uploads)
     max_upload_mb: float = 2048
     app_name: str = APP_NAME
     # Per-deployment options when the app is built from Python (serve run applies them itself).
     deployment_options: dict[str, dict[str, Any]] = {}
+
+    def precision_of(self, name: str) -> str | None:
+        return self.precision.get(name) if isinstance(self.precision, dict) else self.precision
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -50,7 +55,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
     def cnn(name: str) -> Any:
         d = CNN.options(name=name, **opts.get(name, {}))  # type: ignore[attr-defined]
-        return d.bind(models_dir, name, a.precision, a.torch_threads)
+        return d.bind(models_dir, name, a.precision_of(name), a.torch_threads)
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
     ensemble = ensemble_dep.bind(a.fusion, models_dir, **{n: cnn(n) for n in names})
