@@ -1,6 +1,7 @@
 """Architecture registry, preprocessing, checkpoints (safetensors + model card), Grad-CAM."""
 
-from ._checkpoint import ModelCard, available, default_card, load_checkpoint, save_checkpoint, tile_scale
+from ..scale import tile_scale
+from ._checkpoint import ModelCard, available, default_card, load_checkpoint, save_checkpoint
 from ._classifier import Classifier, autocast, default_device
 from ._gradcam import gradcam
 from ._preprocess import preprocess

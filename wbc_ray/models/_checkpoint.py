@@ -105,11 +105,3 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def tile_scale(cards: list[dict[str, Any]]) -> tuple[float, int]:
-    """Tile scale (um/px) and side from model cards: every model must see the same field of view."""
-    mpps = {round(c["mpp"] * 224 / c["input_size"], 6) for c in cards}
-    if len(mpps) != 1:
-        raise ValueError(f"models disagree on tile scale (um/px): {sorted(mpps)}")
-    return mpps.pop(), max(int(c["input_size"]) for c in cards)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..ensemble import TileRates, slide_verdict
-from ..models import tile_scale
+from ..scale import tile_scale
 from ..slides import GridSpec
 from ..store import array, open_store
 from ._job import Batch, plan_slide, run_job

@@ -163,6 +163,7 @@ def run_job(
     chunk_tiles: int = 64,
     store_pixels: bool = True,
     read_cpus: float = 0.5,
+    chunks_per_task: int | None = None,
     score: Callable[[Any], Any] | None = None,
     n_classes: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
@@ -230,13 +231,16 @@ def run_job(
             write=writer if score is None else None,
         )
         rows = _work_rows(grid.coords, todo, chunk_tiles)
-        ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map_batches(reader, batch_size=1, num_cpus=read_cpus, batch_format="numpy")
+        # Several chunks per read task: each task then runs long enough (about 256 tiles) that
+        # Ray's per-task cost stays small, while resume and progress keep chunk granularity.
+        per_task = chunks_per_task or max(1, min(256 // chunk_tiles, len(rows) // 8))
+        ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_task))
+        ds = ds.map_batches(reader, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy")
         if score is not None:
             # read -> score -> write: only scores (and pixels, when stored) travel to the writers.
             ds = score(ds)
             ds = ds.map_batches(writer, batch_size=1, num_cpus=read_cpus / 2, batch_format="numpy")
-        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             k = int(batch["n"].sum())
             finished += k
             bar.update(k)
