@@ -30,7 +30,7 @@ def test_serve_configs_validate(name: str) -> None:
     cnn = [d for d in app.deployments if d.name in {"mobilenet", "xception", "inception_v3"}]
     if name == "serve.yaml":
         # Fractional CPUs that leave room for the Ray Data read tasks on 2 cores.
-        total = sum(d.ray_actor_options.num_cpus for d in app.deployments)
+        total = sum(d.ray_actor_options.num_cpus * d.num_replicas for d in app.deployments)
         assert total <= 1.1
     else:
         assert all((d.ray_actor_options.num_gpus or 0) > 0 and d.autoscaling_config for d in cnn)

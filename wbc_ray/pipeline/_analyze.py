@@ -56,7 +56,7 @@ class AnalysisSettings:
     fusion: str = "fuzzy_rank"
     chunk_tiles: int = 64
     read_cpus: float = 0.5
-    score_tasks: int = 3  # chunks in flight to the ensemble; Serve batches them together
+    score_tasks: int = 4  # chunks in flight to the ensemble: enough to keep every replica fed
     tile_mpp: float | None = None  # None: the models' scale from their cards
     slide_mpp: float | None = None
     default_mpp: float | None = None

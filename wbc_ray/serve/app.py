@@ -28,7 +28,8 @@ class AppArgs(BaseModel):
     # One for all, or per model: None is bf16 on CPU, AMP on GPU. Whether bf16 pays on a CPU
     # depends on the chip and the architecture: measure with benchmarks/inference.py.
     precision: str | dict[str, str] | None = None
-    torch_threads: int = 1  # per CNN replica; replicas run side by side
+    torch_threads: int | dict[str, int] = 1  # per CNN replica (or per model); replicas run side by side
+    max_batch_tiles: int = 128  # Serve batch cap per CNN replica, counted in tiles
     slide_roots: list[str] | None = None  # folders path submissions may read (plus uploads)
     max_upload_mb: float = 2048
     app_name: str = APP_NAME
@@ -37,6 +38,10 @@ class AppArgs(BaseModel):
 
     def precision_of(self, name: str) -> str | None:
         return self.precision.get(name) if isinstance(self.precision, dict) else self.precision
+
+    def threads_of(self, name: str) -> int:
+        t = self.torch_threads
+        return t.get(name, 1) if isinstance(t, dict) else t
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -55,7 +60,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
     def cnn(name: str) -> Any:
         d = CNN.options(name=name, **opts.get(name, {}))  # type: ignore[attr-defined]
-        return d.bind(models_dir, name, a.precision_of(name), a.torch_threads)
+        return d.bind(models_dir, name, a.precision_of(name), a.threads_of(name), a.max_batch_tiles)
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
     ensemble = ensemble_dep.bind(a.fusion, models_dir, **{n: cnn(n) for n in names})
