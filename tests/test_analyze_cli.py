@@ -70,6 +70,7 @@ def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path
         timeout=600,
     )
     assert r.returncode == 1, r.stderr[-2000:]  # one slide failed, the other was analysed
+    assert r.stdout.lstrip().startswith("["), (r.stdout[-3000:], r.stderr[-3000:])
     rows = json.loads(r.stdout)
     assert [os.path.basename(x["slide"]) for x in rows] == ["resume.tiff", "unreadable.svs"]
     good, bad = rows

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from .models import WeightsUnavailable
 from .slides import SlideError
@@ -201,11 +202,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim_stdout() -> TextIO:
+    """A private handle on the real stdout; fd 1 (and sys.stdout) then point at stderr."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return out
+
+
 @command("analyze")
 def _analyze(args: argparse.Namespace) -> int:
     from .analyze import analyze_many, print_summary
 
     s = _settings(args)
+    # --json owns stdout: everything else written there (Ray's raylet warnings, C libraries)
+    # goes to stderr, so the output always parses.
+    json_out = _claim_stdout() if args.json else None
     results = analyze_many(
         args.slides,
         models_dir=args.models or str(s.models_dir),
@@ -215,8 +227,9 @@ def _analyze(args: argparse.Namespace) -> int:
         slide_mpp=args.slide_mpp,
         progress=not args.json,
     )
-    if args.json:
-        print(json.dumps([r.summary() for r in results], indent=2))
+    if json_out is not None:
+        json_out.write(json.dumps([r.summary() for r in results], indent=2) + "\n")
+        json_out.flush()
     else:
         print_summary(results)
     return 0 if all(r.ok for r in results) else 1
