@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .models import WeightsUnavailable
+from .errors import WeightsUnavailable
 from .slides import SlideError
 
 Handler = Callable[[argparse.Namespace], int]

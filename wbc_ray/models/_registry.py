@@ -9,9 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights could not be fetched or read; the message says what to do instead."""
+from ..errors import WeightsUnavailable
 
 
 @dataclass(frozen=True)

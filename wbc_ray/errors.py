@@ -1,0 +1,7 @@
+"""Project errors that callers catch without importing the heavy packages that raise them."""
+
+from __future__ import annotations
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be fetched or read; the message says what to do instead."""
