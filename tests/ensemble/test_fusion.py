@@ -86,4 +86,21 @@ def test_adjusted_count_undoes_known_tile_rates() -> None:
     assert adj.malignant_fraction == pytest.approx((0.18 - 0.15) / 0.8)
     lo, hi = wilson_interval(90, 500)
     assert adj.interval == pytest.approx((max(0.0, (lo - 0.15) / 0.8), (hi - 0.15) / 0.8))
-    assert adj.adjusted_by == {"tpr": 0.95, "fpr": 0.15, "n_pos": 0, "n_neg": 0}
+    assert adj.adjusted_by == {"tpr": 0.95, "fpr": 0.15, "n_pos": 0, "n_neg": 0, "curve": ()}
+
+
+def test_measured_curve_is_inverted_piecewise_linearly() -> None:
+    from wbc_ray.ensemble import TileRates
+
+    # Mixed tiles lean malignant: the share bulges above the line between the ends.
+    curve = ((0.0, 0.10), (0.25, 0.45), (0.5, 0.70), (1.0, 0.98))
+    rates = TileRates(tpr=0.98, fpr=0.10, curve=curve)
+    for truth, share in curve:
+        assert rates.adjust(share) == pytest.approx(truth)
+    assert rates.adjust(0.575) == pytest.approx(0.375)  # halfway between two points
+    assert rates.adjust(0.05) == 0.0 and rates.adjust(0.99) == 1.0
+    # The linear count would say 0.40 for a share of 0.45; the curve knows it is 0.25.
+    assert TileRates(tpr=0.98, fpr=0.10).adjust(0.45) == pytest.approx(0.35 / 0.88)
+    # A measured dip (noise) cannot make the inverse jump backwards.
+    bumpy = TileRates(tpr=0.98, fpr=0.10, curve=((0.0, 0.1), (0.2, 0.4), (0.3, 0.38), (1.0, 0.98)))
+    assert bumpy.adjust(0.39) <= bumpy.adjust(0.41)

@@ -28,18 +28,31 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 class TileRates:
     """How often tiles are called malignant on slides of known composition.
 
-    Measured on benign-only and malignant-only slides composed from the validation split
-    (`wbc-ray calibrate`). Tiles that straddle fields, gaps and glass are called malignant more
-    often than whole fields are, so the raw share of malignant calls overstates the fraction.
+    Measured on slides composed from the validation split (`wbc-ray calibrate`). Tiles that
+    straddle fields, gaps and glass are called malignant more often than whole fields are, and
+    a tile across a malignant and a benign field leans malignant, so the raw share of malignant
+    calls overstates the fraction, most in the middle of the range.
     """
 
     tpr: float  # share of tiles called malignant on a malignant-only slide
     fpr: float  # ... on a benign-only slide
     n_pos: int = 0
     n_neg: int = 0
+    # (true fraction, share of malignant calls) on slides of known mixed composition.
+    curve: tuple[tuple[float, float], ...] = ()
 
     def adjust(self, p: float) -> float:
-        """Adjusted classify-and-count (Rogan & Gladen 1978; Forman 2008): (p - fpr) / (tpr - fpr)."""
+        """The fraction whose measured share is p.
+
+        With a curve: its inverse, piecewise linear (the share is made non-decreasing first).
+        Without: adjusted classify-and-count (Rogan & Gladen 1978; Forman 2008),
+        (p - fpr) / (tpr - fpr).
+        """
+        if len(self.curve) >= 2:
+            pts = sorted(self.curve)
+            truth = np.array([f for f, _ in pts])
+            share = np.maximum.accumulate(np.array([s for _, s in pts]))
+            return float(np.clip(np.interp(p, share, truth), 0.0, 1.0))
         return float(np.clip((p - self.fpr) / (self.tpr - self.fpr), 0.0, 1.0))
 
 

@@ -43,8 +43,13 @@ def measure_tile_rates(
     seed: int = 0,
     min_tissue: float = 0.25,
     tile_threshold: float = 0.5,
+    fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
 ) -> dict[str, Any]:
-    """Measure per-fusion TileRates; write <models_dir>/tile_rates.json; return its content."""
+    """Measure per-fusion TileRates; write <models_dir>/tile_rates.json; return its content.
+
+    One slide per malignant fraction in `fractions` (which must include 0 and 1)."""
+    if 0.0 not in fractions or 1.0 not in fractions:
+        raise ValueError("fractions must include 0 and 1 (the benign-only and malignant-only ends)")
     names = available(models_dir)
     if not names:
         raise FileNotFoundError(f"no model checkpoints in {models_dir}")
@@ -53,26 +58,31 @@ def measure_tile_rates(
     mpp, px = tile_scale(cards)
     spec = GridSpec(tile_px=px, mpp=mpp, min_tissue=min_tissue)
     items = read_manifest(manifest, split)
-    calls: dict[int, dict[str, np.ndarray]] = {}
+    pools = {label: [it for it in items if it.label == label] for label in (0, 1)}
+    for label, pool in pools.items():
+        if not pool:
+            kind = ("benign", "malignant")[label]
+            raise ValueError(f"{manifest} has no {kind} images in split {split}")
+    calls: dict[float, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="wbc_rates_") as tmp:
-        for label in (0, 1):
-            pool = [it for it in items if it.label == label]
-            if not pool:
-                raise ValueError(
-                    f"{manifest} has no {('benign', 'malignant')[label]} images in split {split}"
-                )
-            path = Path(tmp) / f"rates_{label}.tiff"
-            compose_slide(pool, path, grid=(grid, grid), malignant_fraction=float(label), seed=seed)
+        for frac in fractions:
+            # The ends from one class only; mixed slides from the whole split.
+            pool = pools[0] if frac == 0 else pools[1] if frac == 1 else items
+            path = Path(tmp) / f"rates_{frac}.tiff"
+            truth = compose_slide(pool, path, grid=(grid, grid), malignant_fraction=frac, seed=seed)
             tiles = _tiles(path, spec)
             probs = np.stack([c.predict(tiles) for c in clfs])  # (M, N, 2)
-            calls[label] = {f: fuse(probs, f)[1] >= tile_threshold for f in FUSIONS}
+            true_frac = float(truth["malignant_fraction"])  # type: ignore[arg-type]
+            calls[true_frac] = {f: fuse(probs, f)[1] >= tile_threshold for f in FUSIONS}
+    lo, hi = min(calls), max(calls)
     rates = {
         f: asdict(
             TileRates(
-                tpr=float(calls[1][f].mean()),
-                fpr=float(calls[0][f].mean()),
-                n_pos=len(calls[1][f]),
-                n_neg=len(calls[0][f]),
+                tpr=float(calls[hi][f].mean()),
+                fpr=float(calls[lo][f].mean()),
+                n_pos=len(calls[hi][f]),
+                n_neg=len(calls[lo][f]),
+                curve=tuple((k, float(v[f].mean())) for k, v in sorted(calls.items())),
             )
         )
         for f in FUSIONS
@@ -111,6 +121,7 @@ def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, An
 def rates_for(record: dict[str, Any] | None, fusion: str) -> TileRates | None:
     if not record or fusion not in record.get("fusions", {}):
         return None
-    r = TileRates(**record["fusions"][fusion])
+    d = dict(record["fusions"][fusion])
+    r = TileRates(**{**d, "curve": tuple(tuple(p) for p in d.get("curve", ()))})
     # Rates that barely separate the classes would blow every estimate up: refuse them.
     return r if r.tpr - r.fpr >= 0.3 else None
