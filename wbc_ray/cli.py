@@ -176,9 +176,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     )
     print(f"tile call rates on composed {args.split or 'all-rows'} slides ({args.grid}x{args.grid} fields):")
     for fusion, r in rec["fusions"].items():
-        print(
-            f"  {fusion:<11} tpr {r['tpr']:.3f} ({r['n_pos']} tiles)  fpr {r['fpr']:.3f} ({r['n_neg']} tiles)"
-        )
+        curve = "  ".join(f"{f:.2f}->{share:.3f}" for f, share in r["curve"])
+        print(f"  {fusion:<11} fraction->share of malignant tiles: {curve}")
     print(f"wrote {Path(models) / RATES_FILE}")
     return 0
 

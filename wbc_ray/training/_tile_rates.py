@@ -1,9 +1,9 @@
-"""Tile call rates on slides of known composition, for the slide-level adjusted count.
+"""Share of malignant tile calls on slides of known composition: the slide estimate's curve.
 
 A tile of a real slide lands anywhere: across cells, the gaps between fields, the glass at an
 edge. The models' error rate on such tiles is not their error rate on whole, centred images,
-so the slide aggregation needs the rates measured the way slides are tiled: here on one
-benign-only and one malignant-only slide composed from a held-out split (validation by
+so the slide aggregation needs the rates measured the way slides are tiled: here on slides
+composed at several malignant fractions, from 0 to 1, from a held-out split (validation by
 default: the test split stays for reporting).
 """
 
