@@ -1,6 +1,6 @@
 """Opening slides, finding tissue, planning tile grids, composing test slides."""
 
-from ._compose import compose_slide
+from ._compose import FIELD_PX, GAP_PX, GLASS_RGB, compose_slide
 from ._grid import GridSpec, TileGrid, choose_level, tile_grid
 from ._preview import grid_preview
 from ._reader import Slide, SlideError, SlideInfo, open_slide
@@ -8,6 +8,9 @@ from ._tiles import read_tile
 from ._tissue import TissueMask, tissue_mask, tissue_mask_from_rgb
 
 __all__ = [
+    "FIELD_PX",
+    "GAP_PX",
+    "GLASS_RGB",
     "GridSpec",
     "Slide",
     "SlideError",

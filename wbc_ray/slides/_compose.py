@@ -20,6 +20,8 @@ from PIL import Image
 from ..manifest import CLASSES, Item
 
 GLASS_RGB = (238, 235, 240)
+FIELD_PX = 224  # a field (one training image) on the slide, at the slide's 0.5 um/px
+GAP_PX = 24  # glass between neighbouring fields
 TIFF_TILE = 256
 SLIDE_THRESHOLD = 0.2  # a slide is malignant when at least this fraction of fields is
 
@@ -114,8 +116,8 @@ def compose_slide(
     malignant_fraction: float,
     seed: int = 0,
     mpp: float = 0.5,
-    field_px: int = 224,
-    gap_px: int = 24,
+    field_px: int = FIELD_PX,
+    gap_px: int = GAP_PX,
     margin_px: int = 256,
     jpeg_quality: int = 90,
     progress: bool = False,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..manifest import Item
+from ..slides import FIELD_PX, GAP_PX, GLASS_RGB
 
 
 def load_images(items: list[Item], size: int, workers: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,9 +120,9 @@ def stain_jitter_u8(x: np.ndarray, seed: int = 0, hue: float = 0.08, saturation:
     return (out * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-# The composed slides put fields on glass of this colour with a gap of 24/224 of a field.
-GLASS = (238 / 255, 235 / 255, 240 / 255)
-GAP_FRACTION = 24 / 224
+# The views mimic composed slides: fields on the same glass, with the same gap between them.
+GLASS = tuple(c / 255 for c in GLASS_RGB)
+GAP_FRACTION = GAP_PX / FIELD_PX
 
 
 def mosaic(
