@@ -81,12 +81,7 @@ def trained_models(models_dir: Path) -> Path:
         pytest.skip(
             "accuracy tests need the full trained models: run `make models` or set WBC_RAY_TEST_MODELS"
         )
-    from dataclasses import asdict
+    from wbc_ray.training import ensure_tile_rates
 
-    from wbc_ray.models import Classifier, available
-    from wbc_ray.training import load_tile_rates, measure_tile_rates
-
-    cards = [asdict(Classifier.load(models_dir, n).card) for n in available(models_dir)]
-    if load_tile_rates(models_dir, cards) is None:
-        measure_tile_rates(models_dir, MANIFEST)
+    ensure_tile_rates(models_dir, MANIFEST)
     return models_dir

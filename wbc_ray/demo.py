@@ -13,7 +13,7 @@ def main() -> int:
     from .analyze import analyze_many, print_summary
     from .manifest import read_manifest
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
-    from .training import RATES_FILE, ensure_models, has_models, measure_tile_rates, quick_models_dir
+    from .training import ensure_models, ensure_tile_rates, has_models, quick_models_dir
 
     s = load_settings()
     manifest = s.data_dir / "all_taleqani" / "split.csv"
@@ -33,9 +33,8 @@ def main() -> int:
             flush=True,
         )
         ensure_models(models, manifest, "quick")
-    elif not (models / RATES_FILE).exists():
-        print("demo: measuring the models' tile call rates on validation slides (`wbc-ray calibrate`)")
-        measure_tile_rates(models, manifest)
+    else:
+        ensure_tile_rates(models, manifest)
 
     slide = out / "demo_slide.tiff"
     truth = compose_slide(

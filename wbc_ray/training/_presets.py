@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import available, list_models
-from ._tile_rates import RATES_FILE, measure_tile_rates
+from ._tile_rates import ensure_tile_rates
 from ._train import TrainConfig, train
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -38,8 +38,6 @@ def ensure_models(
     """Train the preset into `models_dir` unless all three checkpoints are already there, then
     measure their slide-level tile rates (small slides: the preset is for plumbing)."""
     out = Path(models_dir)
-    if has_models(out) and (out / RATES_FILE).exists():
-        return out
     have = set(available(out))
     for name in list_models():
         if name not in have:
@@ -48,5 +46,5 @@ def ensure_models(
                     model=name, manifest=str(manifest), out=str(out), progress=progress, **PRESETS[preset]
                 )
             )  # type: ignore[arg-type]
-    measure_tile_rates(out, manifest, grid=8)
+    ensure_tile_rates(out, manifest, grid=8)
     return out

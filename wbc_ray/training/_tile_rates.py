@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -115,6 +116,20 @@ def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, An
     record: dict[str, Any] = json.loads(path.read_text())
     if record.get("models") != _identity(cards):
         return None  # measured for other weights or operating points: it would bias every slide
+    return record
+
+
+def ensure_tile_rates(
+    models_dir: str | os.PathLike[str], manifest: str | os.PathLike[str], **measure: Any
+) -> dict[str, Any]:
+    """The stored rates when they belong to these weights, else freshly measured ones."""
+    cards = [json.loads(Path(models_dir, f"{n}.json").read_text()) for n in available(models_dir)]
+    record = load_tile_rates(models_dir, cards)
+    if record is None:
+        print(
+            f"measuring tile call rates of the models in {models_dir} (`wbc-ray calibrate`)", file=sys.stderr
+        )
+        record = measure_tile_rates(models_dir, manifest, **measure)
     return record
 
 
