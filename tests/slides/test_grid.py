@@ -80,3 +80,16 @@ def test_composed_slide_grid_finds_every_field(composed) -> None:
         assert inside.any() or near.any(), f"field at {f['box']} has no tile"
     # The glass margin stays out.
     assert grid.coords[:, 0].min() > 0 or grid.coords[:, 1].min() > 0
+
+
+def test_tiles_come_in_bands_of_rows_column_by_column(composed) -> None:  # type: ignore[no-untyped-def]
+    from wbc_ray.slides._grid import BAND_ROWS
+
+    with open_slide(composed) as s:
+        grid = tile_grid(s, tissue_mask(s), GridSpec(tile_px=64, mpp=0.5, min_tissue=0.25))
+    rows, cols = grid.cells[:, 0], grid.cells[:, 1]
+    key = np.stack([rows // BAND_ROWS, cols, rows], axis=1)
+    assert len(grid) > 4 * BAND_ROWS and rows.max() >= BAND_ROWS  # more than one band
+    assert all(tuple(a) < tuple(b) for a, b in zip(key[:-1], key[1:], strict=True))
+    # Coordinates follow the cells they belong to.
+    np.testing.assert_array_equal(grid.coords[:, 0], np.floor(cols * grid.stride0).astype(np.int64))

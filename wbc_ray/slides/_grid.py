@@ -10,6 +10,11 @@ import numpy as np
 from ._reader import Slide, SlideError
 from ._tissue import TissueMask
 
+# Tiles are ordered in bands of this many grid rows, column by column within a band, so a run
+# of consecutive tiles (one work unit) is a compact block: neighbours share the slide's own
+# compressed tiles, which a reader then decodes once instead of once per grid row.
+BAND_ROWS = 8
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -31,7 +36,7 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Tiles that pass the tissue filter, in row-major order of the full grid."""
+    """Tiles that pass the tissue filter, in bands of BAND_ROWS grid rows, column-major within a band."""
 
     spec: GridSpec
     level: int  # pyramid level the tiles are read from
@@ -111,6 +116,8 @@ def tile_grid(slide: Slide, mask: TissueMask, spec: GridSpec) -> TileGrid:
     y0 = np.floor(rr * stride0).astype(np.int64)
     frac = _box_fractions(mask, x0.astype(np.float64), y0.astype(np.float64), size0)
     keep = frac >= spec.min_tissue if spec.min_tissue > 0 else np.ones_like(frac, bool)
+    keep_idx = np.flatnonzero(keep)
+    keep = keep_idx[np.lexsort((rr[keep_idx], cc[keep_idx], rr[keep_idx] // BAND_ROWS))]
     return TileGrid(
         spec=spec,
         level=level,

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from ._tiff_direct import TiffTiles, open_direct
+
 # Plain images are decoded whole, so their size is capped; pyramidal slides are read lazily.
 MAX_PLAIN_PIXELS = 100_000_000
 # Beyond this a slide with no smaller pyramid level is refused: its thumbnail alone would take
@@ -50,6 +52,8 @@ class SlideInfo:
     objective_power: float | None
     associated_images: tuple[str, ...]
     properties: dict[str, str] = field(default_factory=dict)
+    # "openslide", "openslide+tiff-direct (levels 0, 1)" or "pillow": which code decodes regions.
+    reader: str = "openslide"
 
     @property
     def level_count(self) -> int:
@@ -70,6 +74,7 @@ class SlideInfo:
             "mpp_source": self.mpp_source,
             "objective_power": self.objective_power,
             "associated_images": list(self.associated_images),
+            "reader": self.reader,
         }
 
 
@@ -150,8 +155,16 @@ def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
 class _OpenSlideBackend:
     def __init__(self, osr: Any) -> None:
         self._osr = osr
+        self.direct: TiffTiles | None = None
 
     def read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        if self.direct is not None and self.direct.serves(x, y, level):
+            region = self.direct.read(x, y, level, w, h)
+            if region is not None:
+                return region
+        return self.read_openslide(x, y, level, w, h)
+
+    def read_openslide(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         return _rgba_to_rgb(np.asarray(self._osr.read_region((x, y), level, (w, h))))
 
     def thumbnail(self, max_side: int) -> np.ndarray:
@@ -175,6 +188,8 @@ class _OpenSlideBackend:
         return np.asarray(self._osr.associated_images[name].convert("RGB"))
 
     def close(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
         self._osr.close()
 
 
@@ -247,7 +262,9 @@ def _check_file(p: Path) -> None:
         raise SlideError(p, "file is not readable (permission denied)")
 
 
-def _open_openslide(p: Path, mpp_override: float | None, default_mpp: float | None) -> Slide | None:
+def _open_openslide(
+    p: Path, mpp_override: float | None, default_mpp: float | None, direct: bool
+) -> Slide | None:
     import openslide
 
     try:
@@ -271,6 +288,14 @@ def _open_openslide(p: Path, mpp_override: float | None, default_mpp: float | No
     props = osr.properties
     mpp, source = _openslide_mpp(props)
     mpp, source = _resolve_mpp(mpp, source, mpp_override, default_mpp)
+    backend = _OpenSlideBackend(osr)
+    reader = "openslide"
+    if direct:
+        levels = tuple((int(w), int(h)) for w, h in osr.level_dimensions)
+        downsamples = tuple(float(d) for d in osr.level_downsamples)
+        backend.direct = open_direct(str(p), str(vendor), levels, downsamples, backend.read_openslide)
+        if backend.direct is not None:
+            reader = f"openslide+tiff-direct (levels {', '.join(map(str, sorted(backend.direct.levels)))})"
     info = SlideInfo(
         path=str(p),
         vendor=str(vendor),
@@ -282,8 +307,9 @@ def _open_openslide(p: Path, mpp_override: float | None, default_mpp: float | No
         objective_power=_float_prop(props, "openslide.objective-power"),
         associated_images=tuple(sorted(osr.associated_images.keys())),
         properties={k: str(v) for k, v in props.items()},
+        reader=reader,
     )
-    slide = Slide(info, _OpenSlideBackend(osr))
+    slide = Slide(info, backend)
     _probe(slide)
     return slide
 
@@ -349,6 +375,7 @@ def _open_pillow(p: Path, mpp_override: float | None, default_mpp: float | None)
         mpp_source=source,
         objective_power=None,
         associated_images=(),
+        reader="pillow",
     )
     return Slide(info, backend)
 
@@ -358,16 +385,19 @@ def open_slide(
     *,
     mpp: float | None = None,
     default_mpp: float | None = None,
+    direct: bool = True,
 ) -> Slide:
     """Open a whole-slide file or plain image.
 
     `mpp` overrides what the file says; `default_mpp` fills in only when the file says nothing.
+    `direct` lets TIFF-based slides (generic TIFF, SVS) decode their tiles without OpenSlide's
+    compositing where that gives the same pixels (checked at open); False reads via OpenSlide only.
     Raises `SlideError` for anything that cannot be read, never another exception type.
     """
     p = Path(os.fspath(path))
     _check_file(p)
     try:
-        slide = _open_openslide(p, mpp, default_mpp)
+        slide = _open_openslide(p, mpp, default_mpp, direct)
     except SlideError:
         raise
     except Exception as exc:
