@@ -49,7 +49,7 @@ def tiles_of(path: Path, spec: GridSpec, n: int) -> tuple[np.ndarray, object]:
 def plain_loop(path: Path, plan, clfs: list[Classifier], n: int, batch: int = 32) -> float:  # type: ignore[no-untyped-def]
     g = plan.grid
     t0 = time.perf_counter()
-    with open_slide(path) as s:
+    with open_slide(path, direct=False) as s:  # OpenSlide's read_region, as a plain script would
         for i in range(0, n, batch):
             px = np.stack(
                 [

@@ -2,7 +2,8 @@
 
 fp32 (NCHW) is the baseline; channels_last (fp32) and channels_last + bf16 autocast are measured
 in the same run, on the same images, at batch 32. Agreement: the share of test-split images whose
-calibrated decision is the same in bf16 as in fp32 (target >= 99.5 %).
+calibrated decision is the same in bf16 as in fp32 (target >= 99.5 %). Models with int8 ranges
+(`wbc-ray quantize`) are also timed in int8, with their int8/fp32 agreement.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from benchmarks._common import verdict, write_result
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
-from wbc_ray.models import Classifier, available, load_checkpoint
+from wbc_ray.models import Classifier, available, int8_path, load_checkpoint
 from wbc_ray.training import load_images
 
 BATCH = 32
@@ -50,11 +51,13 @@ def main() -> int:
         timed = x[:256]
         row: dict = {"input_size": card.input_size, "img_per_s": {}}
         preds = {}
-        for label, (precision, cl) in VARIANTS.items():
-            m, _ = load_checkpoint(s.models_dir, name)
-            clf = Classifier(m, card, device="cpu", precision=precision, channels_last=cl)
+        variants = dict(VARIANTS)
+        if int8_path(s.models_dir, name).exists():
+            variants["int8_channels_last"] = ("int8", True)
+        for label, (precision, cl) in variants.items():
+            clf = Classifier.load(s.models_dir, name, device="cpu", precision=precision, channels_last=cl)
             row["img_per_s"][label] = round(rate(clf, timed), 1)
-            if label in {"fp32", "bf16_channels_last"}:
+            if label in {"fp32", "bf16_channels_last", "int8_channels_last"}:
                 preds[label] = clf.predict(x, batch_size=BATCH).argmax(1)
         base = row["img_per_s"]["fp32"]
         row["speedup_vs_fp32"] = {k: round(v / base, 2) for k, v in row["img_per_s"].items()}
@@ -62,6 +65,9 @@ def main() -> int:
         agree = float((preds["fp32"] == preds["bf16_channels_last"]).mean())
         row["bf16_fp32_decision_agreement"] = round(agree, 4)
         row["agreement_status"] = verdict(agree >= 0.995)
+        if "int8_channels_last" in preds:
+            same = preds["fp32"] == preds["int8_channels_last"]
+            row["int8_fp32_decision_agreement"] = round(float(same.mean()), 4)
         ok &= agree >= 0.995
         result["models"][name] = row
         print(name, row, flush=True)

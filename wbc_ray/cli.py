@@ -182,6 +182,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("quantize")
+def _quantize(args: argparse.Namespace) -> int:
+    from .training import quantize_models
+
+    s = _settings(args)
+    models = args.models or s.models_dir
+    reports = quantize_models(models, args.manifest, args.model or None, images=args.images)
+    for r in reports:
+        print(
+            f"{r.name:>13}: int8 ranges from {r.calibration_images} validation images -> {r.path}; "
+            f"decisions agree with fp32 on {r.agreement:.2%} of {r.test_images} test images"
+        )
+    return 0
+
+
 @command("serve")
 def _serve(args: argparse.Namespace) -> int:
     import time
@@ -294,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--split", default="val", help="images to compose the slides from (default: val)")
     ca.add_argument("--grid", type=int, default=16, help="fields per side of each slide")
     ca.add_argument("--seed", type=int, default=0)
+
+    qu = sub.add_parser("quantize", help="measure int8 activation ranges (CPU serving) and check decisions")
+    qu.add_argument("--models", help="weights folder (default: settings models_dir)")
+    qu.add_argument("--manifest", required=True)
+    qu.add_argument("--model", action="append", help="one architecture (repeatable; default: all)")
+    qu.add_argument("--images", type=int, default=256, help="validation images the ranges come from")
 
     ev = sub.add_parser("evaluate", help="metrics, table and plots of the models and their fusions")
     ev.add_argument("--models", help="weights folder (default: settings models_dir)")

@@ -5,6 +5,7 @@ from ._checkpoint import ModelCard, available, default_card, load_checkpoint, sa
 from ._classifier import Classifier, autocast, default_device
 from ._gradcam import gradcam
 from ._preprocess import preprocess
+from ._quantize import Int8Unavailable, int8_path, load_int8, measure_int8
 from ._registry import (
     REGISTRY,
     ArchSpec,
@@ -19,6 +20,7 @@ __all__ = [
     "REGISTRY",
     "ArchSpec",
     "Classifier",
+    "Int8Unavailable",
     "ModelCard",
     "WeightsUnavailable",
     "autocast",
@@ -28,9 +30,12 @@ __all__ = [
     "default_device",
     "get_spec",
     "gradcam",
+    "int8_path",
     "list_models",
     "load_backbone",
     "load_checkpoint",
+    "load_int8",
+    "measure_int8",
     "preprocess",
     "save_checkpoint",
     "tile_scale",

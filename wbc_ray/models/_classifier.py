@@ -11,8 +11,11 @@ from torch import nn
 
 from ._checkpoint import ModelCard, load_checkpoint
 from ._preprocess import preprocess
+from ._quantize import int8_path, load_int8
 
-Precision = str  # "fp32" | "bf16" (CPU autocast) | "amp" (CUDA fp16 autocast)
+# "fp32" | "bf16" (CPU autocast) | "amp" (CUDA fp16 autocast) | "int8" (CPU, ranges from
+# `wbc-ray quantize`; see _quantize)
+Precision = str
 
 
 def default_device() -> torch.device:
@@ -20,7 +23,7 @@ def default_device() -> torch.device:
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[object]:
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if device.type == "cpu" or precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -39,13 +42,20 @@ class Classifier:
         self.device = torch.device(device) if device is not None else default_device()
         # bf16 autocast + channels_last is several times faster than fp32 on AVX-512 CPUs.
         self.precision = precision or ("amp" if self.device.type == "cuda" else "bf16")
+        if self.precision == "int8" and self.device.type != "cpu":
+            raise ValueError("int8 inference runs on CPU only; use amp on GPUs")
+        self.channels_last = channels_last
         self.model = model.to(self.device).eval()
-        if channels_last:
+        # An int8 graph holds packed weights; its inputs are made channels_last instead.
+        if channels_last and self.precision != "int8":
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
     def load(cls, models_dir: str | os.PathLike[str], name: str, **kw: object) -> Classifier:
+        """Raises Int8Unavailable for precision="int8" when no matching ranges are stored."""
         model, card = load_checkpoint(models_dir, name)
+        if kw.get("precision") == "int8":
+            model = load_int8(model, card.input_size, card.version, int8_path(models_dir, name))
         return cls(model, card, **kw)  # type: ignore[arg-type]
 
     @property
@@ -64,6 +74,8 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = self.inputs(tiles)
+        if self.precision == "int8" and self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             return self.model(x).float()
 

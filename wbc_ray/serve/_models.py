@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
@@ -31,11 +32,20 @@ class CNN:
     ) -> None:
         import torch
 
-        from ..models import Classifier
+        from ..models import Classifier, Int8Unavailable
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
-        self.clf = Classifier.load(models_dir, name, precision=precision)
+        self.models_dir = models_dir
+        self.note = ""
+        try:
+            self.clf = Classifier.load(models_dir, name, precision=precision)
+        except Int8Unavailable as exc:
+            # A missing calibration must not take the service down: serve in float and say so.
+            self.note = f"int8 unavailable, serving the default precision: {exc}"
+            logging.getLogger("ray.serve").warning("%s: %s", name, self.note)
+            self.clf = Classifier.load(models_dir, name)
+        self._explainer: Any = None
         # The batch cap bounds a replica's activation memory (fp32 Xception: ~1.5 GB at 128
         # tiles of 128 px) as well as its latency; GPUs want it larger.
         self.predict.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
@@ -53,9 +63,14 @@ class CNN:
         return list(np.split(probs, np.cumsum(sizes)[:-1]))
 
     def gradcam(self, tile: np.ndarray, target: int = 1) -> np.ndarray:
-        from ..models import gradcam
+        from ..models import Classifier, gradcam
 
-        return gradcam(self.clf, tile, target)
+        if self.clf.precision != "int8":
+            return gradcam(self.clf, tile, target)
+        # An int8 graph has no gradients: explain with the float weights it was made from.
+        if self._explainer is None:
+            self._explainer = Classifier.load(self.models_dir, self.name, precision="fp32")
+        return gradcam(self._explainer, tile, target)
 
     def card(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -70,6 +85,7 @@ class CNN:
             "precision": self.clf.precision,
             "tiles_scored": self.tiles_scored,
             "busy_s": self.busy_s,
+            "note": self.note,
         }
 
 

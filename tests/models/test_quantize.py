@@ -1,0 +1,54 @@
+"""int8 serving precision: ranges measured on real images, stored safely, refused when stale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import MANIFEST
+from wbc_ray.manifest import read_manifest
+from wbc_ray.models import Classifier, Int8Unavailable, int8_path
+from wbc_ray.training import load_images, quantize_models
+
+
+@pytest.fixture(scope="module")
+def int8_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("int8")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(models_dir / f"mobilenet{suffix}", out / f"mobilenet{suffix}")
+    (report,) = quantize_models(out, MANIFEST, ["mobilenet"], images=64)
+    assert report.path == int8_path(out, "mobilenet") and report.path.exists()
+    assert report.calibration_images == 64 and report.test_images > 100
+    # The same weights in int8 must mostly decide as in fp32, whatever the model's accuracy.
+    assert report.agreement >= 0.9
+    return out
+
+
+def test_int8_classifier_tracks_fp32(int8_models: Path) -> None:
+    items = read_manifest(MANIFEST, "test")[:48]
+    fp32 = Classifier.load(int8_models, "mobilenet", device="cpu", precision="fp32")
+    int8 = Classifier.load(int8_models, "mobilenet", device="cpu", precision="int8")
+    assert int8.precision == "int8"
+    x = load_images(items, fp32.card.input_size)[0].numpy()
+    p, q = fp32.predict(x), int8.predict(x)
+    assert q.shape == p.shape and np.allclose(q.sum(1), 1, atol=1e-5)
+    # Most tiles keep their probability closely; a few near the boundary move more.
+    assert np.median(np.abs(p - q)[:, 1]) < 0.02
+    assert (p.argmax(1) == q.argmax(1)).mean() >= 0.9
+
+
+def test_stale_or_missing_ranges_are_refused(int8_models: Path, tmp_path: Path) -> None:
+    stale = tmp_path / "stale"
+    shutil.copytree(int8_models, stale)
+    card = json.loads((stale / "mobilenet.json").read_text())
+    card["version"] = "retrained"
+    (stale / "mobilenet.json").write_text(json.dumps(card))
+    with pytest.raises(Int8Unavailable, match="measured for weights"):
+        Classifier.load(stale, "mobilenet", device="cpu", precision="int8")
+    int8_path(stale, "mobilenet").unlink()
+    with pytest.raises(Int8Unavailable, match="wbc-ray quantize"):
+        Classifier.load(stale, "mobilenet", device="cpu", precision="int8")
