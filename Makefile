@@ -45,8 +45,8 @@ models: setup
 	$(BIN)/wbc-ray train --model inception_v3 --weights $(MODELS)/scratch --mosaic 0.5 --lr 5e-4 --epochs 5 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray train --model xception --weights $(MODELS)/scratch --mosaic 0.5 --lr 5e-4 --epochs 5 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray calibrate --models $(MODELS) --manifest $(MANIFEST)
-	# int8 ranges for Xception, the costliest model on CPU (configs/serve.yaml serves it in int8).
-	$(BIN)/wbc-ray quantize --models $(MODELS) --manifest $(MANIFEST) --model xception
+	# int8 ranges for the two models configs/serve.yaml serves in int8 on CPU.
+	$(BIN)/wbc-ray quantize --models $(MODELS) --manifest $(MANIFEST) --model inception_v3 --model xception
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --out $(MODELS)/eval_test
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --perturb grayscale --out $(MODELS)/eval_test_grayscale
 

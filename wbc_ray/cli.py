@@ -191,7 +191,8 @@ def _quantize(args: argparse.Namespace) -> int:
     reports = quantize_models(models, args.manifest, args.model or None, images=args.images)
     for r in reports:
         print(
-            f"{r.name:>13}: int8 ranges from {r.calibration_images} validation images -> {r.path}; "
+            f"{r.name:>13}: int8 ranges ({r.scheme}) from {r.calibration_images} validation images"
+            f" -> {r.path}; "
             f"decisions agree with fp32 on {r.agreement:.2%} of {r.test_images} test images"
         )
     return 0

@@ -22,13 +22,24 @@ def mixed_slide(slide_dir, test_items):
     return p
 
 
-def test_health_models_docs(api) -> None:
+def test_health_models_docs(api, models_dir) -> None:
+    from wbc_ray.models import int8_path
+    from wbc_ray.serve.app import load_serve_config
+
     h = api.get("/health").json()
     assert h["status"] == "ok" and sorted(h["models"]) == ["inception_v3", "mobilenet", "xception"]
     m = api.get("/models").json()
     assert {x["name"] for x in m["models"]} == {"inception_v3", "mobilenet", "xception"}
     assert all(len(x["version"]) == 12 for x in m["models"])
     assert {"mobilenet", "xception", "inception_v3", "Ensemble", "Ingress"} <= set(m["deployments"])
+    # Replicas configured for int8 run it when ranges exist, else serve float and say why.
+    wanted = load_serve_config()["app"]["args"].get("precision", {})
+    for st in m["stats"]:
+        if wanted.get(st["name"]) == "int8":
+            if int8_path(models_dir, st["name"]).exists():
+                assert st["precision"] == "int8" and st["note"] == ""
+            else:
+                assert st["precision"] != "int8" and "wbc-ray quantize" in st["note"]
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/jobs", "/jobs/upload", "/jobs/{job_id}", "/score", "/models", "/health"} <= set(paths)

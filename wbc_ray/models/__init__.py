@@ -5,7 +5,7 @@ from ._checkpoint import ModelCard, available, default_card, load_checkpoint, sa
 from ._classifier import Classifier, autocast, default_device
 from ._gradcam import gradcam
 from ._preprocess import preprocess
-from ._quantize import Int8Unavailable, int8_path, load_int8, measure_int8
+from ._quantize import Int8Unavailable, int8_matches, int8_path, load_int8, measure_int8, save_int8
 from ._registry import (
     REGISTRY,
     ArchSpec,
@@ -30,12 +30,14 @@ __all__ = [
     "default_device",
     "get_spec",
     "gradcam",
+    "int8_matches",
     "int8_path",
     "list_models",
     "load_backbone",
     "load_checkpoint",
     "load_int8",
     "measure_int8",
+    "save_int8",
     "preprocess",
     "save_checkpoint",
     "tile_scale",

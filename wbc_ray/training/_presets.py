@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..models import available, list_models
+from ..models import ModelCard, available, int8_matches, int8_path, list_models
+from ._int8 import quantize_models
 from ._tile_rates import ensure_tile_rates
 from ._train import TrainConfig, train
 
@@ -36,7 +37,8 @@ def ensure_models(
     progress: bool = True,
 ) -> Path:
     """Train the preset into `models_dir` unless all three checkpoints are already there, then
-    measure their slide-level tile rates (small slides: the preset is for plumbing)."""
+    measure their slide-level tile rates (small slides: the preset is for plumbing) and their
+    int8 ranges (so the demo and tests serve the precisions configs/serve.yaml names)."""
     out = Path(models_dir)
     have = set(available(out))
     for name in list_models():
@@ -47,4 +49,12 @@ def ensure_models(
                 )
             )  # type: ignore[arg-type]
     ensure_tile_rates(out, manifest, grid=8)
+    stale = [name for name in list_models() if not _has_int8(out, name)]
+    if stale:
+        quantize_models(out, manifest, stale, images=128)
     return out
+
+
+def _has_int8(models_dir: Path, name: str) -> bool:
+    card = ModelCard.from_json((models_dir / f"{name}.json").read_text())
+    return int8_matches(int8_path(models_dir, name), card.version)
