@@ -2,7 +2,7 @@
 
 Same run, same slide, same machine:
   plain loop   one process: OpenSlide read, then the three models one after another, fp32
-  isolated     each model alone on real tiles, bf16 + channels_last (the serving precision),
+  isolated     each model alone on real tiles in its serving precision (configs/serve.yaml),
                combined as 1 / sum(1 / rate_i): the ceiling for running all three per tile
   end to end   Ray Data read -> Serve ensemble (three CNN replicas) -> Zarr, via analyze_slide
 Targets (2-core CPU): end to end >= 3x the plain loop and >= 75% of the isolated ceiling; peak
@@ -168,11 +168,12 @@ def main() -> int:
 
     e2e = runs["base"]["tiles_per_s"]
     plain = result["plain_loop"]["tiles_per_s"]
-    mem_ratio = runs["2x"]["memory"]["peak_process_mb"] / runs["base"]["memory"]["peak_process_mb"]
+    # Ray's worker processes only: this benchmark's own driver also holds the comparison models.
+    mem_ratio = runs["2x"]["memory"]["peak_worker_mb"] / runs["base"]["memory"]["peak_worker_mb"]
     result["targets"] = {
         "vs_plain_loop": target(e2e / plain, ">=", 3),
         "vs_isolated_ceiling": target(e2e / ceiling, ">=", 0.75),
-        "peak_process_memory_ratio_2x": target(mem_ratio, "<=", 1.2),
+        "peak_worker_memory_ratio_2x": target(mem_ratio, "<=", 1.2),
     }
     out = write_result("analyze", result)
     print_targets(result["targets"])

@@ -28,16 +28,11 @@ def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = No
     A task, not an actor pool: task workers are pooled across jobs, so a new slide pays no actor
     start-up, and the Serve handle is cached per worker process.
     """
-    from ray import serve
-
-    handle = _HANDLES.get(app_name)
-    if handle is None:
-        handle = _HANDLES[app_name] = serve.get_deployment_handle("Ensemble", app_name=app_name)
     chunk_px = batch["pixels"].shape[1]
     probs, fused = [], []
     for j in range(len(batch["chunk"])):
         n = int(batch["n"][j])
-        res = handle.score.remote(batch["pixels"][j][:n], fusion).result()
+        res = _score(app_name, batch["pixels"][j][:n], fusion)
         p = np.full((chunk_px, *res["probs"].shape[1:]), np.nan, np.float32)
         f = np.full(chunk_px, np.nan, np.float32)
         p[:n], f[:n] = res["probs"], res["fused"]
@@ -45,6 +40,31 @@ def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = No
         fused.append(f)
     # Pixels are dropped here: only scores travel on to the writers.
     return {"chunk": batch["chunk"], "n": batch["n"], "probs": np.stack(probs), "fused": np.stack(fused)}
+
+
+def _score(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[str, np.ndarray]:
+    from ray import serve
+    from ray.serve.exceptions import DeploymentUnavailableError
+
+    for attempt in (0, 1):
+        handle = _HANDLES.get(app_name)
+        if handle is None:
+            handle = _HANDLES[app_name] = serve.get_deployment_handle("Ensemble", app_name=app_name)
+        try:
+            return handle.score.remote(tiles, fusion).result()  # type: ignore[no-any-return]
+        except DeploymentUnavailableError:
+            # Task workers outlive Serve itself: after serve.shutdown() and a new start, their
+            # cached handle and Serve client point at the dead controller. Forget both (the
+            # client through a private hook, when this Ray has it) and look up again, once.
+            _HANDLES.pop(app_name, None)
+            if attempt:
+                raise
+            import ray.serve.context as serve_context
+
+            disconnect = getattr(serve_context, "_disconnect", None)
+            if disconnect is not None:
+                disconnect()
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
