@@ -162,10 +162,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("calibrate")
 def _calibrate(args: argparse.Namespace) -> int:
+    from .models import available
+    from .serve.app import SERVE_CONFIG, AppArgs, load_serve_config
     from .training import RATES_FILE, measure_tile_rates
 
     s = _settings(args)
     models = args.models or s.models_dir
+    # Calls as the Serve app makes them: the per-model precisions of its config.
+    app_args = AppArgs(**load_serve_config(args.serve_config or SERVE_CONFIG)["app"].get("args", {}))
+    precision = {n: p for n in available(models) if (p := app_args.precision_of(n))}
     rec = measure_tile_rates(
         models,
         args.manifest,
@@ -173,6 +178,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         grid=args.grid,
         seed=args.seed,
         min_tissue=s.tiling.min_tissue,
+        precision=precision,
     )
     print(f"tile call rates on composed {args.split or 'all-rows'} slides ({args.grid}x{args.grid} fields):")
     for fusion, r in rec["fusions"].items():
@@ -310,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--split", default="val", help="images to compose the slides from (default: val)")
     ca.add_argument("--grid", type=int, default=16, help="fields per side of each slide")
     ca.add_argument("--seed", type=int, default=0)
+    ca.add_argument(
+        "--serve-config", help="Serve config whose per-model precisions to use (default: configs/serve.yaml)"
+    )
 
     qu = sub.add_parser("quantize", help="measure int8 activation ranges (CPU serving) and check decisions")
     qu.add_argument("--models", help="weights folder (default: settings models_dir)")

@@ -41,9 +41,9 @@ def test_verdicts_and_fractions(server, trained_models, case_slides, tmp_path) -
         assert r.ok, r.error
         truth = json.loads(case_slides[name].with_suffix(".json").read_text())["malignant_fraction"]
         got = r.result["malignant_fraction"]
-        report.append((name, truth, round(got, 3), r.result["verdict"], want))
+        report.append((name, truth, round(got, 3), r.result["verdict"], want, round(r.result["raw_fraction"], 3)))
     print(report)
-    for _name, truth, got, verdict, want in report:
+    for _name, truth, got, verdict, want, _raw in report:
         assert abs(got - truth) <= 0.1, report
         assert verdict == want, report
     assert (tmp_path / "case_benign_only.tiff.heatmap.png").stat().st_size > 1000

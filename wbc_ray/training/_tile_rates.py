@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..ensemble import FUSIONS, TileRates, fuse
 from ..manifest import read_manifest
-from ..models import Classifier, available, tile_scale
+from ..models import Classifier, Int8Unavailable, available, tile_scale
 from ..slides import GridSpec, compose_slide, open_slide, read_tile, tile_grid, tissue_mask
 
 RATES_FILE = "tile_rates.json"
@@ -45,16 +46,18 @@ def measure_tile_rates(
     min_tissue: float = 0.25,
     tile_threshold: float = 0.5,
     fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
+    precision: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Measure per-fusion TileRates; write <models_dir>/tile_rates.json; return its content.
 
-    One slide per malignant fraction in `fractions` (which must include 0 and 1)."""
+    One slide per malignant fraction in `fractions` (which must include 0 and 1). `precision`
+    maps model names to the precision they are served in, so the calls are the served ones."""
     if 0.0 not in fractions or 1.0 not in fractions:
         raise ValueError("fractions must include 0 and 1 (the benign-only and malignant-only ends)")
     names = available(models_dir)
     if not names:
         raise FileNotFoundError(f"no model checkpoints in {models_dir}")
-    clfs = [Classifier.load(models_dir, n) for n in names]
+    clfs = [_served(models_dir, n, (precision or {}).get(n)) for n in names]
     cards = [asdict(c.card) for c in clfs]
     mpp, px = tile_scale(cards)
     spec = GridSpec(tile_px=px, mpp=mpp, min_tissue=min_tissue)
@@ -97,10 +100,18 @@ def measure_tile_rates(
         "split": split,
         "grid": grid,
         "seed": seed,
+        "precision": {c.name: c.precision for c in clfs},
         "fusions": rates,
     }
     Path(models_dir, RATES_FILE).write_text(json.dumps(record, indent=2))
     return record
+
+
+def _served(models_dir: str | os.PathLike[str], name: str, precision: str | None) -> Classifier:
+    try:
+        return Classifier.load(models_dir, name, precision=precision)
+    except Int8Unavailable:  # as the Serve replicas do: the default precision instead
+        return Classifier.load(models_dir, name)
 
 
 def _identity(cards: list[dict[str, Any]]) -> dict[str, str]:
