@@ -41,7 +41,8 @@ def test_verdicts_and_fractions(server, trained_models, case_slides, tmp_path) -
         assert r.ok, r.error
         truth = json.loads(case_slides[name].with_suffix(".json").read_text())["malignant_fraction"]
         got = r.result["malignant_fraction"]
-        report.append((name, truth, round(got, 3), r.result["verdict"], want, round(r.result["raw_fraction"], 3)))
+        raw = round(r.result["raw_fraction"], 3)
+        report.append((name, truth, round(got, 3), r.result["verdict"], want, raw))
     print(report)
     for _name, truth, got, verdict, want, _raw in report:
         assert abs(got - truth) <= 0.1, report
