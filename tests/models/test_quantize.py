@@ -14,41 +14,46 @@ from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, Int8Unavailable, int8_path
 from wbc_ray.training import load_images, quantize_models
 
+# InceptionV3: even the quick preset (the CI models) spreads its outputs enough for agreement
+# to mean something; an undertrained MobileNet answers nearly the same for every image, and
+# int8 rounding then flips its decisions at random (measured: 70% agreement).
+NAME = "inception_v3"
+
 
 @pytest.fixture(scope="module")
 def int8_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int8")
     for suffix in (".json", ".safetensors"):
-        shutil.copy(models_dir / f"mobilenet{suffix}", out / f"mobilenet{suffix}")
-    (report,) = quantize_models(out, MANIFEST, ["mobilenet"], images=64)
-    assert report.path == int8_path(out, "mobilenet") and report.path.exists()
+        shutil.copy(models_dir / f"{NAME}{suffix}", out / f"{NAME}{suffix}")
+    (report,) = quantize_models(out, MANIFEST, [NAME], images=64)
+    assert report.path == int8_path(out, NAME) and report.path.exists()
     assert report.calibration_images == 64 and report.test_images > 100
-    # The same weights in int8 must mostly decide as in fp32, whatever the model's accuracy.
     assert report.agreement >= 0.9
     return out
 
 
 def test_int8_classifier_tracks_fp32(int8_models: Path) -> None:
-    items = read_manifest(MANIFEST, "test")[:48]
-    fp32 = Classifier.load(int8_models, "mobilenet", device="cpu", precision="fp32")
-    int8 = Classifier.load(int8_models, "mobilenet", device="cpu", precision="int8")
+    items = read_manifest(MANIFEST, "test")[:64]
+    fp32 = Classifier.load(int8_models, NAME, device="cpu", precision="fp32")
+    int8 = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
     assert int8.precision == "int8"
     x = load_images(items, fp32.card.input_size)[0].numpy()
     p, q = fp32.predict(x), int8.predict(x)
     assert q.shape == p.shape and np.allclose(q.sum(1), 1, atol=1e-5)
-    # Most tiles keep their probability closely; a few near the boundary move more.
-    assert np.median(np.abs(p - q)[:, 1]) < 0.02
+    # The malignant margin moves with fp32's from image to image, not just on average.
+    a, b = fp32.logits(x).numpy(), int8.logits(x).numpy()
+    assert np.corrcoef(a[:, 1] - a[:, 0], b[:, 1] - b[:, 0])[0, 1] > 0.9
     assert (p.argmax(1) == q.argmax(1)).mean() >= 0.9
 
 
 def test_stale_or_missing_ranges_are_refused(int8_models: Path, tmp_path: Path) -> None:
     stale = tmp_path / "stale"
     shutil.copytree(int8_models, stale)
-    card = json.loads((stale / "mobilenet.json").read_text())
+    card = json.loads((stale / f"{NAME}.json").read_text())
     card["version"] = "retrained"
-    (stale / "mobilenet.json").write_text(json.dumps(card))
+    (stale / f"{NAME}.json").write_text(json.dumps(card))
     with pytest.raises(Int8Unavailable, match="measured for weights"):
-        Classifier.load(stale, "mobilenet", device="cpu", precision="int8")
-    int8_path(stale, "mobilenet").unlink()
+        Classifier.load(stale, NAME, device="cpu", precision="int8")
+    int8_path(stale, NAME).unlink()
     with pytest.raises(Int8Unavailable, match="wbc-ray quantize"):
-        Classifier.load(stale, "mobilenet", device="cpu", precision="int8")
+        Classifier.load(stale, NAME, device="cpu", precision="int8")
