@@ -30,7 +30,7 @@ from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, available, tile_scale
 from wbc_ray.pipeline import AnalysisSettings, analyze_slide, plan_slide
-from wbc_ray.serve.app import AppArgs, load_serve_config
+from wbc_ray.serve.app import config_args
 from wbc_ray.slides import GridSpec, compose_slide, open_slide, read_tile
 
 PORT = 8124
@@ -111,7 +111,7 @@ def main() -> int:
     names = available(models_dir)
     fp32 = [Classifier.load(models_dir, n, precision="fp32", channels_last=False) for n in names]
     # Isolated throughput in the precisions the Serve app runs (configs/serve.yaml).
-    app_args = AppArgs(**load_serve_config()["app"].get("args", {}))
+    app_args = config_args()
     fast = [Classifier.load(models_dir, n, precision=app_args.precision_of(n)) for n in names]
     cards = [c.card.__dict__ for c in fast]
     mpp, px_side = tile_scale(cards)

@@ -163,13 +163,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 @command("calibrate")
 def _calibrate(args: argparse.Namespace) -> int:
     from .models import available
-    from .serve.app import SERVE_CONFIG, AppArgs, load_serve_config
+    from .serve.app import config_args
     from .training import RATES_FILE, measure_tile_rates
 
     s = _settings(args)
     models = args.models or s.models_dir
     # Calls as the Serve app makes them: the per-model precisions of its config.
-    app_args = AppArgs(**load_serve_config(args.serve_config or SERVE_CONFIG)["app"].get("args", {}))
+    app_args = config_args(args.serve_config)
     precision = {n: p for n in available(models) if (p := app_args.precision_of(n))}
     rec = measure_tile_rates(
         models,

@@ -24,7 +24,7 @@ def mixed_slide(slide_dir, test_items):
 
 def test_health_models_docs(api, models_dir) -> None:
     from wbc_ray.models import int8_path
-    from wbc_ray.serve.app import load_serve_config
+    from wbc_ray.serve.app import config_args
 
     h = api.get("/health").json()
     assert h["status"] == "ok" and sorted(h["models"]) == ["inception_v3", "mobilenet", "xception"]
@@ -33,9 +33,9 @@ def test_health_models_docs(api, models_dir) -> None:
     assert all(len(x["version"]) == 12 for x in m["models"])
     assert {"mobilenet", "xception", "inception_v3", "Ensemble", "Ingress"} <= set(m["deployments"])
     # Replicas configured for int8 run it when ranges exist, else serve float and say why.
-    wanted = load_serve_config()["app"]["args"].get("precision", {})
+    wanted = config_args()
     for st in m["stats"]:
-        if wanted.get(st["name"]) == "int8":
+        if wanted.precision_of(st["name"]) == "int8":
             if int8_path(models_dir, st["name"]).exists():
                 assert st["precision"] == "int8" and st["note"] == ""
             else:

@@ -88,6 +88,11 @@ def load_serve_config(path: str | os.PathLike[str] = SERVE_CONFIG) -> dict[str, 
     return {"config": cfg, "app": apps[0]}
 
 
+def config_args(path: str | os.PathLike[str] | None = None) -> AppArgs:
+    """The app's args as configured in a Serve config (configs/serve.yaml by default)."""
+    return AppArgs(**load_serve_config(path or SERVE_CONFIG)["app"].get("args", {}))
+
+
 def app_from_config(path: str | os.PathLike[str] = SERVE_CONFIG, **overrides: Any) -> Application:  # noqa: D401
     """Build the app as `serve run` would: args and per-deployment options from the YAML."""
     app = load_serve_config(path)["app"]
