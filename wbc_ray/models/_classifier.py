@@ -11,7 +11,7 @@ from torch import nn
 
 from ._checkpoint import ModelCard, load_checkpoint
 from ._preprocess import preprocess
-from ._quantize import int8_path, load_int8
+from ._quantize import Int8Unavailable, int8_path, load_int8
 
 # "fp32" | "bf16" (CPU autocast) | "amp" (CUDA fp16 autocast) | "int8" (CPU, ranges from
 # `wbc-ray quantize`; see _quantize)
@@ -57,6 +57,17 @@ class Classifier:
         if kw.get("precision") == "int8":
             model = load_int8(model, card.input_size, card.version, int8_path(models_dir, name))
         return cls(model, card, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def load_served(
+        cls, models_dir: str | os.PathLike[str], name: str, precision: Precision | None, **kw: object
+    ) -> tuple[Classifier, str]:
+        """Load in `precision`, or, when int8 ranges are missing or stale, in the default
+        precision: a missing calibration must not stop serving. Returns (classifier, note)."""
+        try:
+            return cls.load(models_dir, name, precision=precision, **kw), ""
+        except Int8Unavailable as exc:
+            return cls.load(models_dir, name, **kw), f"int8 unavailable, serving the default precision: {exc}"
 
     @property
     def name(self) -> str:

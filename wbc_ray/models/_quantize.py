@@ -99,33 +99,36 @@ def save_int8(
     save_file(ranges, os.fspath(out), metadata={"version": version, "scheme": scheme, "format": _FORMAT})
 
 
-def int8_matches(path: str | os.PathLike[str], version: str) -> bool:
-    """Whether `path` holds int8 ranges for weights `version` (reads only the file's header)."""
+def _header(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    if not Path(path).exists():
-        return False
     with safe_open(os.fspath(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
+        return fh.metadata() or {}
+
+
+def _usable(meta: dict[str, str], version: str) -> bool:
     return meta.get("version") == version and meta.get("format") == _FORMAT and meta.get("scheme") in SCHEMES
+
+
+def int8_matches(path: str | os.PathLike[str], version: str) -> bool:
+    """Whether `path` holds int8 ranges for weights `version` (reads only the file's header)."""
+    return Path(path).exists() and _usable(_header(Path(path)), version)
 
 
 def load_int8(model: nn.Module, input_size: int, version: str, path: str | os.PathLike[str]) -> nn.Module:
     """`model` in int8 with the stored ranges; raises Int8Unavailable when they cannot be used."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.exists():
         raise Int8Unavailable(f"no int8 ranges at {path}; run `wbc-ray quantize --models {path.parent}`")
-    with safe_open(os.fspath(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    scheme = meta.get("scheme", "")
-    if not int8_matches(path, version):
+    meta = _header(path)
+    if not _usable(meta, version):
         raise Int8Unavailable(
             f"{path} was measured for weights {meta.get('version')!r}, not {version!r}; "
             "rerun `wbc-ray quantize`"
         )
+    scheme = meta["scheme"]
     prepared = _prepare(model, torch.zeros(1, 3, input_size, input_size), scheme)
     ranges = load_file(os.fspath(path))
     expected = {k for k in prepared.state_dict() if k.endswith(_OBSERVER_KEYS)}

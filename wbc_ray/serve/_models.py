@@ -32,19 +32,14 @@ class CNN:
     ) -> None:
         import torch
 
-        from ..models import Classifier, Int8Unavailable
+        from ..models import Classifier
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         self.models_dir = models_dir
-        self.note = ""
-        try:
-            self.clf = Classifier.load(models_dir, name, precision=precision)
-        except Int8Unavailable as exc:
-            # A missing calibration must not take the service down: serve in float and say so.
-            self.note = f"int8 unavailable, serving the default precision: {exc}"
+        self.clf, self.note = Classifier.load_served(models_dir, name, precision)
+        if self.note:
             logging.getLogger("ray.serve").warning("%s: %s", name, self.note)
-            self.clf = Classifier.load(models_dir, name)
         self._explainer: Any = None
         # The batch cap bounds a replica's activation memory (fp32 Xception: ~1.5 GB at 128
         # tiles of 128 px) as well as its latency; GPUs want it larger.

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..ensemble import FUSIONS, TileRates, fuse
 from ..manifest import read_manifest
-from ..models import Classifier, Int8Unavailable, available, tile_scale
+from ..models import Classifier, available, tile_scale
 from ..slides import GridSpec, compose_slide, open_slide, read_tile, tile_grid, tissue_mask
 
 RATES_FILE = "tile_rates.json"
@@ -57,7 +57,8 @@ def measure_tile_rates(
     names = available(models_dir)
     if not names:
         raise FileNotFoundError(f"no model checkpoints in {models_dir}")
-    clfs = [_served(models_dir, n, (precision or {}).get(n)) for n in names]
+    # As the Serve replicas load them (default precision where int8 ranges are missing).
+    clfs = [Classifier.load_served(models_dir, n, (precision or {}).get(n))[0] for n in names]
     cards = [asdict(c.card) for c in clfs]
     mpp, px = tile_scale(cards)
     spec = GridSpec(tile_px=px, mpp=mpp, min_tissue=min_tissue)
@@ -105,13 +106,6 @@ def measure_tile_rates(
     }
     Path(models_dir, RATES_FILE).write_text(json.dumps(record, indent=2))
     return record
-
-
-def _served(models_dir: str | os.PathLike[str], name: str, precision: str | None) -> Classifier:
-    try:
-        return Classifier.load(models_dir, name, precision=precision)
-    except Int8Unavailable:  # as the Serve replicas do: the default precision instead
-        return Classifier.load(models_dir, name)
 
 
 def _identity(cards: list[dict[str, Any]]) -> dict[str, str]:
