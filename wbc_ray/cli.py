@@ -135,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         weights=None if args.weights in (None, "none") else args.weights,
         limit=args.limit,
         mosaic=args.mosaic,
+        precision=args.precision,
         **({"lr": args.lr} if args.lr else {}),
     )
     cards = train_many(names, base, parallel=not args.sequential)
@@ -304,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="share of each batch shown as slide-like windows across fields on glass (0..1)",
+    )
+    tr.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "amp"],
+        default="auto",
+        help="autocast mode; auto: AMP on GPUs, bf16 on CPUs with AMX, else fp32 (faster there)",
     )
     tr.add_argument("--limit", type=int, help="images per split (smoke runs)")
     tr.add_argument("--sequential", action="store_true", help="one model after another, not Ray tasks")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tests.conftest import MANIFEST, need_data
-from wbc_ray.models import Classifier, load_checkpoint
+from wbc_ray.models import Classifier, load_checkpoint, training_precision
+from wbc_ray.models._classifier import cpu_has_amx
 from wbc_ray.training import (
     TrainConfig,
     augment,
@@ -90,14 +91,17 @@ def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
     model, card2 = load_checkpoint(tmp_path / "w", "mobilenet")
     assert card2.version == card.version and card2.manifest_hash == card.manifest_hash
     assert not (tmp_path / "w" / "mobilenet.last.pt").exists()
+    assert card.training["precision_used"] == ("bf16" if cpu_has_amx() else "fp32")
     # Fine-tuning from that folder with slide-like mosaics: epochs are then selected on the
     # validation images plus one mosaic view of each; the operating point stays on the images.
     ft_cfg = {**cfg.__dict__, "out": str(tmp_path / "ft"), "weights": str(tmp_path / "w"), "mosaic": 0.5}
+    ft_cfg["precision"] = "bf16"  # the autocast path, whatever "auto" picks on this CPU
     ft = train(TrainConfig(**ft_cfg))
     n_val = sum(map(sum, card.metrics["val"]["confusion"]))
     assert ft.training["history"][0]["val_images"] == 2 * n_val
     assert sum(map(sum, ft.metrics["val"]["confusion"])) == n_val
     assert ft.training["mosaic"] == 0.5 and ft.version != card.version
+    assert ft.training["precision_used"] == "bf16"
     # Evaluation on a custom manifest without a split column, checked against our own predictions.
     rows = ["path,label"]
     for sub, label in (("Benign/WBC-Benign-006.jpg", "benign"), ("Benign/WBC-Benign-020.jpg", "benign")):
@@ -123,6 +127,14 @@ def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
     assert set(saved["ensembles"]) == {"fuzzy_rank", "mean", "vote"}
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+
+
+def test_training_precision_auto_and_explicit() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert training_precision(gpu) == "amp"
+    # bf16 autocast trains slower than fp32 on CPUs without AMX (measured; see the docstring).
+    assert training_precision(cpu) == ("bf16" if cpu_has_amx() else "fp32")
+    assert training_precision(cpu, "bf16") == "bf16" and training_precision(gpu, "fp32") == "fp32"
 
 
 def test_resume_continues_from_the_last_epoch(tmp_path) -> None:

@@ -2,7 +2,7 @@
 
 from ..scale import tile_scale
 from ._checkpoint import ModelCard, available, default_card, load_checkpoint, save_checkpoint
-from ._classifier import Classifier, autocast, default_device
+from ._classifier import Classifier, autocast, default_device, training_precision
 from ._gradcam import gradcam
 from ._preprocess import preprocess
 from ._quantize import Int8Unavailable, int8_matches, int8_path, load_int8, measure_int8, save_int8
@@ -41,4 +41,5 @@ __all__ = [
     "preprocess",
     "save_checkpoint",
     "tile_scale",
+    "training_precision",
 ]

@@ -22,6 +22,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX tiles for bf16 (Sapphire Rapids and later)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def training_precision(device: torch.device, requested: str = "auto") -> Precision:
+    """The autocast mode for training: "auto" is AMP on GPUs; on CPUs bf16 only with AMX.
+
+    Measured on an AVX-512-bf16 CPU without AMX (2 cores, batch 64, 128 px, channels_last):
+    a training step in bf16 autocast is slower than fp32 (Xception 4.3 vs 3.3 s, InceptionV3
+    2.0 vs 1.5 s, MobileNetV2 0.89 vs 0.87 s): autocast's casts cost more than its dot products save.
+    """
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "amp"
+    return "bf16" if cpu_has_amx() else "fp32"
+
+
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[object]:
     if precision in ("fp32", "int8"):
         return contextlib.nullcontext()
