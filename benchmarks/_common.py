@@ -79,6 +79,74 @@ class RayMemory:
         }
 
 
+def _cpu_role(p: psutil.Process, me: int) -> str | None:
+    """Which part of the system a process is, for CPU accounting (None: not ours)."""
+    if p.pid == me:
+        return "driver (Ray Data executor, plan, verdict)"
+    if not _is_ray(p):
+        return None
+    try:
+        # Ray retitles its workers ("ray::ServeReplica:<app>:<deployment>..."); name() is cut short.
+        cmd = p.cmdline()
+        name = cmd[0] if cmd else p.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    if name.startswith("ray::ServeReplica:"):
+        deployment = name.removeprefix("ray::ServeReplica:").split(":")[1].split(".")[0]
+        return f"CNN replicas: {deployment}" if deployment not in {"Ensemble", "Ingress"} else "Serve: other"
+    if name.startswith(("ray::ServeController", "ray::ProxyActor")):
+        return "Serve: other"
+    if name.startswith(("ray::IDLE", "ray::MapBatches", "ray::ReadTiles", "ray::WriteChunks", "ray::_")):
+        return "Ray Data tasks (read, score calls, write) and helpers"
+    return "Ray core (GCS, raylet, agents)"
+
+
+class CpuAccount:
+    """CPU seconds each part of the system spends between enter and exit (processes by role)."""
+
+    def __init__(self) -> None:
+        self.start: dict[int, tuple[str, float]] = {}
+        self.seconds: dict[str, float] = {}
+        self.wall = 0.0
+
+    def _snap(self) -> dict[int, tuple[str, float]]:
+        me, out = os.getpid(), {}
+        for p in psutil.process_iter():
+            role = _cpu_role(p, me)
+            try:
+                if role is not None:
+                    t = p.cpu_times()
+                    out[p.pid] = (role, t.user + t.system)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return out
+
+    def __enter__(self) -> CpuAccount:
+        self.start, self.t0 = self._snap(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Processes that exited in between are missed; Ray keeps its workers, so few are.
+        self.wall = time.perf_counter() - self.t0
+        for pid, (role, cpu) in self._snap().items():
+            used = cpu - self.start.get(pid, (role, 0.0))[1]
+            self.seconds[role] = self.seconds.get(role, 0.0) + max(0.0, used)
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.seconds.values())
+        cores = os.cpu_count() or 1
+        return {
+            "cpu_s": {k: round(v, 1) for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1])},
+            "total_cpu_s": round(total, 1),
+            "busy_share_of_all_cores": round(total / (cores * self.wall), 3) if self.wall else 0.0,
+            "cnn_share_of_cpu": round(
+                sum(v for k, v in self.seconds.items() if k.startswith("CNN")) / total, 3
+            )
+            if total
+            else 0.0,
+        }
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     result = {

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks._common import RayMemory, print_targets, target, write_result
+from benchmarks._common import CpuAccount, RayMemory, print_targets, target, write_result
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, available, tile_scale
@@ -147,7 +147,7 @@ def main() -> int:
         path = base_slide if label == "base" else work / "big.tiff"
         if label != "base":
             compose_slide(items, path, grid=(grid, grid), malignant_fraction=0.3, seed=4)
-        with RayMemory() as mem:
+        with RayMemory() as mem, CpuAccount() as cpu:
             t0 = time.perf_counter()
             r = analyze_slide(path, work / f"{label}.zarr", cards, cfg, progress=True)
             wall = time.perf_counter() - t0
@@ -157,6 +157,8 @@ def main() -> int:
             "seconds": round(wall, 1),
             "tiles_per_s": round(n / wall, 2),
             "memory": mem.summary(),
+            # Where the cores went: the CNN replicas' share bounds the end-to-end efficiency.
+            "cpu": cpu.summary(),
         }
         print(label, runs[label], flush=True)
     result["end_to_end"] = runs
