@@ -107,6 +107,7 @@ class CpuAccount:
     def __init__(self) -> None:
         self.start: dict[int, tuple[str, float]] = {}
         self.seconds: dict[str, float] = {}
+        self.t0 = 0.0
         self.wall = 0.0
 
     def _snap(self) -> dict[int, tuple[str, float]]:

@@ -8,6 +8,7 @@ carry only chunk ids and counts, never pixels.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -153,6 +154,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the job draws its own bar in tiles, not Ray's per-stage bars
+    # ...and Ray Data would warn once per process that its bars are off, in every CLI run.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx.print_on_execution_start = False
 
 
