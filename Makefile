@@ -45,7 +45,7 @@ models: setup
 	$(BIN)/wbc-ray train --model mobilenet --precision bf16 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray train --model inception_v3 --mosaic 0.25 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray train --model xception --mosaic 0.25 --manifest $(MANIFEST) --out $(MODELS)
-	$(BIN)/wbc-ray quantize --models $(MODELS) --manifest $(MANIFEST) --model inception_v3 --model xception
+	$(BIN)/wbc-ray quantize --models $(MODELS) --manifest $(MANIFEST)
 	$(BIN)/wbc-ray calibrate --models $(MODELS) --manifest $(MANIFEST)
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --out $(MODELS)/eval_test
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --perturb grayscale --out $(MODELS)/eval_test_grayscale

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import MANIFEST
 from wbc_ray.manifest import read_manifest
-from wbc_ray.models import Classifier, Int8Unavailable, int8_path
+from wbc_ray.models import INT8_BUCKETS, Classifier, Int8Graph, Int8Unavailable, int8_path
 from wbc_ray.training import load_images, quantize_models
 
 # InceptionV3: even the quick preset (the CI models) spreads its outputs enough for agreement
@@ -46,6 +46,18 @@ def test_int8_classifier_tracks_fp32(int8_models: Path) -> None:
     assert (p.argmax(1) == q.argmax(1)).mean() >= 0.9
 
 
+def test_int8_graph_is_compiled_and_batch_size_free(int8_models: Path) -> None:
+    """Inductor compiles the graph per bucket; cutting and padding batches must not change a
+    tile's answer (batch 1, a bucket exactly, between buckets, several buckets plus a rest)."""
+    int8 = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
+    assert isinstance(int8.model, Int8Graph) and int8.model.compiled
+    x = load_images(read_manifest(MANIFEST, "test")[:45], int8.card.input_size)[0].numpy()
+    whole = int8.logits(x).numpy()
+    assert whole.shape == (45, 2)
+    for n in (1, INT8_BUCKETS[0], INT8_BUCKETS[0] + 1, 45):
+        np.testing.assert_allclose(int8.logits(x[:n]).numpy(), whole[:n], atol=1e-4)
+
+
 def test_stale_or_missing_ranges_are_refused(int8_models: Path, tmp_path: Path) -> None:
     stale = tmp_path / "stale"
     shutil.copytree(int8_models, stale)
@@ -53,6 +65,14 @@ def test_stale_or_missing_ranges_are_refused(int8_models: Path, tmp_path: Path) 
     card["version"] = "retrained"
     (stale / f"{NAME}.json").write_text(json.dumps(card))
     with pytest.raises(Int8Unavailable, match="measured for weights"):
+        Classifier.load(stale, NAME, device="cpu", precision="int8")
+    # Ranges stored for another graph format (the eager torch.ao int8 of earlier versions).
+    from safetensors.torch import load_file, save_file
+
+    ranges = load_file(int8_path(stale, NAME))
+    old = {"version": "retrained", "format": "x86-v1", "scheme": "minmax"}
+    save_file(ranges, int8_path(stale, NAME), metadata=old)
+    with pytest.raises(Int8Unavailable, match="format 'x86-v1'"):
         Classifier.load(stale, NAME, device="cpu", precision="int8")
     int8_path(stale, NAME).unlink()
     with pytest.raises(Int8Unavailable, match="wbc-ray quantize"):

@@ -5,7 +5,9 @@ from ._checkpoint import ModelCard, available, default_card, load_checkpoint, sa
 from ._classifier import Classifier, autocast, default_device, training_precision
 from ._gradcam import gradcam
 from ._preprocess import preprocess
-from ._quantize import Int8Unavailable, int8_matches, int8_path, load_int8, measure_int8, save_int8
+from ._quantize import BUCKETS as INT8_BUCKETS
+from ._quantize import SCHEMES as INT8_SCHEMES
+from ._quantize import Int8Graph, Int8Unavailable, int8_matches, int8_path, load_int8, measure_int8, save_int8
 from ._registry import (
     REGISTRY,
     ArchSpec,
@@ -20,6 +22,9 @@ __all__ = [
     "REGISTRY",
     "ArchSpec",
     "Classifier",
+    "INT8_BUCKETS",
+    "INT8_SCHEMES",
+    "Int8Graph",
     "Int8Unavailable",
     "ModelCard",
     "WeightsUnavailable",
