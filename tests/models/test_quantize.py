@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import MANIFEST
 from wbc_ray.manifest import read_manifest
-from wbc_ray.models import INT8_BUCKETS, Classifier, Int8Graph, Int8Unavailable, int8_path
+from wbc_ray.models import INT8_BUCKETS, Classifier, Int8Graph, Int8Unavailable, compiled_cache, int8_path
 from wbc_ray.training import load_images, quantize_models
 
 # InceptionV3: even the quick preset (the CI models) spreads its outputs enough for agreement
@@ -47,10 +47,16 @@ def test_int8_classifier_tracks_fp32(int8_models: Path) -> None:
 
 
 def test_int8_graph_is_compiled_and_batch_size_free(int8_models: Path) -> None:
-    """Inductor compiles the graph per bucket; cutting and padding batches must not change a
-    tile's answer (batch 1, a bucket exactly, between buckets, several buckets plus a rest)."""
+    """Inductor compiles the graph per bucket, once per machine (the second load finds the
+    packages); cutting and padding batches must not change a tile's answer (batch 1, a bucket
+    exactly, between buckets, several buckets plus a rest)."""
     int8 = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
     assert isinstance(int8.model, Int8Graph) and int8.model.compiled
+    before = {p: p.stat().st_mtime_ns for p in compiled_cache().glob("*.pt2")}
+    assert len(before) >= len(INT8_BUCKETS)
+    again = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
+    assert again.model.compiled
+    assert {p: p.stat().st_mtime_ns for p in compiled_cache().glob("*.pt2")} == before
     x = load_images(read_manifest(MANIFEST, "test")[:45], int8.card.input_size)[0].numpy()
     whole = int8.logits(x).numpy()
     assert whole.shape == (45, 2)

@@ -7,7 +7,16 @@ from ._gradcam import gradcam
 from ._preprocess import preprocess
 from ._quantize import BUCKETS as INT8_BUCKETS
 from ._quantize import SCHEMES as INT8_SCHEMES
-from ._quantize import Int8Graph, Int8Unavailable, int8_matches, int8_path, load_int8, measure_int8, save_int8
+from ._quantize import (
+    Int8Graph,
+    Int8Unavailable,
+    compiled_cache,
+    int8_matches,
+    int8_path,
+    load_int8,
+    measure_int8,
+    save_int8,
+)
 from ._registry import (
     REGISTRY,
     ArchSpec,
@@ -31,6 +40,7 @@ __all__ = [
     "autocast",
     "available",
     "build_model",
+    "compiled_cache",
     "default_card",
     "default_device",
     "get_spec",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import os
 import warnings
@@ -33,8 +34,8 @@ _FORMAT = "pt2e-x86-inductor-v1"
 _OBSERVER_KEYS = ("min_val", "max_val", "histogram")
 # The compiled graph runs at fixed batch sizes: compiled for a symbolic batch, InceptionV3 ran
 # 3.6x slower here (Inductor loses its fused int8 kernels). Batches are cut into BUCKETS[-1]
-# and the rest padded up to the smallest bucket that holds it; each bucket compiles once, at
-# load. Per image, single-threaded, batch 8 ran within 20% of batch 64.
+# and the rest padded up to the smallest bucket that holds it; each bucket is compiled once.
+# Per image, single-threaded, batch 8 ran within 20% of batch 64.
 BUCKETS = (8, 32)
 log = logging.getLogger(__name__)
 
@@ -76,36 +77,78 @@ def _prepare(model: nn.Module, example: torch.Tensor, scheme: str) -> nn.Module:
         return prepare_pt2e(graph, _quantizer(scheme))  # type: ignore[arg-type]
 
 
-class Int8Graph(nn.Module):
-    """A converted int8 graph, compiled by Inductor at BUCKETS batch sizes when it can be (else
-    run as it is: correct, but at fp32 speed); `compiled` says which."""
+def compiled_cache() -> Path:
+    """Where compiled int8 graphs are kept: per user, never beside the weights (a compiled graph
+    is native code, so only this machine's own output is ever loaded)."""
+    env = os.environ.get("WBC_RAY_COMPILE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wbc-ray" / "int8"
 
-    def __init__(self, graph: nn.Module, input_size: int, compile: bool = True) -> None:
+
+def _compile_key(ranges_path: Path, version: str, input_size: int) -> str:
+    """Everything the native code depends on: the ranges and weights, the compiler stack, the
+    CPU's instruction set and the thread count (Inductor bakes it into its OpenMP loops)."""
+    import torchao
+
+    parts = [
+        _FORMAT,
+        hashlib.sha256(ranges_path.read_bytes()).hexdigest(),
+        version,
+        str(input_size),
+        torch.__version__,
+        torchao.__version__,
+        torch.backends.cpu.get_cpu_capability(),
+        str(torch.get_num_threads()),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+class Int8Graph(nn.Module):
+    """A converted int8 graph, run through Inductor-compiled code at BUCKETS batch sizes when it
+    can be (else as it is: correct, but at fp32 speed); `compiled` says which.
+
+    Compiling takes 10-30 s per bucket on this CPU, so each one is compiled ahead of time
+    (AOTInductor) once per machine and kept in `compiled_cache()`; later loads take milliseconds.
+    """
+
+    def __init__(self, graph: nn.Module, input_size: int, key: str | None = None) -> None:
         super().__init__()
         self.graph = graph
-        self.run: Callable[[torch.Tensor], torch.Tensor] = graph
-        self.compiled = False
-        if compile:
-            self._compile(input_size)
+        self.runs: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
+        if key is not None:
+            try:
+                self.runs = {n: self._package(key, n, input_size) for n in BUCKETS}
+            except Exception as exc:  # no C++ compiler, or an op Inductor cannot lower here
+                name = type(exc).__name__
+                log.warning("int8 graph not compiled (%s: %s); it runs uncompiled, slowly", name, exc)
+                self.runs = {}
 
-    def _compile(self, input_size: int) -> None:
-        import torch._inductor.config as inductor_config
+    @property
+    def compiled(self) -> bool:
+        return bool(self.runs)
 
-        # Freezing folds the int8 weights into the compiled graph (the fused oneDNN kernels need
-        # them as constants). Process-wide, but only int8 graphs are compiled in this project.
-        inductor_config.freezing = True
-        fn = torch.compile(self.graph, dynamic=False)
-        try:
-            # Under inference_mode, as Classifier calls it: a grad-mode change would recompile.
-            with torch.inference_mode():
-                for n in BUCKETS:
-                    x = torch.zeros(n, 3, input_size, input_size)
-                    fn(x.contiguous(memory_format=torch.channels_last))
-        except Exception as exc:  # no C++ compiler, or an op Inductor cannot lower on this CPU
-            name = type(exc).__name__
-            log.warning("int8 graph not compiled (%s: %s); it runs uncompiled, slowly", name, exc)
-            return
-        self.run, self.compiled = fn, True
+    def _package(self, key: str, n: int, input_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        import fcntl
+
+        cache = compiled_cache()
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / f"{key}-b{n}.pt2"
+        # Replicas of one model start together: one compiles, the others wait and load.
+        with open(cache / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                x = torch.zeros(n, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    program = torch.export.export(self.graph, (x,))
+                    # Freezing folds the int8 weights in: the fused oneDNN kernels need constants.
+                    torch._inductor.aoti_compile_and_package(
+                        program, package_path=os.fspath(tmp), inductor_configs={"freezing": True}
+                    )
+                os.replace(tmp, path)
+        return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
 
     def train(self, mode: bool = True) -> Int8Graph:
         # An exported graph refuses train()/eval(); it is fixed in inference form anyway.
@@ -114,8 +157,8 @@ class Int8Graph(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.compiled:
-            return self.run(x)
+        if not self.runs:
+            return self.graph(x)  # type: ignore[no-any-return]
         step = BUCKETS[-1]
         outs = [self._padded(x[i : i + step]) for i in range(0, len(x), step)]
         return torch.cat(outs) if len(outs) != 1 else outs[0]
@@ -124,23 +167,24 @@ class Int8Graph(nn.Module):
         n = len(x)
         size = next(b for b in BUCKETS if b >= n)
         if size == n:
-            return self.run(x)
+            return self.runs[size](x.contiguous(memory_format=torch.channels_last))
         pad = x[-1:].expand(size - n, *x.shape[1:])
-        return self.run(torch.cat([x, pad]).contiguous(memory_format=torch.channels_last))[:n]
+        return self.runs[size](torch.cat([x, pad]).contiguous(memory_format=torch.channels_last))[:n]
 
 
-def _convert(prepared: nn.Module, input_size: int, compile: bool) -> Int8Graph:
+def _convert(prepared: nn.Module, input_size: int, key: str | None) -> Int8Graph:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Int8Graph(convert_pt2e(prepared), input_size, compile)  # type: ignore[arg-type]
+        return Int8Graph(convert_pt2e(prepared), input_size, key)  # type: ignore[arg-type]
 
 
 def measure_int8(
-    model: nn.Module, batches: Iterable[torch.Tensor], scheme: str = "minmax", compile: bool = True
+    model: nn.Module, batches: Iterable[torch.Tensor], scheme: str = "minmax"
 ) -> tuple[Int8Graph, dict[str, torch.Tensor]]:
-    """Run preprocessed `batches` through an observed copy of `model`: (int8 model, its ranges)."""
+    """Run preprocessed `batches` through an observed copy of `model`: (int8 model, its ranges).
+    The model is not compiled: the same int8 arithmetic, to compare schemes cheaply."""
     it = iter(batches)
     first = next(it)
     prepared = _prepare(model, first[:1], scheme)
@@ -149,7 +193,7 @@ def measure_int8(
         for x in it:
             prepared(x)
     ranges = {k: v.detach().clone() for k, v in prepared.state_dict().items() if k.endswith(_OBSERVER_KEYS)}
-    return _convert(prepared, first.shape[-1], compile), ranges
+    return _convert(prepared, first.shape[-1], None), ranges
 
 
 def save_int8(
@@ -203,4 +247,4 @@ def load_int8(
     if set(ranges) != expected:
         raise Int8Unavailable(f"{path} does not match this model's layers; rerun `wbc-ray quantize`")
     prepared.load_state_dict(ranges, strict=False)
-    return _convert(prepared, input_size, compile)
+    return _convert(prepared, input_size, _compile_key(path, version, input_size) if compile else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -23,11 +24,9 @@ _HANDLES: dict[str, Any] = {}
 
 
 def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = None) -> Batch:
-    """Ray Data stage: pixel blocks -> per-model probs and fused score, via the Serve Ensemble.
-
-    A task, not an actor pool: task workers are pooled across jobs, so a new slide pays no actor
-    start-up, and the Serve handle is cached per worker process.
-    """
+    """Pixel chunks -> per-model probs and fused score, via the Serve Ensemble (runs inside the
+    job's Ray Data tasks: task workers are pooled across jobs, so a new slide pays no actor
+    start-up, and the Serve handle is cached per worker process)."""
     chunk_px = batch["pixels"].shape[1]
     probs, fused = [], []
     for j in range(len(batch["chunk"])):
@@ -99,23 +98,11 @@ def analyze_slide(
     `rates` (from `wbc-ray calibrate`) turn the share of malignant tile calls into an adjusted
     estimate of the malignant fraction; without them the raw share is reported.
     """
-    from ray.data import TaskPoolStrategy
-
     t0 = time.perf_counter()
     tile_mpp, tile_px = tile_scale(cards)
     spec = GridSpec(tile_px=tile_px, mpp=settings.tile_mpp or tile_mpp, min_tissue=settings.min_tissue)
     plan = plan_slide(slide_path, spec, slide_mpp=settings.slide_mpp, default_mpp=settings.default_mpp)
     models = [{"name": c["name"], "version": c["version"], "architecture": c["architecture"]} for c in cards]
-
-    def score(ds):  # type: ignore[no-untyped-def]
-        return ds.map_batches(
-            score_chunks,
-            fn_kwargs={"app_name": app_name, "fusion": settings.fusion},
-            batch_size=1,
-            batch_format="numpy",
-            num_cpus=0.05,  # the CPU work is in the Serve replicas; these tasks only wait
-            compute=TaskPoolStrategy(size=settings.score_tasks),
-        )
 
     attrs = {
         "models": models,
@@ -129,7 +116,8 @@ def analyze_slide(
         chunk_tiles=settings.chunk_tiles,
         store_pixels=False,
         read_cpus=settings.read_cpus,
-        score=score,
+        score=functools.partial(score_chunks, app_name=app_name, fusion=settings.fusion),
+        score_tasks=settings.score_tasks,
         n_classes=2,
         extra_attrs=attrs,
         progress=progress,

@@ -44,10 +44,8 @@ def quantize_models(
         p_held = ref.predict(held, batch)[:, 1]
         best = None
         for scheme in INT8_SCHEMES:
-            # Uncompiled: the same int8 arithmetic, without paying Inductor twice per model.
-            q, ranges = measure_int8(
-                model, (calib[i : i + batch] for i in range(0, len(calib), batch)), scheme, compile=False
-            )
+            batches = (calib[i : i + batch] for i in range(0, len(calib), batch))
+            q, ranges = measure_int8(model, batches, scheme)
             clf = Classifier(q, card, device="cpu", precision="int8")
             err = float(np.abs(clf.predict(held, batch)[:, 1] - p_held).mean()) if len(held) else 0.0
             if best is None or err < best[0]:
