@@ -115,6 +115,7 @@ class Int8Graph(nn.Module):
     def __init__(self, graph: nn.Module, input_size: int, key: str | None = None) -> None:
         super().__init__()
         self.graph = graph
+        self.key = key
         self.runs: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
         if key is not None:
             try:
@@ -128,27 +129,37 @@ class Int8Graph(nn.Module):
     def compiled(self) -> bool:
         return bool(self.runs)
 
+    @property
+    def packages(self) -> list[Path]:
+        """The compiled packages this graph runs (one per bucket), if compiled."""
+        return [compiled_cache() / f"{self.key}-b{n}.pt2" for n in self.runs]
+
     def _package(self, key: str, n: int, input_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
         import fcntl
 
         cache = compiled_cache()
         cache.mkdir(parents=True, exist_ok=True)
-        path = cache / f"{key}-b{n}.pt2"
+        path = cache / f"{key}-b{n}.pt2"  # as `packages` names them
         # Replicas of one model start together: one compiles, the others wait and load.
         with open(cache / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not path.exists():
-                x = torch.zeros(n, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    program = torch.export.export(self.graph, (x,))
-                    # Freezing folds the int8 weights in: the fused oneDNN kernels need constants.
-                    torch._inductor.aoti_compile_and_package(
-                        program, package_path=os.fspath(tmp), inductor_configs={"freezing": True}
-                    )
-                os.replace(tmp, path)
-        return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
+            if path.exists():
+                try:
+                    return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
+                except Exception as exc:  # a truncated or foreign file: compile it afresh
+                    log.warning("recompiling %s: %s", path, exc)
+                    path.unlink()
+            x = torch.zeros(n, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.export.export(self.graph, (x,))
+                # Freezing folds the int8 weights in: the fused oneDNN kernels need constants.
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=os.fspath(tmp), inductor_configs={"freezing": True}
+                )
+            os.replace(tmp, path)
+            return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
 
     def train(self, mode: bool = True) -> Int8Graph:
         # An exported graph refuses train()/eval(); it is fixed in inference form anyway.
