@@ -88,3 +88,19 @@ def test_stale_or_missing_ranges_are_refused(int8_models: Path, tmp_path: Path) 
     int8_path(stale, NAME).unlink()
     with pytest.raises(Int8Unavailable, match="wbc-ray quantize"):
         Classifier.load(stale, NAME, device="cpu", precision="int8")
+
+
+def test_uncompilable_int8_still_serves_and_says_so(
+    int8_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No usable compile cache (here: a file where the folder should be): the graph runs
+    uncompiled, gives the same answers, and the served note says why it is slow."""
+    fast = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
+    blocked = tmp_path / "not_a_dir"
+    blocked.write_text("")
+    monkeypatch.setenv("WBC_RAY_COMPILE_CACHE", str(blocked / "int8"))
+    clf, note = Classifier.load_served(int8_models, NAME, "int8", device="cpu")
+    assert clf.precision == "int8" and not clf.model.compiled and "could not be compiled" in note
+    assert fast.model.compiled
+    x = load_images(read_manifest(MANIFEST, "test")[:16], clf.card.input_size)[0].numpy()
+    assert (clf.predict(x).argmax(1) == fast.predict(x).argmax(1)).mean() >= 0.9

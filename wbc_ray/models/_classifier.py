@@ -11,7 +11,7 @@ from torch import nn
 
 from ._checkpoint import ModelCard, load_checkpoint
 from ._preprocess import preprocess
-from ._quantize import Int8Unavailable, int8_path, load_int8
+from ._quantize import Int8Graph, Int8Unavailable, int8_path, load_int8
 
 # "fp32" | "bf16" (CPU autocast) | "amp" (CUDA fp16 autocast) | "int8" (CPU, ranges from
 # `wbc-ray quantize`; see _quantize)
@@ -88,9 +88,12 @@ class Classifier:
         """Load in `precision`, or, when int8 ranges are missing or stale, in the default
         precision: a missing calibration must not stop serving. Returns (classifier, note)."""
         try:
-            return cls.load(models_dir, name, precision=precision, **kw), ""
+            clf = cls.load(models_dir, name, precision=precision, **kw)
         except Int8Unavailable as exc:
             return cls.load(models_dir, name, **kw), f"int8 unavailable, serving the default precision: {exc}"
+        if isinstance(clf.model, Int8Graph) and not clf.model.compiled:
+            return clf, "int8 graph could not be compiled here (see the replica log): it runs slowly"
+        return clf, ""
 
     @property
     def name(self) -> str:
