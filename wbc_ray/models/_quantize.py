@@ -4,8 +4,9 @@ Why int8: on CPUs with AVX-512 VNNI but no AMX (this project's test machine), bf
 slower than fp32 for Xception and InceptionV3, while int8 convolutions run several times faster.
 The graph is quantized with PT2E (torch.export, then torchao's x86 Inductor quantizer) and
 compiled by Inductor, which fuses quantize/convolution/activation into oneDNN int8 kernels:
-on this 2-core Xeon at 128 px, batch 32, 2 threads, that ran InceptionV3 2.1x, Xception 1.4x
-and MobileNetV2 4.8x faster than the eager int8 graphs of torch.ao (deprecated) that it replaces.
+on this 2-core Xeon at 128 px, batch 32, 2 threads (`python -m benchmarks.inference`), that ran
+InceptionV3 2.0x and Xception 1.5x faster than the eager torch.ao int8 graphs it replaces (a
+deprecated API), and MobileNetV2 4.0x faster than bf16 autocast.
 
 The ranges come from validation images (`wbc-ray quantize`) and are stored as plain tensors in
 `<name>.int8.safetensors`, tagged with the weights' version, the range scheme and the graph
@@ -123,7 +124,6 @@ class Int8Graph(nn.Module):
             except Exception as exc:  # no C++ compiler, or an op Inductor cannot lower here
                 name = type(exc).__name__
                 log.warning("int8 graph not compiled (%s: %s); it runs uncompiled, slowly", name, exc)
-                self.runs = {}
 
     @property
     def compiled(self) -> bool:
