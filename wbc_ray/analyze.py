@@ -90,7 +90,6 @@ def analyze_many(
         tile_threshold=s.ensemble.tile_threshold,
         fusion=fusion or s.ensemble.fusion,
         chunk_tiles=s.tiling.chunk_tiles,
-        read_cpus=s.tiling.read_cpus,
         slide_mpp=slide_mpp,
         default_mpp=s.slides.default_mpp,
     )

@@ -74,7 +74,6 @@ class AnalysisSettings:
     tile_threshold: float = 0.5
     fusion: str = "fuzzy_rank"
     chunk_tiles: int = 64
-    read_cpus: float = 0.5
     score_tasks: int = 4  # chunks in flight to the ensemble: enough to keep every replica fed
     chunks_per_task: int | None = None  # chunks per Ray task; None: about 256 tiles
     tile_mpp: float | None = None  # None: the models' scale from their cards
@@ -116,7 +115,6 @@ def analyze_slide(
         out,
         chunk_tiles=settings.chunk_tiles,
         store_pixels=False,
-        read_cpus=settings.read_cpus,
         chunks_per_task=settings.chunks_per_task,
         score=functools.partial(score_chunks, app_name=app_name, fusion=settings.fusion),
         score_tasks=settings.score_tasks,

@@ -88,20 +88,20 @@ class WriteChunks:
 @dataclass(frozen=True)
 class ReadTiles:
     """Ray Data stage: rows of (chunk, n, coords) in; each chunk's tiles read, scored (given
-    `score`) and written to the store (given `write`), so pixels never travel between stages.
+    `score`) and written to the store, so pixels never travel between stages.
 
     Each row carries its own tile coordinates (a few hundred bytes), so readers touch only the
-    slide. Without `write` the stage returns padded (chunk_tiles, H, W, 3) pixels.
+    slide; only bookkeeping (chunk, n) comes out.
     """
 
     slide_path: str
     level: int
     read_px: int
     tile_px: int
+    write: WriteChunks
     slide_mpp: float | None = None
     default_mpp: float | None = None
     score: Callable[[Batch], Batch] | None = None
-    write: WriteChunks | None = None
 
     def __call__(self, batch: Batch) -> Batch:
         slide = _cached_slide(self.slide_path, self.slide_mpp, self.default_mpp)
@@ -114,7 +114,7 @@ class ReadTiles:
         out = {"chunk": batch["chunk"], "n": counts, "pixels": px}
         if self.score is not None:
             out = self.score(out)
-        return self.write(out) if self.write is not None else out
+        return self.write(out)
 
 
 def _work_rows(coords: np.ndarray, chunks: list[int], chunk_tiles: int) -> list[dict[str, Any]]:
@@ -168,7 +168,7 @@ def run_job(
     *,
     chunk_tiles: int = 64,
     store_pixels: bool = True,
-    read_cpus: float = 0.5,
+    read_cpus: float = 0.5,  # tiling only: a scoring job's tasks mostly wait on Serve
     chunks_per_task: int | None = None,
     score: Callable[[Batch], Batch] | None = None,
     score_tasks: int = 4,

@@ -71,7 +71,6 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         "tile_threshold": s.ensemble.tile_threshold,
         "fusion": a.fusion,
         "chunk_tiles": s.tiling.chunk_tiles,
-        "read_cpus": s.tiling.read_cpus,
         "default_mpp": s.slides.default_mpp,
     }
     roots = a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir]
