@@ -30,6 +30,8 @@ def test_he_tiles_cover_tissue_and_skip_glass() -> None:
         mask = tissue_mask(s)
         grid = tile_grid(s, mask, GridSpec(tile_px=224, mpp=0.5, min_tissue=0.25))
         assert 0.2 < mask.fraction() < 0.6  # a strip of tissue on mostly white glass
+        # The thumbnail the mask was computed on travels with it (plans reuse it as the preview).
+        assert mask.thumbnail.shape[:2] == mask.mask.shape and mask.thumbnail.dtype == np.uint8
         rows, cols = grid.shape
         assert 20 < len(grid) < rows * cols
         # Kept tiles are stained, dropped tiles are mostly glass.
