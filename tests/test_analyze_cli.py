@@ -16,8 +16,8 @@ import zarr
 from tests.conftest import SLIDES
 
 
-def _cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "wbc_ray.cli", "analyze", *args]
+def _cmd(*args: str, config: str | None = None) -> list[str]:
+    return [sys.executable, "-m", "wbc_ray.cli", *(["--config", config] if config else []), "analyze", *args]
 
 
 def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path) -> None:
@@ -26,10 +26,14 @@ def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path
     slide = tmp_path / "resume.tiff"
     compose_slide(test_items, slide, grid=(24, 24), malignant_fraction=0.3, seed=5)
     out = tmp_path / "out"
+    # Units of 64 tiles (the default is 256), so the ~700-tile slide has enough of them to be
+    # caught with some done and some not.
+    cfg = tmp_path / "small_units.yaml"
+    cfg.write_text("analysis:\n  chunk_tiles: 64\n")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     # Kill the whole process tree once some chunks are written.
     proc = subprocess.Popen(
-        _cmd(str(slide), "--models", str(models_dir), "--out", str(out), "--json"),
+        _cmd(str(slide), "--models", str(models_dir), "--out", str(out), "--json", config=str(cfg)),
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -63,6 +67,7 @@ def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path
             "--out",
             str(out),
             "--json",
+            config=str(cfg),
         ),
         env=env,
         capture_output=True,

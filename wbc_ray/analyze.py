@@ -89,7 +89,8 @@ def analyze_many(
         min_tissue=s.tiling.min_tissue,
         tile_threshold=s.ensemble.tile_threshold,
         fusion=fusion or s.ensemble.fusion,
-        chunk_tiles=s.tiling.chunk_tiles,
+        chunk_tiles=s.analysis.chunk_tiles,
+        score_tasks=s.analysis.score_tasks,
         slide_mpp=slide_mpp,
         default_mpp=s.slides.default_mpp,
     )

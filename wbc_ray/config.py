@@ -27,7 +27,7 @@ class TilingSettings(_Strict):
     mpp: float = Field(0.5, gt=0)
     stride_px: int | None = None
     min_tissue: float = Field(0.25, ge=0, le=1)
-    chunk_tiles: int = Field(64, ge=1)  # tiles per work unit = per Zarr chunk
+    chunk_tiles: int = Field(64, ge=1)  # tiles per work unit = per Zarr chunk (tiling jobs)
     store_pixels: bool = True
     read_cpus: float = Field(0.5, gt=0)  # fractional, so readers never starve other stages
 
@@ -39,6 +39,14 @@ class EnsembleSettings(_Strict):
     tile_threshold: float = Field(0.5, gt=0, lt=1)
 
 
+class AnalysisRunSettings(_Strict):
+    # A scoring job stores no pixels, so its unit of work can be large: each unit is one request
+    # to the ensemble and one to each CNN, and Ray's cost per request is fixed. On 2 cores,
+    # 256 tiles ran 4-6% faster end to end than 128, and 128 as much faster than 64.
+    chunk_tiles: int = Field(256, ge=1)  # tiles per work unit, per ensemble request, per Zarr chunk
+    score_tasks: int = Field(4, ge=1)  # work units in flight to the ensemble
+
+
 class Settings(_Strict):
     data_dir: Path = REPO_ROOT.parent / "shared" / "data"
     models_dir: Path = REPO_ROOT / "weights"
@@ -46,6 +54,7 @@ class Settings(_Strict):
     slides: SlideSettings = SlideSettings()
     tiling: TilingSettings = TilingSettings()
     ensemble: EnsembleSettings = EnsembleSettings()
+    analysis: AnalysisRunSettings = AnalysisRunSettings()
 
 
 ENV_PATHS = {"WBC_RAY_DATA": "data_dir", "WBC_RAY_MODELS": "models_dir", "WBC_RAY_RESULTS": "results_dir"}

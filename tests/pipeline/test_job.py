@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wbc_ray.pipeline import plan_slide, run_job
+from wbc_ray.pipeline import plan_slide, run_job, work_unit
 from wbc_ray.slides import GridSpec, open_slide, read_tile
 from wbc_ray.store import done_chunks, open_store
 
@@ -60,3 +60,12 @@ def test_tissue_free_slide_gives_empty_store(ray_local, tmp_path) -> None:
     plan = plan_slide(p, GridSpec(tile_px=32, mpp=0.5), default_mpp=0.5)
     res = run_job(plan, tmp_path / "glass.zarr", chunk_tiles=8, progress=False)
     assert res.n_tiles == 0 and open_store(tmp_path / "glass.zarr")["pixels"].shape[0] == 0
+
+
+def test_scoring_work_units_shrink_for_small_slides() -> None:
+    assert work_unit(2500, 256, 4) == 256  # large slide: the configured unit
+    assert work_unit(500, 256, 4) == 128  # 4 units in flight, in steps of 32
+    assert work_unit(130, 256, 4) == 64
+    assert work_unit(10, 256, 4) == 32  # never below 32
+    assert work_unit(10, 16, 4) == 16  # nor above the configured unit
+    assert work_unit(0, 256, 4) == 32

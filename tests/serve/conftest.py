@@ -35,6 +35,9 @@ def server(ray_local, models_dir, results_dir, slide_dir):
         port=PORT,
         slide_roots=[str(slide_dir), str(SLIDES)],
         max_upload_mb=8,
+        # Below the analysis work unit (256 tiles), so every job here also runs the ensemble's
+        # splitting of requests larger than the CNNs' batch cap.
+        max_batch_tiles=96,
     )
     base = f"http://127.0.0.1:{PORT}"
     deadline = time.time() + 120

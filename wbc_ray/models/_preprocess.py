@@ -24,9 +24,12 @@ def preprocess(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Resize with antialiasing (tiles come at any scale) and normalise, on `device`."""
-    x = to_tensor(tiles).to(device, non_blocking=True).float().div_(255.0)
+    x = to_tensor(tiles).to(device, non_blocking=True).float()
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+    # (x / 255 - mean) / std as one scale and one shift, in place: two passes over the batch
+    # instead of four (a few percent of an int8 replica's time went here).
+    std_t = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    scale = 1.0 / (255.0 * std_t)
+    shift = -torch.tensor(mean, device=x.device).view(1, 3, 1, 1) / std_t
+    return x.mul_(scale).add_(shift).contiguous(memory_format=torch.channels_last)

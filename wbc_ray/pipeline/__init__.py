@@ -1,6 +1,6 @@
 """The Ray Data job for one slide: plan, read, (score), write, resume, progress."""
 
-from ._analyze import APP_NAME, AnalysisSettings, analyze_slide, score_chunks
+from ._analyze import APP_NAME, AnalysisSettings, analyze_slide, score_chunks, work_unit
 from ._job import JobResult, Plan, ReadTiles, WriteChunks, file_sha256, init_ray, plan_slide, run_job
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "plan_slide",
     "run_job",
     "score_chunks",
+    "work_unit",
 ]

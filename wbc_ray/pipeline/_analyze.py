@@ -73,12 +73,21 @@ class AnalysisSettings:
     min_tissue: float = 0.25
     tile_threshold: float = 0.5
     fusion: str = "fuzzy_rank"
-    chunk_tiles: int = 64
+    chunk_tiles: int = 256  # see configs/default.yaml `analysis`
     score_tasks: int = 4  # chunks in flight to the ensemble: enough to keep every replica fed
     chunks_per_task: int | None = None  # chunks per Ray task; None: about 256 tiles
     tile_mpp: float | None = None  # None: the models' scale from their cards
     slide_mpp: float | None = None
     default_mpp: float | None = None
+
+
+def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:
+    """Tiles per work unit (and Zarr chunk) of a scoring job: `chunk_tiles`, or less for a small
+    slide, so that it still has `score_tasks` units in flight. Units shrink in steps of 32 (the
+    int8 graphs' batch) down to 32 tiles. The unit follows from the slide and the settings
+    alone, so a resumed job finds the same layout."""
+    per_task = -(-n_tiles // max(1, score_tasks))
+    return min(chunk_tiles, max(32, -(-per_task // 32) * 32))
 
 
 def analyze_slide(
@@ -103,6 +112,7 @@ def analyze_slide(
     spec = GridSpec(tile_px=tile_px, mpp=settings.tile_mpp or tile_mpp, min_tissue=settings.min_tissue)
     plan = plan_slide(slide_path, spec, slide_mpp=settings.slide_mpp, default_mpp=settings.default_mpp)
     models = [{"name": c["name"], "version": c["version"], "architecture": c["architecture"]} for c in cards]
+    unit = work_unit(len(plan.grid), settings.chunk_tiles, settings.score_tasks)
 
     attrs = {
         "models": models,
@@ -113,7 +123,7 @@ def analyze_slide(
     job = run_job(
         plan,
         out,
-        chunk_tiles=settings.chunk_tiles,
+        chunk_tiles=unit,
         store_pixels=False,
         chunks_per_task=settings.chunks_per_task,
         score=functools.partial(score_chunks, app_name=app_name, fusion=settings.fusion),

@@ -247,7 +247,8 @@ def run_job(
         # Several chunks per read task: each task then runs long enough (about 256 tiles) that
         # Ray's per-task cost stays small, while resume and progress keep chunk granularity.
         per_task = chunks_per_task or max(1, min(256 // chunk_tiles, len(rows) // 8))
-        ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_task))
+        n_blocks = -(-len(rows) // per_task)
+        ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=n_blocks)
         if score is None:
             ds = ds.map_batches(stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy")
         else:
@@ -259,7 +260,7 @@ def run_job(
                 stage,
                 batch_size=1,
                 num_cpus=0.05,
-                compute=TaskPoolStrategy(size=score_tasks),
+                compute=TaskPoolStrategy(size=max(1, min(score_tasks, n_blocks))),
                 batch_format="numpy",
             )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):

@@ -28,7 +28,7 @@ class CNN:
         name: str,
         precision: str | None = None,
         torch_threads: int = 0,
-        max_batch_tiles: int = 128,
+        max_batch_tiles: int = 256,
     ) -> None:
         import torch
 
@@ -41,8 +41,9 @@ class CNN:
         if self.note:
             logging.getLogger("ray.serve").warning("%s: %s", name, self.note)
         self._explainer: Any = None
-        # The batch cap bounds a replica's activation memory (fp32 Xception: ~1.5 GB at 128
-        # tiles of 128 px) as well as its latency; GPUs want it larger.
+        # The batch cap bounds the tiles a replica holds and its latency per call; activation
+        # memory is bounded separately, as `predict` runs at most 128 tiles at a time (fp32
+        # Xception: ~1.5 GB at 128 tiles of 128 px; int8 graphs run 32 at a time).
         self.predict.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
         self.name = name
         self.tiles_scored = 0
@@ -88,11 +89,19 @@ class CNN:
 class Ensemble:
     """Calls the CNNs concurrently and fuses their calibrated probabilities."""
 
-    def __init__(self, fusion: str = "fuzzy_rank", models_dir: str | None = None, **cnns: Any) -> None:
+    def __init__(
+        self,
+        fusion: str = "fuzzy_rank",
+        models_dir: str | None = None,
+        max_batch_tiles: int = 256,
+        **cnns: Any,
+    ) -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
         self.models_dir = models_dir
+        # The CNNs refuse a request larger than their batch cap, so larger ones are split.
+        self.max_tiles = max(1, max_batch_tiles)
         self.cnns = dict(sorted(cnns.items()))
 
     @property
@@ -101,8 +110,11 @@ class Ensemble:
 
     async def score(self, tiles: np.ndarray, fusion: str | None = None) -> dict[str, np.ndarray]:
         """probs (N, M, K) in model-name order, fused malignant score (N,), call (N,)."""
-        outs = await asyncio.gather(*(h.predict.remote(tiles) for h in self.cnns.values()))
-        p = np.stack(outs)  # (M, N, K)
+        step = self.max_tiles
+        parts = [tiles[i : i + step] for i in range(0, len(tiles), step)] or [tiles]
+        outs = await asyncio.gather(*(h.predict.remote(t) for h in self.cnns.values() for t in parts))
+        k = len(parts)
+        p = np.stack([np.concatenate(outs[m * k : (m + 1) * k]) for m in range(len(self.cnns))])  # (M, N, K)
         call, score = fuse(p, fusion or self.fusion)  # type: ignore[arg-type]
         return {
             "probs": p.transpose(1, 0, 2).astype(np.float32),

@@ -29,7 +29,7 @@ class AppArgs(BaseModel):
     # depends on the chip and the architecture: measure with benchmarks/inference.py.
     precision: str | dict[str, str] | None = None
     torch_threads: int | dict[str, int] = 1  # per CNN replica (or per model); replicas run side by side
-    max_batch_tiles: int = 128  # Serve batch cap per CNN replica, counted in tiles
+    max_batch_tiles: int = 256  # Serve batch cap per CNN replica, counted in tiles
     slide_roots: list[str] | None = None  # folders path submissions may read (plus uploads)
     max_upload_mb: float = 2048
     app_name: str = APP_NAME
@@ -63,14 +63,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         return d.bind(models_dir, name, a.precision_of(name), a.threads_of(name), a.max_batch_tiles)
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
-    ensemble = ensemble_dep.bind(a.fusion, models_dir, **{n: cnn(n) for n in names})
+    ensemble = ensemble_dep.bind(a.fusion, models_dir, a.max_batch_tiles, **{n: cnn(n) for n in names})
     analysis = {
         "tau": s.ensemble.tau,
         "confidence": s.ensemble.confidence,
         "min_tissue": s.tiling.min_tissue,
         "tile_threshold": s.ensemble.tile_threshold,
         "fusion": a.fusion,
-        "chunk_tiles": s.tiling.chunk_tiles,
+        "chunk_tiles": s.analysis.chunk_tiles,
+        "score_tasks": s.analysis.score_tasks,
         "default_mpp": s.slides.default_mpp,
     }
     roots = a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir]
