@@ -98,7 +98,7 @@ def latency(base: str, patch: bytes, clients: int = 8, per_client: int = 20) -> 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--grid", type=int, default=45, help="fields per side of the base slide (~2,400 tiles)")
-    ap.add_argument("--plain-tiles", type=int, default=256, help="tiles timed in the slow fp32 plain loop")
+    ap.add_argument("--plain-tiles", type=int, default=512, help="tiles timed in the slow fp32 plain loop")
     args = ap.parse_args()
     s = load_settings()
     models_dir = str(s.models_dir)
