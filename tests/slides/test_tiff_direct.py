@@ -32,6 +32,9 @@ def _same_regions(path: Path, n: int = 25) -> None:
                 size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
                 x, y = round(lx * ds), round(ly * ds)
                 np.testing.assert_array_equal(fast.read(x, y, level, size), ref.read(x, y, level, size))
+        # Thumbnails (the tissue mask's input) too: OpenSlide's get_thumbnail against the direct one.
+        for side in (64, 512, 2048):
+            np.testing.assert_array_equal(fast.thumbnail(side), ref.thumbnail(side))
 
 
 @pytest.mark.parametrize("name", TIFF_BASED)

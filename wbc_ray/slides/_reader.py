@@ -167,9 +167,30 @@ class _OpenSlideBackend:
     def read_openslide(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         return _rgba_to_rgb(np.asarray(self._osr.read_region((x, y), level, (w, h))))
 
+    def _direct_thumbnail(self, max_side: int) -> np.ndarray | None:
+        """OpenSlide's get_thumbnail (same level, same Lanczos filter), with the level decoded
+        straight from the TIFF tiles: the same pixels (checked on the shared slides) in half the
+        time, which is time every analysis spends before any tile is scored."""
+        osr = self._osr
+        level = osr.get_best_level_for_downsample(max(d / max_side for d in osr.dimensions))
+        w, h = osr.level_dimensions[level]
+        if self.direct is None or level not in self.direct.levels or w * h > MAX_DIRECT_THUMB_PIXELS:
+            return None
+        if not self.direct.serves(0, 0, level):
+            return None
+        region = self.direct.read(0, 0, level, w, h)
+        if region is None:
+            return None
+        img = Image.fromarray(region)
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        return np.asarray(img)
+
     def thumbnail(self, max_side: int) -> np.ndarray:
         w, h = self._osr.level_dimensions[-1]
         if w * h <= MAX_DIRECT_THUMB_PIXELS:
+            direct = self._direct_thumbnail(max_side)
+            if direct is not None:
+                return direct
             return np.asarray(self._osr.get_thumbnail((max_side, max_side)).convert("RGB"))
         # OpenSlide's get_thumbnail reads the whole smallest level at once; for a slide with
         # no small level that is gigabytes, so shrink it band by band instead.
