@@ -106,3 +106,38 @@ def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> No
     assert load_tile_rates(d, cards) == rec
     cards[0]["bias"] += 0.5  # another operating point: the measured rates no longer apply
     assert load_tile_rates(d, cards) is None
+
+
+def test_evaluate_served_scores_in_the_serve_configs_precisions(models_dir, tmp_path) -> None:
+    from wbc_ray.models import available, int8_path
+
+    man = tmp_path / "m.csv"
+    with open(MANIFEST) as fh:
+        head, *rows = fh.read().splitlines()
+    pick = [r for r in rows if ",benign,test," in r][:20] + [r for r in rows if ",malignant,test," in r][:20]
+    test_rows = [f"{MANIFEST.parent}/{r}" for r in pick]  # paths made absolute
+    man.write_text("\n".join([head, *test_rows]) + "\n")
+    served = cli(
+        "evaluate",
+        "--models",
+        str(models_dir),
+        "--manifest",
+        str(man),
+        "--served",
+        "--out",
+        str(tmp_path / "s"),
+    )
+    default = cli(
+        "evaluate", "--models", str(models_dir), "--manifest", str(man), "--out", str(tmp_path / "d")
+    )
+    assert served.returncode == 0 and default.returncode == 0, served.stderr[-2000:] + default.stderr[-2000:]
+    s = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    d = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    # configs/serve.yaml serves all three in int8, where their ranges exist.
+    for name in available(models_dir):
+        assert s["precision"][name] == (
+            "int8" if int8_path(models_dir, name).exists() else d["precision"][name]
+        )
+        assert d["precision"][name] != "int8"
+    assert sum(map(sum, s["ensembles"]["fuzzy_rank"]["confusion"])) == 40
+    assert "precision" in (tmp_path / "s" / "metrics.md").read_text()

@@ -153,9 +153,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .training import evaluate, markdown_table
 
     s = _settings(args)
+    models = args.models or s.models_dir
+    precision = None
+    if args.served:
+        from .models import available
+        from .serve.app import config_args
+
+        app_args = config_args(args.serve_config)
+        precision = {n: p for n in available(models) if (p := app_args.precision_of(n))}
     res = evaluate(
-        args.models or s.models_dir, args.manifest, args.out, split=args.split, perturb=args.perturb
+        models, args.manifest, args.out, split=args.split, perturb=args.perturb, precision=precision
     )
+    for name, note in res.get("notes", {}).items():
+        print(f"note: {name}: {note}", file=sys.stderr)
     print(markdown_table(res))
     print(f"wrote {Path(args.out) / 'metrics.json'}, metrics.md, roc.png, confusion.png")
     return 0
@@ -339,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="rows of this split only (default: all rows)")
     ev.add_argument("--perturb", choices=["none", "grayscale", "stain"], default="none")
     ev.add_argument("--out", required=True)
+    ev.add_argument(
+        "--served",
+        action="store_true",
+        help="score each model in the precision the Serve config serves it in (e.g. int8), not fp32",
+    )
+    ev.add_argument("--serve-config", default=None, help="Ray Serve config (default configs/serve.yaml)")
 
     sv = sub.add_parser("serve", help="start local Ray and the Serve app from configs/serve.yaml")
     sv.add_argument("--serve-config", default=None, help="Ray Serve config (default configs/serve.yaml)")

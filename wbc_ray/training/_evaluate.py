@@ -25,12 +25,22 @@ def evaluate(
     split: str | None = "test",
     perturb: str = "none",
     names: list[str] | None = None,
+    precision: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`precision` maps a model to the precision to score it in (as a Serve config does: int8
+    falls back to the default precision, with a note, when its ranges are missing); models
+    not named score in their default precision."""
     names = names or available(models_dir)
     if not names:
         raise FileNotFoundError(f"no checkpoints in {models_dir}; run `make models`")
     items = read_manifest(manifest, split)
-    clfs = [Classifier.load(models_dir, n) for n in names]
+    notes: dict[str, str] = {}
+    clfs = []
+    for n in names:
+        clf, note = Classifier.load_served(models_dir, n, (precision or {}).get(n))  # type: ignore[arg-type]
+        clfs.append(clf)
+        if note:
+            notes[n] = note
     y = np.array([it.label for it in items])
     probs = []
     images: dict[int, np.ndarray] = {}
@@ -50,6 +60,8 @@ def evaluate(
         "models": {},
         "ensembles": {},
         "versions": {c.name: c.card.version for c in clfs},
+        "precision": {c.name: c.precision for c in clfs},
+        **({"notes": notes} if notes else {}),
     }
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for clf, pm in zip(clfs, p, strict=True):
@@ -73,7 +85,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         "| model | " + " | ".join(k.replace("_", " ") for k in keys) + " | confusion [[tn, fp], [fn, tp]] |"
     )
     lines = [
-        f"Split `{result['split']}`, perturbation `{result['perturb']}`, n = {result['n']}",
+        f"Split `{result['split']}`, perturbation `{result['perturb']}`, n = {result['n']}, precision "
+        + ", ".join(f"{k} {v}" for k, v in result.get("precision", {}).items()),
         "",
         head,
         "|" + " --- |" * (len(keys) + 2),
