@@ -49,6 +49,8 @@ models: setup
 	$(BIN)/wbc-ray calibrate --models $(MODELS) --manifest $(MANIFEST)
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --out $(MODELS)/eval_test
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --perturb grayscale --out $(MODELS)/eval_test_grayscale
+	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --served --out $(MODELS)/eval_test_served
+	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --served --perturb grayscale --out $(MODELS)/eval_test_grayscale_served
 
 demo: setup
 	$(BIN)/python -m wbc_ray.demo
