@@ -65,9 +65,14 @@ def models_dir() -> Path:
     """Checkpoints for the serving tests: the full set when present, else the quick preset,
     trained once per machine into the user cache (about 2 minutes; plumbing only)."""
     need_data()
+    from wbc_ray.models import list_models
+    from wbc_ray.serve.app import config_args
     from wbc_ray.training import ensure_models, quick_models_dir
 
-    return full_models() or ensure_models(quick_models_dir(), MANIFEST, "quick", progress=False)
+    precision = config_args().precisions(list_models())
+    return full_models() or ensure_models(
+        quick_models_dir(), MANIFEST, "quick", progress=False, precision=precision
+    )
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +86,9 @@ def trained_models(models_dir: Path) -> Path:
         pytest.skip(
             "accuracy tests need the full trained models: run `make models` or set WBC_RAY_TEST_MODELS"
         )
+    from wbc_ray.models import list_models
+    from wbc_ray.serve.app import config_args
     from wbc_ray.training import ensure_tile_rates
 
-    ensure_tile_rates(models_dir, MANIFEST)
+    ensure_tile_rates(models_dir, MANIFEST, config_args().precisions(list_models()))
     return models_dir

@@ -160,7 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from .serve.app import config_args
 
         app_args = config_args(args.serve_config)
-        precision = {n: p for n in available(models) if (p := app_args.precision_of(n))}
+        precision = app_args.precisions(available(models))
     res = evaluate(
         models, args.manifest, args.out, split=args.split, perturb=args.perturb, precision=precision
     )
@@ -181,7 +181,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     models = args.models or s.models_dir
     # Calls as the Serve app makes them: the per-model precisions of its config.
     app_args = config_args(args.serve_config)
-    precision = {n: p for n in available(models) if (p := app_args.precision_of(n))}
+    precision = app_args.precisions(available(models))
     rec = measure_tile_rates(
         models,
         args.manifest,

@@ -12,6 +12,8 @@ from .config import load_settings
 def main() -> int:
     from .analyze import analyze_many, print_summary
     from .manifest import read_manifest
+    from .models import list_models
+    from .serve.app import config_args
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
     from .training import ensure_models, ensure_tile_rates, has_models, quick_models_dir
 
@@ -32,9 +34,12 @@ def main() -> int:
             f"      using the quick preset in {models} (trained once per machine, a few minutes)",
             flush=True,
         )
-        ensure_models(models, manifest, "quick")
+    # The slide estimate's tile rates, measured on the calls the app will make.
+    precision = config_args().precisions(list_models())
+    if models != Path(s.models_dir):
+        ensure_models(models, manifest, "quick", precision=precision)
     else:
-        ensure_tile_rates(models, manifest)
+        ensure_tile_rates(models, manifest, precision)
 
     slide = out / "demo_slide.tiff"
     truth = compose_slide(

@@ -170,3 +170,26 @@ def test_resume_continues_from_the_last_epoch(tmp_path) -> None:
     assert st["epoch"] == 0
     card = train(TrainConfig(**base, epochs=2))  # type: ignore[arg-type]
     assert [h["epoch"] for h in card.training["history"]] == [1, 2]
+
+
+def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir, tmp_path) -> None:
+    import shutil
+
+    from wbc_ray.models import int8_path
+    from wbc_ray.training import ensure_tile_rates
+    from wbc_ray.training._tile_rates import served_precisions
+
+    d = tmp_path / "m"
+    shutil.copytree(models_dir, d, ignore=shutil.ignore_patterns("tile_rates.json", "eval_*", "scratch"))
+    first = ensure_tile_rates(d, MANIFEST, {"mobilenet": "fp32"}, grid=4)
+    assert first["precision"]["mobilenet"] == "fp32" and first["precision"]["xception"] == "bf16"
+    stamp = (d / "tile_rates.json").stat().st_mtime_ns
+    reused = ensure_tile_rates(d, MANIFEST, {"mobilenet": "fp32"}, grid=4)
+    assert reused == json.loads(json.dumps(first))  # the stored record, not measured again
+    assert (d / "tile_rates.json").stat().st_mtime_ns == stamp
+    # Served in other precisions (int8 where its ranges exist): measured again, on those calls.
+    wanted = {"xception": "int8"}
+    again = ensure_tile_rates(d, MANIFEST, wanted, grid=4)
+    assert again["precision"] == served_precisions(d, wanted) and again["precision"]["mobilenet"] == "bf16"
+    int8_path(d, "xception").unlink(missing_ok=True)
+    assert served_precisions(d, wanted)["xception"] == "bf16"  # no ranges: the default precision

@@ -39,6 +39,10 @@ class AppArgs(BaseModel):
     def precision_of(self, name: str) -> str | None:
         return self.precision.get(name) if isinstance(self.precision, dict) else self.precision
 
+    def precisions(self, names: list[str]) -> dict[str, str]:
+        """{model: precision} for the named models this config sets a precision for."""
+        return {n: p for n in names if (p := self.precision_of(n))}
+
     def threads_of(self, name: str) -> int:
         t = self.torch_threads
         return t.get(name, 1) if isinstance(t, dict) else t

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ def ensure_models(
     manifest: str | os.PathLike[str],
     preset: str = "quick",
     progress: bool = True,
+    precision: Mapping[str, str] | None = None,
 ) -> Path:
     """Train the preset into `models_dir` unless all three checkpoints are already there, then
     measure their slide-level tile rates (small slides: the preset is for plumbing) and their
@@ -48,10 +50,12 @@ def ensure_models(
                     model=name, manifest=str(manifest), out=str(out), progress=progress, **PRESETS[preset]
                 )
             )  # type: ignore[arg-type]
-    ensure_tile_rates(out, manifest, grid=8)
+    # Ranges first: the tile rates must be measured on the calls the app makes (`precision`,
+    # from the Serve config, int8 where ranges exist).
     stale = [name for name in list_models() if not _has_int8(out, name)]
     if stale:
         quantize_models(out, manifest, stale, images=128)
+    ensure_tile_rates(out, manifest, precision, grid=8)
     return out
 
 

@@ -124,17 +124,39 @@ def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, An
     return record
 
 
+def served_precisions(
+    models_dir: str | os.PathLike[str], precision: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The precision each model is served in when `precision` is requested: int8 only where its
+    ranges are stored (else the default precision, as `Classifier.load_served` does)."""
+    from ..models import int8_path
+
+    out = {}
+    for n in available(models_dir):
+        p = (precision or {}).get(n)
+        if p == "int8" and not int8_path(models_dir, n).exists():
+            p = None
+        out[n] = p or Classifier.default_precision()
+    return out
+
+
 def ensure_tile_rates(
-    models_dir: str | os.PathLike[str], manifest: str | os.PathLike[str], **measure: Any
+    models_dir: str | os.PathLike[str],
+    manifest: str | os.PathLike[str],
+    precision: Mapping[str, str] | None = None,
+    **measure: Any,
 ) -> dict[str, Any]:
-    """The stored rates when they belong to these weights, else freshly measured ones."""
+    """The stored rates when they belong to these weights and were measured in the precisions
+    they are served in (`precision`, as in a Serve config), else freshly measured ones."""
     cards = [json.loads(Path(models_dir, f"{n}.json").read_text()) for n in available(models_dir)]
     record = load_tile_rates(models_dir, cards)
+    if record is not None and record.get("precision") != served_precisions(models_dir, precision):
+        record = None  # measured on other calls (e.g. before int8 ranges existed)
     if record is None:
         print(
             f"measuring tile call rates of the models in {models_dir} (`wbc-ray calibrate`)", file=sys.stderr
         )
-        record = measure_tile_rates(models_dir, manifest, **measure)
+        record = measure_tile_rates(models_dir, manifest, precision=precision, **measure)
     return record
 
 
