@@ -106,6 +106,24 @@ def test_score_patches(api) -> None:
     assert vote["fusion"] == "vote" and vote["patches"][0]["fused"] in {0.0, 1 / 3, 2 / 3, 1.0}
 
 
+def test_interactive_scoring_matches_bulk(server) -> None:
+    """Patches a person waits for skip the slide-tile queue (`interactive`); the numbers are the
+    bulk path's. 150 tiles: more than the test app's batch cap and two compute steps."""
+    from wbc_ray.manifest import read_manifest
+    from wbc_ray.serve import ensemble_handle
+    from wbc_ray.training import load_images
+
+    items = read_manifest(MANIFEST, "test")[:150]
+    size = ensemble_handle().models.remote().result()[0]["input_size"]
+    tiles = load_images(items, size)[0].numpy()
+    h = ensemble_handle()
+    bulk = h.score.remote(tiles).result()
+    now = h.score.remote(tiles, interactive=True).result()
+    assert bulk["probs"].shape == (150, 3, 2)
+    np.testing.assert_allclose(now["probs"], bulk["probs"], atol=1e-5)
+    np.testing.assert_array_equal(now["call"], bulk["call"])
+
+
 def raw_upload(api, filename: bytes, content: bytes):  # type: ignore[no-untyped-def]
     """A multipart upload written by hand, so the file name reaches the server byte for byte."""
     b = b"wbcboundary1234"

@@ -305,7 +305,7 @@ class Ingress:
             names.append(name)
         if fusion and fusion not in {"fuzzy_rank", "mean", "vote"}:
             raise HTTPException(422, "fusion must be fuzzy_rank, mean or vote")
-        res = await self.ensemble.score.remote(np.stack(tiles), fusion)
+        res = await self.ensemble.score.remote(np.stack(tiles), fusion, interactive=True)
         model_names = [c["name"] for c in cards]
         return {
             "fusion": fusion or self.analysis.get("fusion", "fuzzy_rank"),
