@@ -53,6 +53,7 @@ class CNN:
         # separately, as the model runs STEP_TILES at a time (fp32 Xception: ~0.8 GB at 64
         # tiles of 128 px; int8 graphs run 32 at a time).
         self.predict.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
+        self.predict_now.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
         self.name = name
         self.tiles_scored = 0
         self.busy_s = 0.0
@@ -84,10 +85,13 @@ class CNN:
         probs = await self._stepped(np.concatenate(batches))
         return list(np.split(probs, np.cumsum(sizes)[:-1]))
 
-    async def predict_now(self, tiles: np.ndarray) -> np.ndarray:
-        """Interactive scoring (patches a person waits for): not batched with slide tiles, so
-        it waits at most for the step in progress."""
-        return await self._stepped(tiles)
+    @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.002, batch_size_fn=_tiles_in)
+    async def predict_now(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Interactive scoring (patches a person waits for): batched only with other interactive
+        requests, so it waits at most for the slide-tile step in progress."""
+        sizes = [len(b) for b in batches]
+        probs = await self._stepped(np.concatenate(batches))
+        return list(np.split(probs, np.cumsum(sizes)[:-1]))
 
     async def gradcam(self, tile: np.ndarray, target: int = 1) -> np.ndarray:
         # On the compute thread too: one model computation at a time per replica, and an
@@ -151,12 +155,12 @@ class Ensemble:
         """probs (N, M, K) in model-name order, fused malignant score (N,), call (N,).
 
         `interactive` requests (a person waiting) go ahead of queued slide tiles."""
-        if interactive:
-            outs = await asyncio.gather(*(h.predict_now.remote(tiles) for h in self.cnns.values()))
-            return self._fused(list(outs), fusion)
         step = self.max_tiles
         parts = [tiles[i : i + step] for i in range(0, len(tiles), step)] or [tiles]
-        outs = await asyncio.gather(*(h.predict.remote(t) for h in self.cnns.values() for t in parts))
+        method = "predict_now" if interactive else "predict"
+        outs = await asyncio.gather(
+            *(getattr(h, method).remote(t) for h in self.cnns.values() for t in parts)
+        )
         k = len(parts)
         return self._fused([np.concatenate(outs[m * k : (m + 1) * k]) for m in range(len(self.cnns))], fusion)
 
