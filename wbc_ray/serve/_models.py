@@ -78,20 +78,21 @@ class CNN:
         ]
         return np.concatenate(outs) if outs else self.clf.predict(tiles)
 
-    @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.005, batch_size_fn=_tiles_in)
-    async def predict(self, batches: list[np.ndarray]) -> list[np.ndarray]:
-        """Bulk scoring (slide tiles): tiles of concurrent requests share batches."""
+    async def _batch(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         sizes = [len(b) for b in batches]
         probs = await self._stepped(np.concatenate(batches))
         return list(np.split(probs, np.cumsum(sizes)[:-1]))
+
+    @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.005, batch_size_fn=_tiles_in)
+    async def predict(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Bulk scoring (slide tiles): tiles of concurrent requests share batches."""
+        return await self._batch(batches)
 
     @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.002, batch_size_fn=_tiles_in)
     async def predict_now(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """Interactive scoring (patches a person waits for): batched only with other interactive
         requests, so it waits at most for the slide-tile step in progress."""
-        sizes = [len(b) for b in batches]
-        probs = await self._stepped(np.concatenate(batches))
-        return list(np.split(probs, np.cumsum(sizes)[:-1]))
+        return await self._batch(batches)
 
     async def gradcam(self, tile: np.ndarray, target: int = 1) -> np.ndarray:
         # On the compute thread too: one model computation at a time per replica, and an

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..ensemble import FUSIONS, TileRates, fuse
 from ..manifest import read_manifest
-from ..models import Classifier, available, tile_scale
+from ..models import Classifier, available, int8_matches, int8_path, tile_scale
 from ..slides import GridSpec, compose_slide, open_slide, read_tile, tile_grid, tissue_mask
 
 RATES_FILE = "tile_rates.json"
@@ -127,15 +127,14 @@ def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, An
 def served_precisions(
     models_dir: str | os.PathLike[str], precision: Mapping[str, str] | None
 ) -> dict[str, str]:
-    """The precision each model is served in when `precision` is requested: int8 only where its
-    ranges are stored (else the default precision, as `Classifier.load_served` does)."""
-    from ..models import int8_path
-
+    """The precision each model is served in when `precision` is requested: int8 only where
+    ranges for its weights are stored (else the default, as `Classifier.load_served` does)."""
     out = {}
     for n in available(models_dir):
         p = (precision or {}).get(n)
-        if p == "int8" and not int8_path(models_dir, n).exists():
-            p = None
+        if p == "int8":
+            version = json.loads(Path(models_dir, f"{n}.json").read_text())["version"]
+            p = p if int8_matches(int8_path(models_dir, n), version) else None
         out[n] = p or Classifier.default_precision()
     return out
 
