@@ -27,6 +27,8 @@ def main() -> int:
     out.mkdir(parents=True)
 
     models = Path(s.models_dir)
+    # The slide estimate's tile rates, measured on the calls the app will make.
+    precision = config_args().precisions(list_models())
     if not has_models(models):
         models = quick_models_dir()
         print(
@@ -34,9 +36,6 @@ def main() -> int:
             f"      using the quick preset in {models} (trained once per machine, a few minutes)",
             flush=True,
         )
-    # The slide estimate's tile rates, measured on the calls the app will make.
-    precision = config_args().precisions(list_models())
-    if models != Path(s.models_dir):
         ensure_models(models, manifest, "quick", precision=precision)
     else:
         ensure_tile_rates(models, manifest, precision)

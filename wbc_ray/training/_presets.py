@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..models import ModelCard, available, int8_matches, int8_path, list_models
+from ..models import available, list_models
 from ._int8 import quantize_models
-from ._tile_rates import ensure_tile_rates
+from ._tile_rates import ensure_tile_rates, has_int8
 from ._train import TrainConfig, train
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,13 +52,8 @@ def ensure_models(
             )  # type: ignore[arg-type]
     # Ranges first: the tile rates must be measured on the calls the app makes (`precision`,
     # from the Serve config, int8 where ranges exist).
-    stale = [name for name in list_models() if not _has_int8(out, name)]
+    stale = [name for name in list_models() if not has_int8(out, name)]
     if stale:
         quantize_models(out, manifest, stale, images=128)
     ensure_tile_rates(out, manifest, precision, grid=8)
     return out
-
-
-def _has_int8(models_dir: Path, name: str) -> bool:
-    card = ModelCard.from_json((models_dir / f"{name}.json").read_text())
-    return int8_matches(int8_path(models_dir, name), card.version)

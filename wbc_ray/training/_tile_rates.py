@@ -124,6 +124,12 @@ def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, An
     return record
 
 
+def has_int8(models_dir: str | os.PathLike[str], name: str) -> bool:
+    """Whether int8 ranges for the model's current weights are stored beside them."""
+    version = json.loads(Path(models_dir, f"{name}.json").read_text())["version"]
+    return int8_matches(int8_path(models_dir, name), version)
+
+
 def served_precisions(
     models_dir: str | os.PathLike[str], precision: Mapping[str, str] | None
 ) -> dict[str, str]:
@@ -132,9 +138,8 @@ def served_precisions(
     out = {}
     for n in available(models_dir):
         p = (precision or {}).get(n)
-        if p == "int8":
-            version = json.loads(Path(models_dir, f"{n}.json").read_text())["version"]
-            p = p if int8_matches(int8_path(models_dir, n), version) else None
+        if p == "int8" and not has_int8(models_dir, n):
+            p = None
         out[n] = p or Classifier.default_precision()
     return out
 
