@@ -7,12 +7,30 @@ import pytest
 
 from tests.conftest import SLIDES, need_data
 from wbc_ray.slides import GridSpec, SlideError, choose_level, open_slide, tile_grid, tissue_mask
-from wbc_ray.slides._tissue import otsu_threshold, tissue_mask_from_rgb
+from wbc_ray.slides._tissue import _dilate, _erode, otsu_threshold, tissue_mask_from_rgb
 
 
 def test_otsu_splits_two_modes() -> None:
     vals = np.concatenate([np.full(500, 0.1), np.full(500, 0.7)])
     assert 0.1 <= otsu_threshold(vals) < 0.7
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (40, 33), (257, 300)])
+def test_square_morphology_matches_scipy(shape: tuple[int, int]) -> None:
+    # The mask's clean-up uses its own shifted-view morphology for speed; it must keep scipy's
+    # results exactly, edges included (outside the image is background for both).
+    from scipy import ndimage
+
+    rng = np.random.default_rng(sum(shape))
+    for density in (0.1, 0.5, 0.9):
+        m = rng.random(shape) < density
+        sq = np.ones((3, 3), bool)
+        closed = ndimage.binary_closing(m, structure=sq, iterations=2)
+        assert np.array_equal(_erode(_dilate(m, 5), 5), closed)
+        opened = ndimage.binary_opening(m, structure=sq)
+        assert np.array_equal(_dilate(_erode(m, 3), 3), opened)
+        assert np.array_equal(_dilate(m, 3), ndimage.binary_dilation(m, structure=sq))
+        assert np.array_equal(_erode(m, 5), ndimage.binary_erosion(m, structure=sq, iterations=2))
 
 
 def test_mask_of_glass_is_empty_and_of_a_stained_block_is_found() -> None:

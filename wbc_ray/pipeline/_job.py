@@ -260,14 +260,16 @@ def run_job(
         if score is None:
             ds = ds.map_batches(stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy")
         else:
-            # One stage, a chunk at a time: read, score (the CPU work is in the Serve replicas, so
-            # the tasks ask for little), write. Three stages (read -> score -> write) ran 5-10%
-            # slower end to end on 2 cores: pixels crossed the object store, and the executor
-            # had three times the tasks to schedule.
+            # One stage, a chunk at a time: read, score, write. Three stages (read -> score ->
+            # write) ran 5-10% slower end to end on 2 cores: pixels crossed the object store,
+            # and the executor had three times the tasks to schedule. The CPU work is in the
+            # Serve replicas, so the tasks reserve no CPU; the pool size bounds them. With any
+            # CPU reservation Ray Data admits one task until its first resource refresh (1 s
+            # in), which left one unit in flight for the first second of every slide.
             ds = ds.map_batches(
                 stage,
                 batch_size=1,
-                num_cpus=0.05,
+                num_cpus=0,
                 compute=TaskPoolStrategy(size=max(1, min(score_tasks, n_blocks))),
                 batch_format="numpy",
             )

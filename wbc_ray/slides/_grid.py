@@ -81,9 +81,10 @@ def choose_level(slide: Slide, target_mpp: float) -> tuple[int, float]:
 
 def _box_fractions(mask: TissueMask, x0: np.ndarray, y0: np.ndarray, size0: float) -> np.ndarray:
     """Mean of the mask over each tile's box, via a summed-area table."""
-    m = mask.mask.astype(np.float64)
-    sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1))
-    sat[1:, 1:] = m.cumsum(0).cumsum(1)
+    m = mask.mask
+    # Integer sums: exact, and half the memory traffic of float64 on a 2048 px mask.
+    sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.int64)
+    sat[1:, 1:] = m.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
     s = mask.scale
 
     def clip(v: np.ndarray, hi: int) -> np.ndarray:
