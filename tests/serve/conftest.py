@@ -23,10 +23,8 @@ def slide_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("slides_in")
 
 
-@pytest.fixture(scope="session")
-def server(ray_local, models_dir, results_dir, slide_dir):
-    from ray import serve
-
+def start_app(models_dir: Path, results_dir: Path, slide_dir: Path) -> str:
+    """Start the Serve app the REST tests run against and wait until it answers; its base URL."""
     from wbc_ray.serve import start
 
     start(
@@ -47,7 +45,14 @@ def server(ray_local, models_dir, results_dir, slide_dir):
                 break
         except httpx.HTTPError:
             time.sleep(1)
-    yield base
+    return base
+
+
+@pytest.fixture(scope="session")
+def server(ray_local, models_dir, results_dir, slide_dir):
+    from ray import serve
+
+    yield start_app(models_dir, results_dir, slide_dir)
     serve.shutdown()
 
 
