@@ -42,9 +42,9 @@ MODELS ?= $(abspath weights)
 export WBC_RAY_MODELS ?= $(MODELS)
 MANIFEST := $(WBC_RAY_DATA)/all_taleqani/split.csv
 models: setup
-	$(BIN)/wbc-ray train --model mobilenet --precision bf16 --manifest $(MANIFEST) --out $(MODELS)
+	$(BIN)/wbc-ray train --model mobilenet --precision bf16 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray train --model inception_v3 --mosaic 0.25 --manifest $(MANIFEST) --out $(MODELS)
-	$(BIN)/wbc-ray train --model xception --mosaic 0.25 --manifest $(MANIFEST) --out $(MODELS)
+	$(BIN)/wbc-ray train --model xception --mosaic 0.25 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray quantize --models $(MODELS) --manifest $(MANIFEST)
 	$(BIN)/wbc-ray calibrate --models $(MODELS) --manifest $(MANIFEST)
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --out $(MODELS)/eval_test

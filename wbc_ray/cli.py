@@ -135,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         weights=None if args.weights in (None, "none") else args.weights,
         limit=args.limit,
         mosaic=args.mosaic,
+        subtype_weight=args.subtype_weight,
         precision=args.precision,
         **({"lr": args.lr} if args.lr else {}),
     )
@@ -157,10 +158,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     precision = None
     if args.served:
         from .models import available
-        from .serve.app import config_args
+        from .serve.app import served_precisions
 
-        app_args = config_args(args.serve_config)
-        precision = app_args.precisions(available(models))
+        precision = served_precisions(args.serve_config, available(models))
     res = evaluate(
         models, args.manifest, args.out, split=args.split, perturb=args.perturb, precision=precision
     )
@@ -174,14 +174,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 @command("calibrate")
 def _calibrate(args: argparse.Namespace) -> int:
     from .models import available
-    from .serve.app import config_args
+    from .serve.app import served_precisions
     from .training import RATES_FILE, measure_tile_rates
 
     s = _settings(args)
     models = args.models or s.models_dir
     # Calls as the Serve app makes them: the per-model precisions of its config.
-    app_args = config_args(args.serve_config)
-    precision = app_args.precisions(available(models))
+    precision = served_precisions(args.serve_config, available(models))
     rec = measure_tile_rates(
         models,
         args.manifest,
@@ -315,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="share of each batch shown as slide-like windows across fields on glass (0..1)",
+    )
+    tr.add_argument(
+        "--subtype-weight",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary subtype loss (training-only head over the manifest's subtype column)",
     )
     tr.add_argument(
         "--precision",

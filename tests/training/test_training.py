@@ -193,3 +193,59 @@ def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir,
     assert again["precision"] == served_precisions(d, wanted) and again["precision"]["mobilenet"] == "bf16"
     int8_path(d, "xception").unlink(missing_ok=True)
     assert served_precisions(d, wanted)["xception"] == "bf16"  # no ranges: the default precision
+
+
+def test_subtype_head_trains_alongside_and_leaves_a_binary_checkpoint(tmp_path) -> None:
+    need_data()
+    from safetensors.torch import load_file
+
+    from wbc_ray.models import build_model
+    from wbc_ray.models._registry import submodule
+    from wbc_ray.training._train import _SubtypeHead
+
+    # The auxiliary head reads the binary head's input and gets gradients from its own loss.
+    model = build_model("mobilenet", num_classes=2)
+    head = submodule(model, "classifier")
+    aux = _SubtypeHead(head, torch.tensor([0, 1, 1, 2, 3, 3]), 4)
+    aux.attach(head)
+    model(torch.rand(4, 3, 64, 64))
+    assert aux.features is not None and aux.features.shape == (4, head.in_features)
+    aux.loss(1, torch.tensor([1, 2, 3]), 0.0).backward()
+    assert aux.linear.weight.grad is not None and aux.linear.weight.grad.abs().sum() > 0
+    # Balanced over subtypes: the rarest weighs most.
+    assert aux.class_w.argmax() in (0, 2) and aux.class_w.argmin() in (1, 3)
+
+    # A real epoch with it (and with mosaic views, which carry no subtype) saves the same
+    # tensors as a plain binary model: nothing of the auxiliary head reaches the checkpoint.
+    card = train(
+        TrainConfig(
+            model="mobilenet",
+            manifest=str(MANIFEST),
+            out=str(tmp_path / "w"),
+            input_size=64,
+            epochs=1,
+            limit=48,
+            batch_size=16,
+            mosaic=0.25,
+            subtype_weight=0.5,
+            progress=False,
+        )
+    )
+    assert card.training["subtype_weight"] == 0.5
+    saved = load_file(str(tmp_path / "w" / "mobilenet.safetensors"))
+    assert set(saved) == set(build_model("mobilenet", num_classes=2).state_dict())
+    assert saved["classifier.weight"].shape[0] == 2
+
+    # A manifest without subtypes cannot feed it: a clear error, not a silent binary run.
+    import csv
+
+    with open(MANIFEST) as fh:
+        rows = [r for r in csv.DictReader(fh)]
+    rows = [r for sp in ("train", "val", "test") for r in rows if r["split"] == sp][::200]
+    man = tmp_path / "nosub.csv"
+    man.write_text(
+        "path,label,split\n"
+        + "".join(f"{MANIFEST.parent / r['path']},{r['label']},{r['split']}\n" for r in rows)
+    )
+    with pytest.raises(ValueError, match="subtype"):
+        train(TrainConfig(model="mobilenet", manifest=str(man), out=str(tmp_path / "x"), subtype_weight=1.0))

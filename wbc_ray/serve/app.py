@@ -97,6 +97,17 @@ def config_args(path: str | os.PathLike[str] | None = None) -> AppArgs:
     return AppArgs(**load_serve_config(path or SERVE_CONFIG)["app"].get("args", {}))
 
 
+def served_precisions(
+    path: str | os.PathLike[str] | None = None, names: list[str] | None = None
+) -> dict[str, str]:
+    """{model: precision} as a Serve config (configs/serve.yaml by default) serves the named
+    models (default: every registered architecture): what calibration and evaluation of the
+    served models must run."""
+    from ..models import list_models
+
+    return config_args(path).precisions(names if names is not None else list_models())
+
+
 def app_from_config(path: str | os.PathLike[str] = SERVE_CONFIG, **overrides: Any) -> Application:  # noqa: D401
     """Build the app as `serve run` would: args and per-deployment options from the YAML."""
     app = load_serve_config(path)["app"]

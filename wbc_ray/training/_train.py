@@ -51,6 +51,9 @@ class TrainConfig:
     seed: int = 0
     weights: str | None = None  # None | "imagenet" | a weight file | a folder of <model>.safetensors
     mosaic: float = 0.0  # share of each batch shown as slide-like windows over fields on glass
+    # Weight of an auxiliary subtype loss (a training-only linear head on the pooled features,
+    # over the manifest's `subtype` column); 0 turns it off. The saved model stays binary.
+    subtype_weight: float = 0.0
     limit: int | None = None  # use only this many images per split (tests, smoke runs)
     threads: int | None = None
     device: str | None = None
@@ -94,6 +97,43 @@ class _EMA:
                 e.lerp_(m, 1 - d)
             else:
                 e.copy_(m)
+
+
+class _SubtypeHead(nn.Module):
+    """Training-only auxiliary head: the subtype from the pooled features the binary head reads.
+
+    The binary loss lumps Early, Pre and Pro together, and most errors are Early pre-B blasts
+    against benign cells; naming the subtype asks the features for the finer distinctions.
+    It reads the binary head's input through a forward pre-hook, so it works for every
+    registered architecture, and it is dropped at save time: checkpoints stay binary.
+    """
+
+    def __init__(self, head: nn.Linear, subtypes: torch.Tensor, n: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(head.in_features, n)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        counts = torch.bincount(subtypes, minlength=n).float()
+        self.register_buffer("class_w", counts.sum() / (n * counts.clamp(min=1)))
+        self.features: torch.Tensor | None = None
+
+    def attach(self, head: nn.Module) -> None:
+        head.register_forward_pre_hook(self._grab)
+
+    def _grab(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self.features = args[0]
+
+    def loss(self, first: int, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+        assert self.features is not None
+        logits = self.linear(self.features[first:].float())
+        return F.cross_entropy(logits, target, weight=self.class_w, label_smoothing=smoothing)
+
+
+def _subtype_targets(items: list[Item]) -> tuple[list[str], torch.Tensor]:
+    names = sorted({it.subtype or "" for it in items})
+    if "" in names:
+        raise ValueError("subtype_weight > 0 needs a `subtype` column filled for every training image")
+    return names, torch.tensor([names.index(it.subtype or "") for it in items])
 
 
 def _predict_logits(model: nn.Module, card: ModelCard, x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -160,6 +200,8 @@ def train(cfg: TrainConfig) -> ModelCard:
     splits = {
         s: _subset(read_manifest(cfg.manifest, s), cfg.limit, cfg.seed) for s in ("train", "val", "test")
     }
+    if cfg.subtype_weight > 0:  # checked before the images load: a wrong manifest fails at once
+        sub_names, sub_y = _subtype_targets(splits["train"])
     data = {s: load_images(items, cfg.input_size) for s, items in splits.items()}
     select = data["val"]
     if cfg.mosaic > 0:
@@ -185,17 +227,26 @@ def train(cfg: TrainConfig) -> ModelCard:
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
     model = model.to(memory_format=torch.channels_last)
+    aux: _SubtypeHead | None = None
+    if cfg.subtype_weight > 0:
+        head_mod = submodule(model, get_spec(cfg.model).head)
+        assert isinstance(head_mod, nn.Linear)
+        aux = _SubtypeHead(head_mod, sub_y, len(sub_names)).to(device)
+        _log(cfg, f"auxiliary subtype head over {sub_names}, weight {cfg.subtype_weight}")
     precision = training_precision(device, cfg.precision)
     _log(cfg, f"training on {device} in {precision}, channels_last")
     card = default_card(cfg.model, cfg.input_size)
     card.manifest_hash = manifest_hash(splits["train"])
     epochs = cfg.n_epochs()
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
     ema = _EMA(model, cfg.ema_decay)
+    if aux is not None:  # after the EMA copy: only the trained model feeds the auxiliary head
+        aux.attach(submodule(model, get_spec(cfg.model).head))
     state_path = out / f"{cfg.model}.last.pt"
     start, best_ba, best_epoch, best_state = 0, -1.0, -1, None
     history: list[dict[str, float]] = []
@@ -204,6 +255,8 @@ def train(cfg: TrainConfig) -> ModelCard:
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
         ema.model.load_state_dict(st["ema"])
+        if aux is not None and "aux" in st:
+            aux.load_state_dict(st["aux"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
         start, best_ba, best_epoch = int(st["epoch"]) + 1, float(st["best_ba"]), int(st["best_epoch"])
@@ -236,6 +289,10 @@ def train(cfg: TrainConfig) -> ModelCard:
             with autocast(device, precision):
                 logits = model(xb)
             loss = soft_cross_entropy(logits.float(), yb.to(device), class_w, cfg.label_smoothing)
+            if aux is not None:
+                first = round(len(idx) * cfg.mosaic)  # mosaic views (no single subtype) come first
+                target = sub_y[idx[first:]].to(device)
+                loss = loss + cfg.subtype_weight * aux.loss(first, target, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -272,6 +329,7 @@ def train(cfg: TrainConfig) -> ModelCard:
             {
                 "model": model.state_dict(),
                 "ema": ema.model.state_dict(),
+                **({"aux": aux.state_dict()} if aux is not None else {}),
                 "opt": opt.state_dict(),
                 "sched": sched.state_dict(),
                 "epoch": epoch,
