@@ -108,6 +108,8 @@ class _SubtypeHead(nn.Module):
     registered architecture, and it is dropped at save time: checkpoints stay binary.
     """
 
+    class_w: torch.Tensor
+
     def __init__(self, head: nn.Linear, subtypes: torch.Tensor, n: int) -> None:
         super().__init__()
         self.linear = nn.Linear(head.in_features, n)
