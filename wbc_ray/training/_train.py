@@ -118,8 +118,6 @@ class _SubtypeHead(nn.Module):
         counts = torch.bincount(subtypes, minlength=n).float()
         self.register_buffer("class_w", counts.sum() / (n * counts.clamp(min=1)))
         self.features: torch.Tensor | None = None
-
-    def attach(self, head: nn.Module) -> None:
         head.register_forward_pre_hook(self._grab)
 
     def _grab(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -229,6 +227,8 @@ def train(cfg: TrainConfig) -> ModelCard:
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
     model = model.to(memory_format=torch.channels_last)
+    # The EMA copy is taken before the auxiliary head hooks in: only the trained model feeds it.
+    ema = _EMA(model, cfg.ema_decay)
     aux: _SubtypeHead | None = None
     if cfg.subtype_weight > 0:
         head_mod = submodule(model, get_spec(cfg.model).head)
@@ -246,9 +246,6 @@ def train(cfg: TrainConfig) -> ModelCard:
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
-    ema = _EMA(model, cfg.ema_decay)
-    if aux is not None:  # after the EMA copy: only the trained model feeds the auxiliary head
-        aux.attach(submodule(model, get_spec(cfg.model).head))
     state_path = out / f"{cfg.model}.last.pt"
     start, best_ba, best_epoch, best_state = 0, -1.0, -1, None
     history: list[dict[str, float]] = []
