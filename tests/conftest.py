@@ -65,10 +65,10 @@ def models_dir() -> Path:
     """Checkpoints for the serving tests: the full set when present, else the quick preset,
     trained once per machine into the user cache (about 2 minutes; plumbing only)."""
     need_data()
-    from wbc_ray.serve.app import served_precisions
+    from wbc_ray.serve.app import configured_precisions
     from wbc_ray.training import ensure_models, quick_models_dir
 
-    precision = served_precisions()
+    precision = configured_precisions()
     return full_models() or ensure_models(
         quick_models_dir(), MANIFEST, "quick", progress=False, precision=precision
     )
@@ -85,8 +85,8 @@ def trained_models(models_dir: Path) -> Path:
         pytest.skip(
             "accuracy tests need the full trained models: run `make models` or set WBC_RAY_TEST_MODELS"
         )
-    from wbc_ray.serve.app import served_precisions
+    from wbc_ray.serve.app import configured_precisions
     from wbc_ray.training import ensure_tile_rates
 
-    ensure_tile_rates(models_dir, MANIFEST, served_precisions())
+    ensure_tile_rates(models_dir, MANIFEST, configured_precisions())
     return models_dir

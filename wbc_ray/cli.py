@@ -158,9 +158,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     precision = None
     if args.served:
         from .models import available
-        from .serve.app import served_precisions
+        from .serve.app import configured_precisions
 
-        precision = served_precisions(args.serve_config, available(models))
+        precision = configured_precisions(args.serve_config, available(models))
     res = evaluate(
         models, args.manifest, args.out, split=args.split, perturb=args.perturb, precision=precision
     )
@@ -174,13 +174,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 @command("calibrate")
 def _calibrate(args: argparse.Namespace) -> int:
     from .models import available
-    from .serve.app import served_precisions
+    from .serve.app import configured_precisions
     from .training import RATES_FILE, measure_tile_rates
 
     s = _settings(args)
     models = args.models or s.models_dir
     # Calls as the Serve app makes them: the per-model precisions of its config.
-    precision = served_precisions(args.serve_config, available(models))
+    precision = configured_precisions(args.serve_config, available(models))
     rec = measure_tile_rates(
         models,
         args.manifest,

@@ -12,7 +12,7 @@ from .config import load_settings
 def main() -> int:
     from .analyze import analyze_many, print_summary
     from .manifest import read_manifest
-    from .serve.app import served_precisions
+    from .serve.app import configured_precisions
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
     from .training import ensure_models, ensure_tile_rates, has_models, quick_models_dir
 
@@ -27,7 +27,7 @@ def main() -> int:
 
     models = Path(s.models_dir)
     # The slide estimate's tile rates, measured on the calls the app will make.
-    precision = served_precisions()
+    precision = configured_precisions()
     if not has_models(models):
         models = quick_models_dir()
         print(

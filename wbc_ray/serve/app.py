@@ -97,12 +97,13 @@ def config_args(path: str | os.PathLike[str] | None = None) -> AppArgs:
     return AppArgs(**load_serve_config(path or SERVE_CONFIG)["app"].get("args", {}))
 
 
-def served_precisions(
+def configured_precisions(
     path: str | os.PathLike[str] | None = None, names: list[str] | None = None
 ) -> dict[str, str]:
-    """{model: precision} as a Serve config (configs/serve.yaml by default) serves the named
+    """{model: precision} a Serve config (configs/serve.yaml by default) asks for, for the named
     models (default: every registered architecture): what calibration and evaluation of the
-    served models must run."""
+    served models must request. What each model then runs in (int8 only where ranges exist)
+    is `training._tile_rates.served_precisions`."""
     from ..models import list_models
 
     return config_args(path).precisions(names if names is not None else list_models())
