@@ -158,11 +158,16 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def _mosaic_rows(batch: int, mosaic_share: float) -> int:
+    """How many of a batch's rows (the first ones) are mosaic views."""
+    return round(batch * mosaic_share)
+
+
 def _batch(
     x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, mosaic_share: float, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float images in [0, 1] and soft malignant labels; the first part of it as mosaics."""
-    k = round(len(idx) * mosaic_share)
+    k = _mosaic_rows(len(idx), mosaic_share)
     plain = x[idx[k:]].permute(0, 3, 1, 2).float().div_(255)
     if k == 0:
         return plain, y[idx].float()
@@ -219,11 +224,11 @@ def train(cfg: TrainConfig) -> ModelCard:
     class_w = (counts.sum() / (2 * counts.clamp(min=1))).to(device)
 
     model = build_model(cfg.model, num_classes=2, weights=cfg.weight_file()).to(device)
+    head = submodule(model, get_spec(cfg.model).head)
+    assert isinstance(head, nn.Linear)
     if cfg.weights is None:
         # A zero head starts every model at p = 0.5; MobileNetV2's default init starts at logits
         # of std ~4, which costs the first epoch just unlearning confident nonsense.
-        head = submodule(model, get_spec(cfg.model).head)
-        assert isinstance(head, nn.Linear)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
     model = model.to(memory_format=torch.channels_last)
@@ -231,9 +236,7 @@ def train(cfg: TrainConfig) -> ModelCard:
     ema = _EMA(model, cfg.ema_decay)
     aux: _SubtypeHead | None = None
     if cfg.subtype_weight > 0:
-        head_mod = submodule(model, get_spec(cfg.model).head)
-        assert isinstance(head_mod, nn.Linear)
-        aux = _SubtypeHead(head_mod, sub_y, len(sub_names)).to(device)
+        aux = _SubtypeHead(head, sub_y, len(sub_names)).to(device)
         _log(cfg, f"auxiliary subtype head over {sub_names}, weight {cfg.subtype_weight}")
     precision = training_precision(device, cfg.precision)
     _log(cfg, f"training on {device} in {precision}, channels_last")
@@ -289,7 +292,7 @@ def train(cfg: TrainConfig) -> ModelCard:
                 logits = model(xb)
             loss = soft_cross_entropy(logits.float(), yb.to(device), class_w, cfg.label_smoothing)
             if aux is not None:
-                first = round(len(idx) * cfg.mosaic)  # mosaic views (no single subtype) come first
+                first = _mosaic_rows(len(idx), cfg.mosaic)  # mosaic views carry no single subtype
                 target = sub_y[idx[first:]].to(device)
                 loss = loss + cfg.subtype_weight * aux.loss(first, target, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
