@@ -24,10 +24,12 @@ def need_data() -> None:
 @pytest.fixture(scope="session")
 def ray_local():
     import ray
+    import torch
 
     from wbc_ray.pipeline import init_ray
 
-    init_ray(num_cpus=2)
+    # Two CPUs as on CI; a GPU machine gets all of its CPUs, which configs/serve.gpu.yaml needs.
+    init_ray(num_cpus=None if torch.cuda.is_available() else 2)
     yield ray
     ray.shutdown()
 

@@ -43,8 +43,11 @@ def _safe_stem(path: str) -> str:
     return stem
 
 
-def ensure_app(models_dir: str, results_dir: str, fusion: str | None = None) -> None:
-    """Start local Ray and the Serve app unless an app of that name is already running."""
+def ensure_app(
+    models_dir: str, results_dir: str, fusion: str | None = None, serve_config: str | None = None
+) -> None:
+    """Start local Ray and the Serve app unless an app of that name is already running
+    (`serve_config` default: the GPU config where the cluster has GPUs, else configs/serve.yaml)."""
     from ray import serve
 
     from .pipeline import init_ray
@@ -59,7 +62,7 @@ def ensure_app(models_dir: str, results_dir: str, fusion: str | None = None) -> 
         overrides: dict[str, Any] = {"models_dir": models_dir, "results_dir": results_dir}
         if fusion:
             overrides["fusion"] = fusion
-        start(**overrides)
+        start(serve_config, **overrides)
 
 
 def analyze_many(
@@ -71,6 +74,7 @@ def analyze_many(
     fusion: str | None = None,
     slide_mpp: float | None = None,
     progress: bool = True,
+    serve_config: str | None = None,
 ) -> list[SlideResult]:
     from .pipeline import AnalysisSettings, analyze_slide
     from .serve import ensemble_handle
@@ -80,7 +84,7 @@ def analyze_many(
     s = settings or load_settings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ensure_app(models_dir, str(out), fusion)
+    ensure_app(models_dir, str(out), fusion, serve_config)
     cards = ensemble_handle().models.remote().result()
     rates_record = ensemble_handle().tile_rates.remote().result()
     cfg = AnalysisSettings(

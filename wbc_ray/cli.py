@@ -257,6 +257,7 @@ def _analyze(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         slide_mpp=args.slide_mpp,
         progress=not args.json,
+        serve_config=args.serve_config,
     )
     if json_out is not None:
         json_out.write(json.dumps([r.summary() for r in results], indent=2) + "\n")
@@ -264,6 +265,10 @@ def _analyze(args: argparse.Namespace) -> int:
     else:
         print_summary(results)
     return 0 if all(r.ok for r in results) else 1
+
+
+# Which Serve config `analyze` and `serve` start the app with when none is named.
+STARTED_WITH = "(default: configs/serve.gpu.yaml where the Ray cluster has GPUs, else configs/serve.yaml)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--serve-config", default=None, help="Ray Serve config (default configs/serve.yaml)")
 
-    sv = sub.add_parser("serve", help="start local Ray and the Serve app from configs/serve.yaml")
-    sv.add_argument("--serve-config", default=None, help="Ray Serve config (default configs/serve.yaml)")
+    sv = sub.add_parser("serve", help="start local Ray and the Serve app from a Serve config")
+    sv.add_argument("--serve-config", default=None, help=f"Ray Serve config {STARTED_WITH}")
     sv.add_argument("--models", help="weights folder")
     sv.add_argument("--results", help="results folder")
     sv.add_argument("--host", default="127.0.0.1")
@@ -374,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", required=True, help="results folder (one <slide>.zarr each)")
     an.add_argument("--fusion", choices=["fuzzy_rank", "mean", "vote"])
     an.add_argument("--slide-mpp", type=float, help="override the slides' microns/pixel")
+    an.add_argument("--serve-config", help=f"Ray Serve config, when the app must be started {STARTED_WITH}")
     an.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 
     return p

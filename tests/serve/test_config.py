@@ -34,6 +34,10 @@ def test_serve_configs_validate(name: str) -> None:
         assert total <= 1.1
     else:
         assert all((d.ray_actor_options.num_gpus or 0) > 0 and d.autoscaling_config for d in cnn)
+        # The first replica of every model must fit on one GPU together, or a one-GPU node
+        # (the cluster configs' GPU workers) leaves a model pending forever.
+        first = sum(d.ray_actor_options.num_gpus * d.autoscaling_config["min_replicas"] for d in cnn)
+        assert first <= 1.0
 
 
 def test_rayservice_render_embeds_the_serve_config() -> None:

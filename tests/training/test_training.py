@@ -77,17 +77,8 @@ def test_mosaic_soft_label_is_the_malignant_share_of_field_area() -> None:
 
 def _one_small_epoch(out: Path, **kw: Any) -> TrainConfig:
     """MobileNet, one epoch on 48 images a split at 64 px: seconds on this CPU."""
-    return TrainConfig(
-        model="mobilenet",
-        manifest=str(MANIFEST),
-        out=str(out),
-        input_size=64,
-        epochs=1,
-        limit=48,
-        batch_size=16,
-        progress=False,
-        **kw,
-    )
+    settings: dict[str, Any] = {"input_size": 64, "epochs": 1, "limit": 48, "batch_size": 16, **kw}
+    return TrainConfig(model="mobilenet", manifest=str(MANIFEST), out=str(out), progress=False, **settings)
 
 
 def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
@@ -135,6 +126,20 @@ def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
     assert set(saved["ensembles"]) == {"fuzzy_rank", "mean", "vote"}
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_amp_training_on_a_gpu(tmp_path) -> None:
+    """Where a GPU exists (CI has none): AMP with a loss scaler, a usable checkpoint."""
+    need_data()
+    card = train(_one_small_epoch(tmp_path / "w", epochs=2))
+    assert card.training["precision_used"] == "amp"
+    assert len(card.training["history"]) == 2
+    assert all(np.isfinite(h["loss"]) for h in card.training["history"])
+    x = np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8)
+    on_gpu = Classifier.load(tmp_path / "w", "mobilenet").predict(x)  # AMP on the GPU by default
+    on_cpu = Classifier.load(tmp_path / "w", "mobilenet", device="cpu", precision="fp32").predict(x)
+    assert np.abs(on_gpu - on_cpu).max() < 0.02
 
 
 def test_training_precision_auto_and_explicit() -> None:

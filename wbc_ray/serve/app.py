@@ -16,6 +16,7 @@ from ._models import CNN, Ensemble
 
 APP_NAME = "wbc-ray"
 SERVE_CONFIG = REPO_ROOT / "configs" / "serve.yaml"
+SERVE_GPU_CONFIG = REPO_ROOT / "configs" / "serve.gpu.yaml"
 
 
 class AppArgs(BaseModel):
@@ -136,8 +137,22 @@ def start(
     init_ray()
     serve.start(http_options={"host": host, "port": port})
     return serve.run(
-        app_from_config(path or SERVE_CONFIG, **overrides), name=APP_NAME, route_prefix="/", blocking=blocking
+        app_from_config(path or default_serve_config(), **overrides),
+        name=APP_NAME,
+        route_prefix="/",
+        blocking=blocking,
     )
+
+
+def default_serve_config() -> Path:
+    """configs/serve.gpu.yaml when the Ray cluster this process is connected to has GPUs, else
+    configs/serve.yaml (CPU replicas would leave the GPUs idle; GPU replicas could never start
+    on a cluster without them)."""
+    import ray
+
+    if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0:
+        return SERVE_GPU_CONFIG
+    return SERVE_CONFIG
 
 
 def ensemble_handle() -> Any:

@@ -240,6 +240,9 @@ def train(cfg: TrainConfig) -> ModelCard:
         _log(cfg, f"auxiliary subtype head over {sub_names}, weight {cfg.subtype_weight}")
     precision = training_precision(device, cfg.precision)
     _log(cfg, f"training on {device} in {precision}, channels_last")
+    # AMP on CUDA autocasts to fp16, whose small gradients underflow to zero unless the loss is
+    # scaled up first; bf16 (CPU) has fp32's range and needs no scaler.
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "amp")
     card = default_card(cfg.model, cfg.input_size)
     card.manifest_hash = manifest_hash(splits["train"])
     epochs = cfg.n_epochs()
@@ -261,6 +264,8 @@ def train(cfg: TrainConfig) -> ModelCard:
             aux.load_state_dict(st["aux"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
+        if st.get("scaler"):  # empty when saved by a run without a scaler (CPU)
+            scaler.load_state_dict(st["scaler"])
         start, best_ba, best_epoch = int(st["epoch"]) + 1, float(st["best_ba"]), int(st["best_epoch"])
         best_state = st.get("best")
         history = list(st.get("history", []))
@@ -296,8 +301,9 @@ def train(cfg: TrainConfig) -> ModelCard:
                 target = sub_y[idx[first:]].to(device)
                 loss = loss + cfg.subtype_weight * aux.loss(first, target, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # skips the step when the scaled gradients overflowed
+            scaler.update()
             sched.step()
             ema.update(model, epoch * steps_per_epoch + step)
             loss_sum += float(loss.detach())
@@ -334,6 +340,7 @@ def train(cfg: TrainConfig) -> ModelCard:
                 **({"aux": aux.state_dict()} if aux is not None else {}),
                 "opt": opt.state_dict(),
                 "sched": sched.state_dict(),
+                "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "best_ba": best_ba,
                 "best_epoch": best_epoch,
@@ -411,7 +418,10 @@ def train_many(names: list[str], base: TrainConfig, parallel: bool = True) -> di
     cpus = ray.cluster_resources().get("CPU", 1)
     per_cpu = max(0.1, min(1.0, cpus / len(names)) - 0.01)  # fractional: never starve the driver
     threads = max(1, int(cpus // len(names)))
-    remote = ray.remote(num_cpus=per_cpu, num_gpus=1 if gpus >= len(names) else 0)(train)
+    # One GPU each where there are enough; else the models share them (three on one GPU: a
+    # third each), since a task asking for a whole GPU would wait for the one before it.
+    gpu_share = 1.0 / math.ceil(len(names) / gpus) if gpus else 0.0
+    remote = ray.remote(num_cpus=per_cpu, num_gpus=gpu_share)(train)
     refs = {
         n: remote.remote(TrainConfig(**{**asdict(base), "model": n, "threads": base.threads or threads}))
         for n in names
