@@ -74,9 +74,18 @@ def test_upload_job_end_to_end(api, mixed_slide) -> None:
     calls = sum(r["call"] == "malignant" for r in rows)
     assert calls == res["n_malignant"]
     # MobileNet runs in bf16; Xception in int8, which has no gradients, so its float weights explain.
+    # By default each model explains the class it called for the tile (from the stored scores).
     for model in ("mobilenet", "xception"):
         cam = api.get(f"/jobs/{job}/tiles/0/gradcam.png", params={"model": model})
         assert cam.status_code == 200 and cam.content[:4] == b"\x89PNG", cam.text
+        p = float(rows[0][f"p_{model}"])
+        assert float(cam.headers["X-Model-Probability-Malignant"]) == pytest.approx(p, abs=1e-4)
+        assert cam.headers["X-Explained-Class"] == ("malignant" if p >= 0.5 else "benign")
+        assert cam.headers["X-Evidence"] in {"some", "none"}
+    other = api.get(f"/jobs/{job}/tiles/0/gradcam.png", params={"model": "mobilenet", "target": "malignant"})
+    assert other.status_code == 200 and other.headers["X-Explained-Class"] == "malignant"
+    bad = api.get(f"/jobs/{job}/tiles/0/gradcam.png", params={"model": "mobilenet", "target": "both"})
+    assert bad.status_code == 422
     assert api.get(f"/jobs/{job}/tiles/0/gradcam.png", params={"model": "resnet"}).status_code == 404
     assert api.get(f"/jobs/{job}/tiles/99999/gradcam.png", params={"model": "mobilenet"}).status_code == 404
 

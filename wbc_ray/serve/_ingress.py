@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from ray import serve
 
+from ..manifest import CLASSES
 from ..slides import SlideError, open_slide
 from ._jobs import JobStore, new_job_id, run_job_task
 
@@ -250,7 +251,19 @@ class Ingress:
         )
 
     @api.get("/jobs/{job_id}/tiles/{tile}/gradcam.png", summary="Grad-CAM of one tile for one model")
-    async def job_gradcam(self, job_id: str, tile: int, model: str = Query(...)) -> Response:
+    async def job_gradcam(
+        self,
+        job_id: str,
+        tile: int,
+        model: str = Query(...),
+        target: str = Query(
+            "called", pattern="^(called|malignant|benign)$", description="the class to explain"
+        ),
+    ) -> Response:
+        """The tile with the model's evidence for a class over it. By default the class the model
+        called for this tile: a map for the other class is often empty (no evidence at all).
+        Headers say which class is explained, the model's probability of malignant for the tile,
+        and `X-Evidence: none` when the map is empty."""
         from ..slides import read_tile
         from ..store import array, attrs, open_store
 
@@ -271,13 +284,23 @@ class Ingress:
             raise HTTPException(
                 410, f"slide of job {job_id} ({rec['slide']}) can no longer be read: {exc.reason}"
             ) from None
+        names = [m["name"] for m in meta.get("models", [])]
+        if model not in names:
+            raise HTTPException(404, f"no model {model[:40]!r}")
+        p_mal = float(np.asarray(array(g, "probs")[tile, names.index(model), 1]))
+        cls = {"malignant": 1, "benign": 0}.get(target, int(p_mal >= 0.5))
         try:
-            cam = await self.ensemble.gradcam.remote(model, px)
+            cam = await self.ensemble.gradcam.remote(model, px, cls)
         except KeyError:
             raise HTTPException(404, f"no model {model[:40]!r}") from None
         from ..store import overlay_png
 
-        return Response(overlay_png(px, cam), media_type="image/png")
+        headers = {
+            "X-Explained-Class": CLASSES[cls],
+            "X-Model-Probability-Malignant": f"{p_mal:.4f}",
+            "X-Evidence": "none" if float(cam.max()) <= 0 else "some",
+        }
+        return Response(overlay_png(px, cam), media_type="image/png", headers=headers)
 
     # ---- models and patches -----------------------------------------------------------------
     @api.post("/score", summary="Score raw patches: per-model probabilities and the fused score")
