@@ -104,3 +104,28 @@ def test_uncompilable_int8_still_serves_and_says_so(
     assert fast.model.compiled
     x = load_images(read_manifest(MANIFEST, "test")[:16], clf.card.input_size)[0].numpy()
     assert (clf.predict(x).argmax(1) == fast.predict(x).argmax(1)).mean() >= 0.9
+
+
+def test_compiled_cache_drops_least_recently_used_graphs(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from wbc_ray.models._quantize import prune_cache
+
+    for age, key in enumerate(("c0ffee", "beef01", "abcd02")):  # newest first
+        for n in INT8_BUCKETS:
+            f = tmp_path / f"{key}-b{n}.pt2"
+            f.write_bytes(b"x" * 1000)
+            os.utime(f, (1e9 - age * 1000, 1e9 - age * 1000))
+        (tmp_path / f"{key}.lock").touch()
+        os.utime(tmp_path / f"{key}.lock", (1e9 - age * 1000, 1e9 - age * 1000))
+    per_key = 1000 * len(INT8_BUCKETS)
+    # Over budget by one graph: the oldest goes, whole (packages and lock), the rest stay.
+    assert prune_cache(tmp_path, 2 * per_key) == ["abcd02"]
+    assert not list(tmp_path.glob("abcd02*")) and len(list(tmp_path.glob("beef01*"))) == 3
+    # Neither the graph being compiled (`keep`) nor one another process holds goes.
+    with open(tmp_path / "beef01.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert prune_cache(tmp_path, 0, keep="c0ffee") == []
+    assert prune_cache(tmp_path, 0, keep="c0ffee") == ["beef01"]
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("c0ffee")

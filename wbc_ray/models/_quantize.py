@@ -15,11 +15,13 @@ format, so loading never unpickles and stale ranges are refused.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -87,6 +89,54 @@ def compiled_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wbc-ray" / "int8"
 
 
+def cache_budget_bytes() -> int:
+    """How much the compiled-graph cache may hold before the least recently used graphs go
+    (`WBC_RAY_COMPILE_CACHE_MB`, default 2048): every new weights version, thread count or
+    torch upgrade adds 50-200 MB of packages that nothing would ever remove."""
+    return int(float(os.environ.get("WBC_RAY_COMPILE_CACHE_MB", "2048")) * (1 << 20))
+
+
+def prune_cache(cache: Path, budget: int, keep: str | None = None) -> list[str]:
+    """Remove whole compiled graphs (all of a key's files), least recently used first, until the
+    cache holds at most `budget` bytes; never `keep` or a graph another process holds the lock
+    of (compiling or loading it). Returns the keys removed."""
+    import fcntl
+
+    groups: dict[str, list[Path]] = {}
+    for f in cache.glob("*"):
+        if f.is_file():
+            groups.setdefault(f.name.split("-b")[0].split(".")[0], []).append(f)
+
+    def stat(f: Path) -> tuple[float, int]:  # (last use: compiled or loaded, size)
+        try:
+            st = f.stat()
+            return max(st.st_atime, st.st_mtime), st.st_size
+        except OSError:  # removed meanwhile by another process
+            return 0.0, 0
+
+    used = {k: max(stat(f)[0] for f in fs) for k, fs in groups.items()}
+    total = sum(stat(f)[1] for fs in groups.values() for f in fs)
+    removed = []
+    for key in sorted(groups, key=used.__getitem__):
+        if total <= budget:
+            break
+        if key == keep:
+            continue
+        with open(cache / f"{key}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            for f in groups[key]:
+                total -= stat(f)[1]
+                f.unlink(missing_ok=True)
+            (cache / f"{key}.lock").unlink(missing_ok=True)
+        removed.append(key)
+    if removed:
+        log.info("compiled int8 cache over %d MB: removed %d old graphs", budget >> 20, len(removed))
+    return removed
+
+
 def _compile_key(ranges_path: Path, version: str, input_size: int) -> str:
     """Everything the native code depends on: the ranges and weights, the compiler stack, the
     CPU's instruction set and the thread count (Inductor bakes it into its OpenMP loops)."""
@@ -145,7 +195,12 @@ class Int8Graph(nn.Module):
             fcntl.flock(lock, fcntl.LOCK_EX)
             if path.exists():
                 try:
-                    return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
+                    run = torch._inductor.aoti_load_package(os.fspath(path))
+                    with contextlib.suppress(OSError):  # a read-only cache still loads
+                        # Last use in the access time, for `prune_cache`; the modification
+                        # time stays the compile time.
+                        os.utime(path, (time.time(), path.stat().st_mtime))
+                    return run  # type: ignore[no-any-return]
                 except Exception as exc:  # a truncated or foreign file: compile it afresh
                     log.warning("recompiling %s: %s", path, exc)
                     path.unlink()
@@ -159,7 +214,8 @@ class Int8Graph(nn.Module):
                     program, package_path=os.fspath(tmp), inductor_configs={"freezing": True}
                 )
             os.replace(tmp, path)
-            return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
+        prune_cache(cache, cache_budget_bytes(), keep=key)
+        return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
 
     def train(self, mode: bool = True) -> Int8Graph:
         # An exported graph refuses train()/eval(); it is fixed in inference form anyway.
