@@ -267,8 +267,8 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-# Which Serve config `analyze` and `serve` start the app with when none is named.
-STARTED_WITH = "(default: configs/serve.gpu.yaml where the Ray cluster has GPUs, else configs/serve.yaml)"
+# Which Serve config the commands use when none is named (serve.app.default_serve_config).
+CHOSEN = "(default: configs/serve.gpu.yaml where there are GPUs, else configs/serve.yaml)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,9 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--split", default="val", help="images to compose the slides from (default: val)")
     ca.add_argument("--grid", type=int, default=16, help="fields per side of each slide")
     ca.add_argument("--seed", type=int, default=0)
-    ca.add_argument(
-        "--serve-config", help="Serve config whose per-model precisions to use (default: configs/serve.yaml)"
-    )
+    ca.add_argument("--serve-config", help=f"Serve config whose per-model precisions to use {CHOSEN}")
 
     qu = sub.add_parser("quantize", help="measure int8 activation ranges (CPU serving) and check decisions")
     qu.add_argument("--models", help="weights folder (default: settings models_dir)")
@@ -364,10 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score each model in the precision the Serve config serves it in (e.g. int8), not fp32",
     )
-    ev.add_argument("--serve-config", default=None, help="Ray Serve config (default configs/serve.yaml)")
+    ev.add_argument("--serve-config", default=None, help=f"Ray Serve config for --served {CHOSEN}")
 
     sv = sub.add_parser("serve", help="start local Ray and the Serve app from a Serve config")
-    sv.add_argument("--serve-config", default=None, help=f"Ray Serve config {STARTED_WITH}")
+    sv.add_argument("--serve-config", default=None, help=f"Ray Serve config {CHOSEN}")
     sv.add_argument("--models", help="weights folder")
     sv.add_argument("--results", help="results folder")
     sv.add_argument("--host", default="127.0.0.1")
@@ -379,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", required=True, help="results folder (one <slide>.zarr each)")
     an.add_argument("--fusion", choices=["fuzzy_rank", "mean", "vote"])
     an.add_argument("--slide-mpp", type=float, help="override the slides' microns/pixel")
-    an.add_argument("--serve-config", help=f"Ray Serve config, when the app must be started {STARTED_WITH}")
+    an.add_argument("--serve-config", help=f"Ray Serve config, when the app must be started {CHOSEN}")
     an.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 
     return p

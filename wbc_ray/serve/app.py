@@ -94,14 +94,14 @@ def load_serve_config(path: str | os.PathLike[str] = SERVE_CONFIG) -> dict[str, 
 
 
 def config_args(path: str | os.PathLike[str] | None = None) -> AppArgs:
-    """The app's args as configured in a Serve config (configs/serve.yaml by default)."""
-    return AppArgs(**load_serve_config(path or SERVE_CONFIG)["app"].get("args", {}))
+    """The app's args as configured in a Serve config (default: `default_serve_config()`)."""
+    return AppArgs(**load_serve_config(path or default_serve_config())["app"].get("args", {}))
 
 
 def configured_precisions(
     path: str | os.PathLike[str] | None = None, names: list[str] | None = None
 ) -> dict[str, str]:
-    """{model: precision} a Serve config (configs/serve.yaml by default) asks for, for the named
+    """{model: precision} a Serve config (default: `default_serve_config()`) asks for, for the named
     models (default: every registered architecture): what calibration and evaluation of the
     served models must request. What each model then runs in (int8 only where ranges exist)
     is `training._tile_rates.served_precisions`."""
@@ -145,14 +145,19 @@ def start(
 
 
 def default_serve_config() -> Path:
-    """configs/serve.gpu.yaml when the Ray cluster this process is connected to has GPUs, else
-    configs/serve.yaml (CPU replicas would leave the GPUs idle; GPU replicas could never start
-    on a cluster without them)."""
+    """configs/serve.gpu.yaml where there are GPUs (in the Ray cluster this process is connected
+    to; without Ray, on this machine), else configs/serve.yaml. CPU replicas would leave the GPUs
+    idle and GPU replicas could never start without them; and calibration and `evaluate --served`
+    must measure the precisions the app will serve in (int8 on CPUs, AMP on GPUs)."""
     import ray
 
-    if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0:
-        return SERVE_GPU_CONFIG
-    return SERVE_CONFIG
+    if ray.is_initialized():
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
+    else:
+        import torch
+
+        gpus = torch.cuda.is_available()
+    return SERVE_GPU_CONFIG if gpus else SERVE_CONFIG
 
 
 def ensemble_handle() -> Any:
