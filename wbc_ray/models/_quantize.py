@@ -114,8 +114,9 @@ def prune_cache(cache: Path, budget: int, keep: str | None = None) -> list[str]:
         except OSError:  # removed meanwhile by another process
             return 0.0, 0
 
-    used = {k: max(stat(f)[0] for f in fs) for k, fs in groups.items()}
-    total = sum(stat(f)[1] for fs in groups.values() for f in fs)
+    info = {f: stat(f) for fs in groups.values() for f in fs}
+    used = {k: max(info[f][0] for f in fs) for k, fs in groups.items()}
+    total = sum(size for _, size in info.values())
     removed = []
     for key in sorted(groups, key=used.__getitem__):
         if total <= budget:
@@ -128,7 +129,7 @@ def prune_cache(cache: Path, budget: int, keep: str | None = None) -> list[str]:
             except BlockingIOError:
                 continue
             for f in groups[key]:
-                total -= stat(f)[1]
+                total -= info[f][1]
                 f.unlink(missing_ok=True)
             (cache / f"{key}.lock").unlink(missing_ok=True)
         removed.append(key)
