@@ -48,5 +48,10 @@ def test_rayservice_render_embeds_the_serve_config() -> None:
     embedded = yaml.safe_load(doc["spec"]["serveConfigV2"])
     original = yaml.safe_load((REPO_ROOT / "configs" / "serve.gpu.yaml").read_text())
     assert embedded["applications"] == original["applications"]
+    # The committed manifest is the rendering of today's config (it had gone stale once: a
+    # `max_batch_tiles` added to the config never reached it).
+    assert (REPO_ROOT / "deploy" / "rayservice.yaml").read_text() == render(
+        REPO_ROOT / "configs" / "serve.gpu.yaml"
+    ), "deploy/rayservice.yaml is stale: python deploy/render_rayservice.py > deploy/rayservice.yaml"
     gpu = doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
