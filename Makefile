@@ -32,20 +32,23 @@ bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.analyze
 
 # The three CNNs from scratch on the train split (no model hub here), one after another (on 2 cores,
-# side by side they take as long in all and each takes 3x longer), about 30 minutes each; then the
-# int8 ranges of the two models configs/serve.yaml serves in int8 on CPU, then the tile call rates
-# the slide estimate is read through (validation split, in the served precisions). InceptionV3
-# and Xception see a quarter of every batch as slide-like views (windows across fields on glass).
-# MobileNet's shipped weights were trained in bf16 autocast (the old CPU default; as fast as fp32
-# for it here). All three learn the subtype alongside (--subtype-weight); InceptionV3 with seed 1,
-# the run chosen on validation (seed 0 with the head was not better there). Weights stay out of git.
+# side by side they take as long in all and each takes 3x longer), each within about 30 minutes:
+# the recipe's epochs (DEFAULT_EPOCHS) where this CPU fits them in 27 minutes, fewer where a probe
+# of a few steps says it does not (CPUs here differ 2-3x; the log and the model card say how many,
+# and `--epochs N` repeats a run exactly), leaving a few minutes for calibration and test metrics.
+# Then the int8 ranges configs/serve.yaml serves, then the tile call rates the slide estimate is
+# read through (validation split, in the served precisions). InceptionV3 and Xception see a quarter
+# of every batch as slide-like views (windows across fields on glass). All three learn the subtype
+# alongside (--subtype-weight); InceptionV3 with seed 1, the run chosen on validation (seed 0 with
+# the head was not better there). Precision: fp32 on CPUs without AMX (bf16 autocast trains slower
+# there). Weights stay out of git.
 MODELS ?= $(abspath weights)
 export WBC_RAY_MODELS ?= $(MODELS)
 MANIFEST := $(WBC_RAY_DATA)/all_taleqani/split.csv
 models: setup
-	$(BIN)/wbc-ray train --model mobilenet --precision bf16 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
-	$(BIN)/wbc-ray train --model inception_v3 --mosaic 0.25 --subtype-weight 0.5 --seed 1 --manifest $(MANIFEST) --out $(MODELS)
-	$(BIN)/wbc-ray train --model xception --mosaic 0.25 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
+	$(BIN)/wbc-ray train --model mobilenet --minutes 27 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
+	$(BIN)/wbc-ray train --model inception_v3 --minutes 27 --mosaic 0.25 --subtype-weight 0.5 --seed 1 --manifest $(MANIFEST) --out $(MODELS)
+	$(BIN)/wbc-ray train --model xception --minutes 27 --mosaic 0.25 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
 	$(BIN)/wbc-ray quantize --models $(MODELS) --manifest $(MANIFEST)
 	$(BIN)/wbc-ray calibrate --models $(MODELS) --manifest $(MANIFEST)
 	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --out $(MODELS)/eval_test

@@ -97,8 +97,9 @@ def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> No
     # Measured in the precisions configs/serve.yaml serves (int8 only where ranges exist).
     from wbc_ray.models import int8_path
 
-    assert rec["precision"]["mobilenet"] == ("int8" if int8_path(d, "mobilenet").exists() else "bf16")
-    assert rec["precision"]["xception"] == ("int8" if int8_path(d, "xception").exists() else "bf16")
+    default = Classifier.default_precision()
+    assert rec["precision"]["mobilenet"] == ("int8" if int8_path(d, "mobilenet").exists() else default)
+    assert rec["precision"]["xception"] == ("int8" if int8_path(d, "xception").exists() else default)
     for rates in rec["fusions"].values():
         assert rates["n_pos"] > 0 and rates["n_neg"] > 0
         assert 0 <= rates["fpr"] <= 1 and 0 <= rates["tpr"] <= 1

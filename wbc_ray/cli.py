@@ -130,6 +130,7 @@ def _train(args: argparse.Namespace) -> int:
         out=args.out or str(s.models_dir),
         input_size=args.input_size,
         epochs=args.epochs,
+        minutes=args.minutes,
         batch_size=args.batch_size,
         seed=args.seed,
         weights=None if args.weights in (None, "none") else args.weights,
@@ -307,7 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--manifest", required=True)
     tr.add_argument("--out", help="weights folder (default: settings models_dir / $WBC_RAY_MODELS)")
     tr.add_argument("--input-size", type=int, default=128)
-    tr.add_argument("--epochs", type=int, help="default: a per-model budget of about 30 CPU minutes")
+    tr.add_argument("--epochs", type=int, help="default: the recipe's per-model epochs (see --minutes)")
+    tr.add_argument(
+        "--minutes",
+        type=float,
+        help="without --epochs: fewer epochs where a probe of this machine says the recipe's would not fit",
+    )
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(

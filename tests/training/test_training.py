@@ -150,6 +150,20 @@ def test_training_precision_auto_and_explicit() -> None:
     assert training_precision(cpu, "bf16") == "bf16" and training_precision(gpu, "fp32") == "fp32"
 
 
+def test_inference_precision_follows_the_cpus_bf16_support(monkeypatch) -> None:
+    from wbc_ray.models import Classifier, _classifier
+
+    cpu = torch.device("cpu")
+    # An AVX2-only CPU emulates bf16 (7-15x slower than fp32, measured): fp32 there.
+    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+    assert Classifier.default_precision(cpu) == "fp32" and training_precision(cpu) == "fp32"
+    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert Classifier.default_precision(cpu) == "bf16" and training_precision(cpu) == "fp32"
+    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    assert Classifier.default_precision(cpu) == "bf16" and training_precision(cpu) == "bf16"
+    assert Classifier.default_precision(torch.device("cuda")) == "amp"
+
+
 def test_resume_continues_from_the_last_epoch(tmp_path) -> None:
     need_data()
     base = dict(
@@ -185,6 +199,23 @@ def test_resume_continues_from_the_last_epoch(tmp_path) -> None:
     assert [h["epoch"] for h in card.training["history"]] == [1, 2]
 
 
+def test_a_time_budget_cuts_epochs_without_changing_the_run(tmp_path) -> None:
+    need_data()
+    from safetensors.torch import load_file
+
+    base = dict(model="mobilenet", manifest=str(MANIFEST), input_size=64, limit=32, batch_size=16)
+    # A budget far below one epoch plans a single epoch (the recipe has 30)...
+    card = train(TrainConfig(**base, out=str(tmp_path / "b"), minutes=0.001, progress=False))  # type: ignore[arg-type]
+    assert card.training["epochs_planned"] == 1 and card.training["epochs_run"] == 1
+    # ...and the probe's steps leave no trace: the same weights as asking for 1 epoch outright.
+    train(TrainConfig(**base, out=str(tmp_path / "e"), epochs=1, progress=False))  # type: ignore[arg-type]
+    a, b = (
+        load_file(tmp_path / "b" / "mobilenet.safetensors"),
+        load_file(tmp_path / "e" / "mobilenet.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir, tmp_path) -> None:
     import shutil
 
@@ -194,8 +225,11 @@ def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir,
 
     d = tmp_path / "m"
     shutil.copytree(models_dir, d, ignore=shutil.ignore_patterns("tile_rates.json", "eval_*", "scratch"))
+    from wbc_ray.models import Classifier
+
+    default = Classifier.default_precision()  # bf16 on CPUs with native bf16, else fp32; AMP on GPUs
     first = ensure_tile_rates(d, MANIFEST, {"mobilenet": "fp32"}, grid=4)
-    assert first["precision"]["mobilenet"] == "fp32" and first["precision"]["xception"] == "bf16"
+    assert first["precision"]["mobilenet"] == "fp32" and first["precision"]["xception"] == default
     stamp = (d / "tile_rates.json").stat().st_mtime_ns
     reused = ensure_tile_rates(d, MANIFEST, {"mobilenet": "fp32"}, grid=4)
     assert reused == json.loads(json.dumps(first))  # the stored record, not measured again
@@ -203,9 +237,9 @@ def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir,
     # Served in other precisions (int8 where its ranges exist): measured again, on those calls.
     wanted = {"xception": "int8"}
     again = ensure_tile_rates(d, MANIFEST, wanted, grid=4)
-    assert again["precision"] == served_precisions(d, wanted) and again["precision"]["mobilenet"] == "bf16"
+    assert again["precision"] == served_precisions(d, wanted) and again["precision"]["mobilenet"] == default
     int8_path(d, "xception").unlink(missing_ok=True)
-    assert served_precisions(d, wanted)["xception"] == "bf16"  # no ranges: the default precision
+    assert served_precisions(d, wanted)["xception"] == default  # no ranges: the default precision
 
 
 def test_subtype_head_trains_alongside_and_leaves_a_binary_checkpoint(tmp_path) -> None:

@@ -26,8 +26,9 @@ class AppArgs(BaseModel):
     results_dir: str | None = None  # default: settings (WBC_RAY_RESULTS)
     models: list[str] | None = None  # default: every checkpoint in models_dir
     fusion: str = "fuzzy_rank"
-    # One for all, or per model: None is bf16 on CPU, AMP on GPU. Whether bf16 pays on a CPU
-    # depends on the chip and the architecture: measure with benchmarks/inference.py.
+    # One for all, or per model: None is the device default (AMP on GPUs; on CPUs bf16 where it
+    # is native, else fp32). What pays on a CPU depends on the chip and the architecture:
+    # measure with benchmarks/inference.py.
     precision: str | dict[str, str] | None = None
     torch_threads: int | dict[str, int] = 1  # per CNN replica (or per model); replicas run side by side
     max_batch_tiles: int = 256  # Serve batch cap per CNN replica, counted in tiles

@@ -42,6 +42,9 @@ class TrainConfig:
     out: str
     input_size: int = 128
     epochs: int | None = None  # None: DEFAULT_EPOCHS[model]
+    # Without `epochs`: fewer than DEFAULT_EPOCHS where a short probe of this machine says they
+    # would not fit in this many minutes (CPUs differ several-fold; the plan is logged and kept).
+    minutes: float | None = None
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -186,6 +189,82 @@ def soft_cross_entropy(
     return per.sum() / (t * class_w[1] + (1 - t) * class_w[0]).sum()
 
 
+class _Step:
+    """One optimisation step on a batch of training rows; the loop and the budget probe share it."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        aux: _SubtypeHead | None,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        sub_y: torch.Tensor | None,
+        class_w: torch.Tensor,
+        scaler: torch.amp.GradScaler,
+        device: torch.device,
+        precision: str,
+        card: ModelCard,
+    ) -> None:
+        self.cfg, self.model, self.aux, self.x, self.y, self.sub_y = cfg, model, aux, x, y, sub_y
+        self.class_w, self.scaler, self.device, self.precision = class_w, scaler, device, precision
+        self.mean = torch.tensor(card.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(card.std).view(1, 3, 1, 1)
+
+    def __call__(self, opt: torch.optim.Optimizer, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        cfg, device = self.cfg, self.device
+        xb, yb = _batch(self.x, self.y, idx, cfg.mosaic, g)
+        xb = augment(xb, g)
+        xb = ((xb - self.mean) / self.std).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, self.precision):
+            logits = self.model(xb)
+        loss = soft_cross_entropy(logits.float(), yb.to(device), self.class_w, cfg.label_smoothing)
+        if self.aux is not None and self.sub_y is not None:
+            first = _mosaic_rows(len(idx), cfg.mosaic)  # mosaic views carry no single subtype
+            target = self.sub_y[idx[first:]].to(device)
+            loss = loss + cfg.subtype_weight * self.aux.loss(first, target, cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)  # skips the step when the scaled gradients overflowed
+        self.scaler.update()
+        return loss.detach()
+
+
+def _epochs_in_budget(
+    cfg: TrainConfig, step: _Step, params: list[nn.Parameter], steps_per_epoch: int, n_select: int
+) -> int:
+    """Epochs (at most the recipe's) that fit in cfg.minutes, from timing a few real steps on
+    copies of the weights (restored after, so the run itself is unchanged) and one validation
+    pass over a sample."""
+    assert cfg.minutes
+    saved = [copy.deepcopy(m.state_dict()) for m in (step.model, step.aux) if m is not None]
+    g = torch.Generator().manual_seed(cfg.seed + 7)  # not the run's generator
+    opt = torch.optim.AdamW(params, lr=0.0)
+    idx = torch.randperm(len(step.x), generator=g)[: cfg.batch_size]
+    step(opt, idx, g)  # the first step allocates and picks kernels
+    t = time.perf_counter()
+    for _ in range(2):
+        step(opt, idx, g)
+    step_s = (time.perf_counter() - t) / 2
+    for m, sd in zip([m for m in (step.model, step.aux) if m is not None], saved, strict=True):
+        m.load_state_dict(sd)
+    step.model.eval()
+    sample = step.x[: min(128, len(step.x))]
+    card = default_card(cfg.model, cfg.input_size)
+    t = time.perf_counter()
+    _predict_logits(step.model, card, sample, step.device)
+    select_s = (time.perf_counter() - t) * n_select / len(sample)
+    epoch_s = step_s * steps_per_epoch + select_s
+    recipe = cfg.n_epochs()
+    epochs = max(1, min(recipe, int(cfg.minutes * 60 // epoch_s)))
+    _log(
+        cfg,
+        f"budget {cfg.minutes:g} min: {step_s:.2f} s a step, about {epoch_s:.0f} s an epoch -> "
+        f"{epochs} of the recipe's {recipe} epochs (to repeat exactly: --epochs {epochs})",
+    )
+    return epochs
+
+
 def _log(cfg: TrainConfig, msg: str) -> None:
     if cfg.progress:
         print(f"[{cfg.model}] {msg}", flush=True)
@@ -245,14 +324,29 @@ def train(cfg: TrainConfig) -> ModelCard:
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "amp")
     card = default_card(cfg.model, cfg.input_size)
     card.manifest_hash = manifest_hash(splits["train"])
-    epochs = cfg.n_epochs()
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    step = _Step(
+        cfg,
+        model,
+        aux,
+        xtr,
+        ytr,
+        sub_y if aux is not None else None,
+        class_w,
+        scaler,
+        device,
+        precision,
+        card,
+    )
+    state_path = out / f"{cfg.model}.last.pt"
+    epochs = cfg.n_epochs()
+    if cfg.minutes and not cfg.epochs and not state_path.exists():  # a resumed run keeps its plan
+        epochs = _epochs_in_budget(cfg, step, params, steps_per_epoch, len(select[0]))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
-    state_path = out / f"{cfg.model}.last.pt"
     start, best_ba, best_epoch, best_state = 0, -1.0, -1, None
     history: list[dict[str, float]] = []
     if state_path.exists():
@@ -267,6 +361,7 @@ def train(cfg: TrainConfig) -> ModelCard:
         if st.get("scaler"):  # empty when saved by a run without a scaler (CPU)
             scaler.load_state_dict(st["scaler"])
         start, best_ba, best_epoch = int(st["epoch"]) + 1, float(st["best_ba"]), int(st["best_epoch"])
+        epochs = int(st.get("epochs", epochs))
         best_state = st.get("best")
         history = list(st.get("history", []))
         _log(cfg, f"resuming at epoch {start + 1}/{epochs} (best val BA {best_ba:.4f})")
@@ -274,8 +369,6 @@ def train(cfg: TrainConfig) -> ModelCard:
     g = torch.Generator().manual_seed(cfg.seed)
     for _ in range(start):  # the same shuffles and augmentations as an uninterrupted run
         torch.randperm(len(xtr), generator=g)
-    mean = torch.tensor(card.mean).view(1, 3, 1, 1)
-    std = torch.tensor(card.std).view(1, 3, 1, 1)
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
         model.train()
@@ -288,26 +381,13 @@ def train(cfg: TrainConfig) -> ModelCard:
             mininterval=5,
         )
         loss_sum = 0.0
-        for step in bar:
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb, yb = _batch(xtr, ytr, idx, cfg.mosaic, g)
-            xb = augment(xb, g)
-            xb = ((xb - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                logits = model(xb)
-            loss = soft_cross_entropy(logits.float(), yb.to(device), class_w, cfg.label_smoothing)
-            if aux is not None:
-                first = _mosaic_rows(len(idx), cfg.mosaic)  # mosaic views carry no single subtype
-                target = sub_y[idx[first:]].to(device)
-                loss = loss + cfg.subtype_weight * aux.loss(first, target, cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)  # skips the step when the scaled gradients overflowed
-            scaler.update()
+        for i in bar:
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            loss = step(opt, idx, g)
             sched.step()
-            ema.update(model, epoch * steps_per_epoch + step)
+            ema.update(model, epoch * steps_per_epoch + i)
             loss_sum += float(loss.detach())
-            bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}")
+            bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}")
         # Select on the EMA weights, at the validation-optimal threshold (the one we deploy).
         xv, yv = select
         lv = _predict_logits(ema.model, card, xv, device)
@@ -342,6 +422,7 @@ def train(cfg: TrainConfig) -> ModelCard:
                 "sched": sched.state_dict(),
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
+                "epochs": epochs,
                 "best_ba": best_ba,
                 "best_epoch": best_epoch,
                 "best": best_state,
@@ -360,6 +441,7 @@ def train(cfg: TrainConfig) -> ModelCard:
     card = calibrate_and_evaluate(final, card, data, device)
     card.training = {
         **{k: v for k, v in asdict(cfg).items() if k not in {"progress", "extra"}},
+        "epochs_planned": epochs,
         "epochs_run": len(history),
         "best_epoch": best_epoch + 1,
         "train_seconds": round(time.perf_counter() - t0, 1),
