@@ -207,10 +207,17 @@ def _quantize(args: argparse.Namespace) -> int:
     models = args.models or s.models_dir
     reports = quantize_models(models, args.manifest, args.model or None, images=args.images)
     for r in reports:
+        if not r.kept:
+            print(
+                f"{r.name:>13}: int8 NOT kept: it decides as fp32 on only {r.held_agreement:.2%} of the"
+                " held-out validation images; the app serves this model in its default precision",
+                file=sys.stderr,
+            )
+            continue
         print(
             f"{r.name:>13}: int8 ranges ({r.scheme}) from {r.calibration_images} validation images"
-            f" -> {r.path}; "
-            f"decisions agree with fp32 on {r.agreement:.2%} of {r.test_images} test images"
+            f" -> {r.path}; decisions agree with fp32 on {r.agreement:.2%} of {r.test_images} test"
+            f" images ({r.held_agreement:.2%} of the held-out validation images)"
         )
     return 0
 

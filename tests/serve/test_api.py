@@ -73,7 +73,8 @@ def test_upload_job_end_to_end(api, mixed_slide) -> None:
     assert len(rows) == len(gj["features"])
     calls = sum(r["call"] == "malignant" for r in rows)
     assert calls == res["n_malignant"]
-    # MobileNet runs in its default precision; Xception in int8, which has no gradients, so its float weights explain.
+    # MobileNet runs in its default precision; Xception in int8, which has no gradients, so its
+    # float weights explain.
     # By default each model explains the class it called for the tile (from the stored scores).
     for model in ("mobilenet", "xception"):
         cam = api.get(f"/jobs/{job}/tiles/0/gradcam.png", params={"model": model})

@@ -150,16 +150,19 @@ def test_training_precision_auto_and_explicit() -> None:
     assert training_precision(cpu, "bf16") == "bf16" and training_precision(gpu, "fp32") == "fp32"
 
 
-def test_inference_precision_follows_the_cpus_bf16_support(monkeypatch) -> None:
-    from wbc_ray.models import Classifier, _classifier
+def test_precisions_follow_what_the_cpu_computes_natively(monkeypatch) -> None:
+    from wbc_ray.models import Classifier, _cpu
+    from wbc_ray.models._quantize import reduce_range
 
     cpu = torch.device("cpu")
     # An AVX2-only CPU emulates bf16 (7-15x slower than fp32, measured): fp32 there.
-    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+    monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
     assert Classifier.default_precision(cpu) == "fp32" and training_precision(cpu) == "fp32"
-    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert reduce_range()  # no VNNI: 7-bit activations, or int16 sums saturate
+    monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni", "avx512_bf16"}))
     assert Classifier.default_precision(cpu) == "bf16" and training_precision(cpu) == "fp32"
-    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    assert not reduce_range()
+    monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
     assert Classifier.default_precision(cpu) == "bf16" and training_precision(cpu) == "bf16"
     assert Classifier.default_precision(torch.device("cuda")) == "amp"
 

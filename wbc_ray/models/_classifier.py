@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import _cpu
 from ._checkpoint import ModelCard, load_checkpoint
 from ._preprocess import preprocess
 from ._quantize import Int8Graph, Int8Unavailable, int8_path, load_int8
@@ -23,26 +23,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((frozenset(line.split()) for line in f if line.startswith("flags")), frozenset())
-    except OSError:
-        return frozenset()
-
-
 def cpu_has_amx() -> bool:
     """Whether the CPU has AMX tiles for bf16 (Sapphire Rapids and later)."""
-    return "amx_bf16" in cpu_flags()
+    return "amx_bf16" in _cpu.cpu_flags()
 
 
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes bf16 dot products natively (AVX-512 BF16 or AMX). Without them
     oneDNN emulates bf16: measured on an AVX2-only AMD EPYC (2 cores, 128 px, batch 32), bf16
     autocast ran 15x (MobileNetV2), 7x (InceptionV3) and 15x (Xception) slower than fp32."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu.cpu_flags())
 
 
 def training_precision(device: torch.device, requested: str = "auto") -> Precision:

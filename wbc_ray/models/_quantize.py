@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import _cpu
+
 # How activation ranges are fitted. Neither wins everywhere (on earlier weights min/max kept more
 # of Xception's fp32 decisions and histogram more of InceptionV3's), so `wbc-ray quantize` picks
 # per model on held-out validation images.
@@ -51,14 +53,21 @@ class Int8Unavailable(RuntimeError):
     """No usable int8 ranges for a model: never measured, or measured for other weights."""
 
 
+def reduce_range() -> bool:
+    """7-bit activations on CPUs without VNNI. The stored ranges do not depend on it (they are
+    observer states); the quantization parameters derived from them at load do."""
+    return not _cpu.cpu_has_vnni()
+
+
 def _quantizer(scheme: str) -> object:
     from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
     if scheme not in SCHEMES:
         raise ValueError(f"int8 scheme must be one of {SCHEMES}, got {scheme!r}")
-    # Full 8-bit activations (reduce_range is for CPUs without VNNI), weights per output channel.
-    config = xiq.get_default_x86_inductor_quantization_config()  # histogram-fitted activations
+    # Full 8-bit activations where the CPU has VNNI; 7-bit (reduce_range) elsewhere, so that
+    # pairs of u8 x s8 products cannot saturate int16 (see cpu_has_vnni). Weights per channel.
+    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range())
     if scheme == "minmax":
         act = dataclasses.replace(
             config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
@@ -151,6 +160,7 @@ def _compile_key(ranges_path: Path, version: str, input_size: int) -> str:
         torch.__version__,
         torchao.__version__,
         torch.backends.cpu.get_cpu_capability(),
+        f"reduce_range={reduce_range()}",
         str(torch.get_num_threads()),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
