@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _cpu
 from ._checkpoint import ModelCard, load_checkpoint
+from ._cpu import cpu_has_amx, cpu_has_bf16
 from ._preprocess import preprocess
 from ._quantize import Int8Graph, Int8Unavailable, int8_path, load_int8
 
@@ -21,18 +21,6 @@ Precision = str
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX tiles for bf16 (Sapphire Rapids and later)."""
-    return "amx_bf16" in _cpu.cpu_flags()
-
-
-def cpu_has_bf16() -> bool:
-    """Whether the CPU computes bf16 dot products natively (AVX-512 BF16 or AMX). Without them
-    oneDNN emulates bf16: measured on an AVX2-only AMD EPYC (2 cores, 128 px, batch 32), bf16
-    autocast ran 15x (MobileNetV2), 7x (InceptionV3) and 15x (Xception) slower than fp32."""
-    return bool({"avx512_bf16", "amx_bf16"} & _cpu.cpu_flags())
 
 
 def training_precision(device: torch.device, requested: str = "auto") -> Precision:

@@ -237,7 +237,8 @@ def _epochs_in_budget(
     copies of the weights (restored after, so the run itself is unchanged) and one validation
     pass over a sample."""
     assert cfg.minutes
-    saved = [copy.deepcopy(m.state_dict()) for m in (step.model, step.aux) if m is not None]
+    modules = [m for m in (step.model, step.aux) if m is not None]
+    saved = [copy.deepcopy(m.state_dict()) for m in modules]
     g = torch.Generator().manual_seed(cfg.seed + 7)  # not the run's generator
     opt = torch.optim.AdamW(params, lr=0.0)
     idx = torch.randperm(len(step.x), generator=g)[: cfg.batch_size]
@@ -246,9 +247,8 @@ def _epochs_in_budget(
     for _ in range(2):
         step(opt, idx, g)
     step_s = (time.perf_counter() - t) / 2
-    for m, sd in zip([m for m in (step.model, step.aux) if m is not None], saved, strict=True):
+    for m, sd in zip(modules, saved, strict=True):
         m.load_state_dict(sd)
-    step.model.eval()
     sample = step.x[: min(128, len(step.x))]
     card = default_card(cfg.model, cfg.input_size)
     t = time.perf_counter()
