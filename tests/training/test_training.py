@@ -219,6 +219,32 @@ def test_a_time_budget_cuts_epochs_without_changing_the_run(tmp_path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_quantize_keeps_no_int8_ranges_that_move_the_calls(tmp_path, monkeypatch) -> None:
+    need_data()
+    import wbc_ray.training._int8 as q8
+    from wbc_ray.models import int8_path
+
+    out = tmp_path / "w"
+    cfg = dict(model="mobilenet", manifest=str(MANIFEST), out=str(out), input_size=64, limit=32)
+    train(TrainConfig(**cfg, epochs=1, batch_size=16, progress=False))  # type: ignore[arg-type]
+    stale = int8_path(out, "mobilenet")
+    stale.write_bytes(b"ranges from older weights")
+
+    class Skewed(torch.nn.Module):  # what a broken int8 graph does: every call pushed one way
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.m(x) + torch.tensor([0.0, 6.0])
+
+    real = q8.measure_int8
+    monkeypatch.setattr(q8, "measure_int8", lambda model, b, s: (Skewed(real(model, b, s)[0]), {}))
+    (r,) = q8.quantize_models(out, MANIFEST, ["mobilenet"], images=16)
+    assert not r.kept and r.held_shift > q8.MAX_MEAN_SHIFT
+    assert not stale.exists()  # nor are older ranges left to be served
+
+
 def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir, tmp_path) -> None:
     import shutil
 
