@@ -208,6 +208,7 @@ class _Step:
     ) -> None:
         self.cfg, self.model, self.aux, self.x, self.y, self.sub_y = cfg, model, aux, x, y, sub_y
         self.class_w, self.scaler, self.device, self.precision = class_w, scaler, device, precision
+        self.card = card
         self.mean = torch.tensor(card.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(card.std).view(1, 3, 1, 1)
 
@@ -250,9 +251,8 @@ def _epochs_in_budget(
     for m, sd in zip(modules, saved, strict=True):
         m.load_state_dict(sd)
     sample = step.x[: min(128, len(step.x))]
-    card = default_card(cfg.model, cfg.input_size)
     t = time.perf_counter()
-    _predict_logits(step.model, card, sample, step.device)
+    _predict_logits(step.model, step.card, sample, step.device)
     select_s = (time.perf_counter() - t) * n_select / len(sample)
     epoch_s = step_s * steps_per_epoch + select_s
     recipe = cfg.n_epochs()
