@@ -10,8 +10,15 @@ FIELD_PX = 224
 
 
 def tile_scale(cards: Sequence[Mapping[str, Any]]) -> tuple[float, int]:
-    """Tile scale (um/px) and side from model cards: every model must see the same field of view."""
-    mpps = {round(c["mpp"] * FIELD_PX / c["input_size"], 6) for c in cards}
-    if len(mpps) != 1:
-        raise ValueError(f"models disagree on tile scale (um/px): {sorted(mpps)}")
-    return mpps.pop(), max(int(c["input_size"]) for c in cards)
+    """Tile scale (um/px) and side from model cards.
+
+    Every model must see the same field of view (its card's mpp x 224 px, the training image);
+    input sizes may differ (a slow CPU can afford Xception only at a smaller input). Tiles are
+    read at the largest input size, so no model is fed an upsampled tile, and each model
+    resizes down to its own input as it does for a training image.
+    """
+    fields = {round(c["mpp"] * FIELD_PX, 6) for c in cards}
+    if len(fields) != 1:
+        raise ValueError(f"models disagree on the field of view of a tile (um): {sorted(fields)}")
+    side = max(int(c["input_size"]) for c in cards)
+    return round(fields.pop() / side, 6), side

@@ -14,6 +14,7 @@ from wbc_ray.models import (
     list_models,
     load_checkpoint,
     save_checkpoint,
+    tile_scale,
 )
 
 
@@ -89,3 +90,14 @@ def test_checkpoint_round_trip_and_classifier(tmp_path) -> None:
 def test_missing_checkpoint_is_explained(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="make models"):
         load_checkpoint(tmp_path, "xception")
+
+
+def test_models_of_different_input_sizes_share_one_tile_scale() -> None:
+    # Xception at 96 px beside two models at 128 px: one 112 um field, read at 128 px, so no
+    # model gets an upsampled tile.
+    cards = [{"mpp": 0.5, "input_size": 128}, {"mpp": 0.5, "input_size": 96}, {"mpp": 0.5, "input_size": 128}]
+    assert tile_scale(cards) == (0.875, 128)
+    assert tile_scale(cards[1:2]) == (round(112 / 96, 6), 96)
+    # A model trained on another field of view would see other cells per tile: refused.
+    with pytest.raises(ValueError, match="field of view"):
+        tile_scale([{"mpp": 0.5, "input_size": 128}, {"mpp": 0.25, "input_size": 128}])
