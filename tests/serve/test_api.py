@@ -126,7 +126,8 @@ def test_interactive_scoring_matches_bulk(server) -> None:
     from wbc_ray.training import load_images
 
     items = read_manifest(MANIFEST, "test")[:150]
-    size = ensemble_handle().models.remote().result()[0]["input_size"]
+    # Tiles come at the largest input side; a smaller model resizes them down itself.
+    size = max(c["input_size"] for c in ensemble_handle().models.remote().result())
     tiles = load_images(items, size)[0].numpy()
     h = ensemble_handle()
     bulk = h.score.remote(tiles).result()
