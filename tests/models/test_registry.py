@@ -32,8 +32,13 @@ def test_registry_has_the_three_architectures() -> None:
 
 
 def test_imagenet_download_fails_clearly_offline(monkeypatch) -> None:
-    # The real download path, with the hub switched off so no test touches the network.
+    # The real download path, with the hub switched off so no test touches the network. The hub
+    # reads HF_HUB_OFFLINE once, at import: once an earlier test has imported it, only the
+    # constant counts (without it this test tried the network: 47 s of timeouts).
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(WeightsUnavailable, match="local weight file"):
         build_model("mobilenet", weights="imagenet")
 
