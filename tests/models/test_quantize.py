@@ -131,3 +131,32 @@ def test_compiled_cache_drops_least_recently_used_graphs(tmp_path: Path) -> None
         assert prune_cache(tmp_path, 0, keep="c0ffee") == []
     assert prune_cache(tmp_path, 0, keep="c0ffee") == ["beef01"]
     assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("c0ffee")
+
+
+def test_compile_key_follows_the_ranges_not_the_file_bytes(int8_models: Path, tmp_path: Path) -> None:
+    """safetensors writes its metadata in hash-map order, different per process: the same ranges
+    written twice must find the same compiled packages, and other ranges must not."""
+    import struct
+
+    from safetensors.torch import load_file
+
+    from wbc_ray.models import save_int8
+    from wbc_ray.models._quantize import _compile_key
+
+    src = int8_path(int8_models, NAME)
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(n)
+    assert len(text) == n and text != raw[8 : 8 + n]
+    same = tmp_path / "same.safetensors"
+    same.write_bytes(raw[:8] + text + raw[8 + n :])
+    assert _compile_key(same, "v", 80) == _compile_key(src, "v", 80)
+    ranges = load_file(str(src))
+    first = sorted(ranges)[0]
+    ranges[first] = ranges[first] * 1.01
+    other = tmp_path / "other.safetensors"
+    meta = header["__metadata__"]
+    save_int8(ranges, other, meta["version"], meta["scheme"])
+    assert _compile_key(other, "v", 80) != _compile_key(src, "v", 80)

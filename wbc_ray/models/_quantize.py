@@ -19,6 +19,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -147,6 +148,22 @@ def prune_cache(cache: Path, budget: int, keep: str | None = None) -> list[str]:
     return removed
 
 
+def _ranges_digest(path: Path) -> str:
+    """The ranges' content, not the file's bytes: safetensors writes its metadata in hash-map
+    order, which changes from one process to the next, so the same ranges quantized twice
+    (`wbc-ray quantize` rerun, or a copy) would otherwise compile again."""
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(os.fspath(path), framework="pt") as fh:
+        h.update(json.dumps(fh.metadata() or {}, sort_keys=True).encode())
+        for name in sorted(fh.keys()):
+            t = fh.get_tensor(name).contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _compile_key(ranges_path: Path, version: str, input_size: int) -> str:
     """Everything the native code depends on: the ranges and weights, the compiler stack, the
     CPU's instruction set and the thread count (Inductor bakes it into its OpenMP loops)."""
@@ -154,7 +171,7 @@ def _compile_key(ranges_path: Path, version: str, input_size: int) -> str:
 
     parts = [
         _FORMAT,
-        hashlib.sha256(ranges_path.read_bytes()).hexdigest(),
+        _ranges_digest(ranges_path),
         version,
         str(input_size),
         torch.__version__,
