@@ -3,6 +3,7 @@
 from ..scale import tile_scale
 from ._checkpoint import ModelCard, available, default_card, load_checkpoint, save_checkpoint
 from ._classifier import Classifier, autocast, default_device, training_precision
+from ._cpu import cpu_has_bf16
 from ._gradcam import gradcam
 from ._preprocess import preprocess
 from ._quantize import BUCKETS as INT8_BUCKETS
@@ -41,6 +42,7 @@ __all__ = [
     "available",
     "build_model",
     "compiled_cache",
+    "cpu_has_bf16",
     "default_card",
     "default_device",
     "get_spec",
