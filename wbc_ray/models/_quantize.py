@@ -148,30 +148,26 @@ def prune_cache(cache: Path, budget: int, keep: str | None = None) -> list[str]:
     return removed
 
 
-def _ranges_digest(path: Path) -> str:
-    """The ranges' content, not the file's bytes: safetensors writes its metadata in hash-map
+def _ranges_digest(ranges: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """The ranges' content, not their file's bytes: safetensors writes its metadata in hash-map
     order, which changes from one process to the next, so the same ranges quantized twice
     (`wbc-ray quantize` rerun, or a copy) would otherwise compile again."""
-    from safetensors import safe_open
-
-    h = hashlib.sha256()
-    with safe_open(os.fspath(path), framework="pt") as fh:
-        h.update(json.dumps(fh.metadata() or {}, sort_keys=True).encode())
-        for name in sorted(fh.keys()):
-            t = fh.get_tensor(name).contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(ranges):
+        t = ranges[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def _compile_key(ranges_path: Path, version: str, input_size: int) -> str:
+def _compile_key(ranges: dict[str, torch.Tensor], meta: dict[str, str], version: str, input_size: int) -> str:
     """Everything the native code depends on: the ranges and weights, the compiler stack, the
     CPU's instruction set and the thread count (Inductor bakes it into its OpenMP loops)."""
     import torchao
 
     parts = [
         _FORMAT,
-        _ranges_digest(ranges_path),
+        _ranges_digest(ranges, meta),
         version,
         str(input_size),
         torch.__version__,
@@ -342,4 +338,5 @@ def load_int8(
     if set(ranges) != expected:
         raise Int8Unavailable(f"{path} does not match this model's layers; rerun `wbc-ray quantize`")
     prepared.load_state_dict(ranges, strict=False)
-    return _convert(prepared, input_size, _compile_key(path, version, input_size) if compile else None)
+    key = _compile_key(ranges, meta, version, input_size) if compile else None
+    return _convert(prepared, input_size, key)
