@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import MANIFEST
 from wbc_ray.manifest import read_manifest
@@ -49,23 +50,30 @@ def test_int8_classifier_tracks_fp32(int8_models: Path) -> None:
 
 
 def test_int8_graph_is_compiled_and_batch_size_free(int8_models: Path) -> None:
-    """Inductor compiles the graph per bucket, once per machine (the second load finds the
-    packages); cutting and padding batches must not change a tile's answer (batch 1, a bucket
-    exactly, between buckets, several buckets plus a rest)."""
+    """Inductor compiles the graph per bucket, once per machine (the second load, at another
+    thread count, finds the packages); cutting and padding batches must not change a tile's
+    answer (batch 1, a bucket exactly, between buckets, several buckets plus a rest)."""
     int8 = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
     assert isinstance(int8.model, Int8Graph) and int8.model.compiled
+    x = load_images(read_manifest(MANIFEST, "test")[:45], int8.card.input_size)[0].numpy()
+    whole = int8.logits(x).numpy()
     packages = int8.model.packages
     assert len(packages) == len(INT8_BUCKETS) and all(p.parent == compiled_cache() for p in packages)
     before = [p.stat().st_mtime_ns for p in packages]
-    again = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
+    # A Serve replica runs one thread; the packages compiled here (all cores) still serve it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
+        np.testing.assert_allclose(again.logits(x[:9]).numpy(), whole[:9], atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
     assert again.model.compiled and again.model.packages == packages
     assert [p.stat().st_mtime_ns for p in packages] == before  # loaded, not compiled again
     # A damaged package (disk full, a killed compile) is compiled afresh, not trusted or fatal.
     packages[0].write_bytes(b"not a package")
     assert Classifier.load(int8_models, NAME, device="cpu", precision="int8").model.compiled
     assert packages[0].stat().st_size > 1000
-    x = load_images(read_manifest(MANIFEST, "test")[:45], int8.card.input_size)[0].numpy()
-    whole = int8.logits(x).numpy()
     assert whole.shape == (45, 2)
     for n in (1, INT8_BUCKETS[0], INT8_BUCKETS[0] + 1, 45):
         np.testing.assert_allclose(int8.logits(x[:n]).numpy(), whole[:n], atol=1e-4)
