@@ -69,6 +69,7 @@ def test_int8_graph_is_compiled_and_batch_size_free(int8_models: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     assert again.model.compiled and again.model.packages == packages
+    assert again.model.graph is None  # found compiled: nothing traced or converted
     assert [p.stat().st_mtime_ns for p in packages] == before  # loaded, not compiled again
     # A damaged package (disk full, a killed compile) is compiled afresh, not trusted or fatal.
     packages[0].write_bytes(b"not a package")

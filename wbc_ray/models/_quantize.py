@@ -101,7 +101,7 @@ def compiled_cache() -> Path:
 
 def cache_budget_bytes() -> int:
     """How much the compiled-graph cache may hold before the least recently used graphs go
-    (`WBC_RAY_COMPILE_CACHE_MB`, default 2048): every new weights version, thread count or
+    (`WBC_RAY_COMPILE_CACHE_MB`, default 2048): every new weights version, CPU kind or
     torch upgrade adds 50-200 MB of packages that nothing would ever remove."""
     return int(float(os.environ.get("WBC_RAY_COMPILE_CACHE_MB", "2048")) * (1 << 20))
 
@@ -179,6 +179,48 @@ def _compile_key(ranges: dict[str, torch.Tensor], meta: dict[str, str], version:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
+Run = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _package_path(key: str, n: int) -> Path:
+    return compiled_cache() / f"{key}-b{n}.pt2"
+
+
+def _load_package(path: Path) -> Run | None:
+    """The compiled package at `path`, its use recorded; None when there is none or it cannot be
+    loaded (a truncated or foreign file: removed, to be compiled afresh)."""
+    if not path.exists():
+        return None
+    try:
+        run = torch._inductor.aoti_load_package(os.fspath(path))
+    except Exception as exc:
+        log.warning("recompiling %s: %s", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+    with contextlib.suppress(OSError):  # a read-only cache still loads
+        # Last use in the access time, for `prune_cache`; the modification time stays the
+        # compile time.
+        os.utime(path, (time.time(), path.stat().st_mtime))
+    return run  # type: ignore[no-any-return]
+
+
+def _compiled_runs(key: str) -> dict[int, Run] | None:
+    """Every bucket's package for `key` when this machine has them all, else None. Then the
+    graph need not be traced and converted at all (12 s for InceptionV3 here, more for four
+    replicas starting together on two cores)."""
+    import fcntl
+
+    try:
+        with open(compiled_cache() / f"{key}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # prune_cache leaves a graph being loaded alone
+            runs = {n: _load_package(_package_path(key, n)) for n in BUCKETS}
+    except OSError:  # no cache folder yet, or not ours to lock
+        return None
+    if any(run is None for run in runs.values()):
+        return None
+    return {n: run for n, run in runs.items() if run is not None}
+
+
 class Int8Graph(nn.Module):
     """A converted int8 graph, run through Inductor-compiled code at BUCKETS batch sizes when it
     can be (else as it is: correct, but at fp32 speed); `compiled` says which.
@@ -187,12 +229,18 @@ class Int8Graph(nn.Module):
     (AOTInductor) once per machine and kept in `compiled_cache()`; later loads take milliseconds.
     """
 
-    def __init__(self, graph: nn.Module, input_size: int, key: str | None = None) -> None:
+    def __init__(
+        self,
+        graph: nn.Module | None,
+        input_size: int,
+        key: str | None = None,
+        runs: dict[int, Run] | None = None,
+    ) -> None:
         super().__init__()
-        self.graph = graph
+        self.graph = graph  # None when every bucket's package was found (nothing to compile)
         self.key = key
-        self.runs: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
-        if key is not None:
+        self.runs: dict[int, Run] = runs or {}
+        if key is not None and not self.runs:
             try:
                 self.runs = {n: self._package(key, n, input_size) for n in BUCKETS}
             except Exception as exc:  # no C++ compiler, or an op Inductor cannot lower here
@@ -206,28 +254,21 @@ class Int8Graph(nn.Module):
     @property
     def packages(self) -> list[Path]:
         """The compiled packages this graph runs (one per bucket), if compiled."""
-        return [compiled_cache() / f"{self.key}-b{n}.pt2" for n in self.runs]
+        return [_package_path(self.key, n) for n in self.runs] if self.key else []
 
-    def _package(self, key: str, n: int, input_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _package(self, key: str, n: int, input_size: int) -> Run:
         import fcntl
 
+        assert self.graph is not None
         cache = compiled_cache()
         cache.mkdir(parents=True, exist_ok=True)
-        path = cache / f"{key}-b{n}.pt2"  # as `packages` names them
+        path = _package_path(key, n)
         # Replicas of one model start together: one compiles, the others wait and load.
         with open(cache / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if path.exists():
-                try:
-                    run = torch._inductor.aoti_load_package(os.fspath(path))
-                    with contextlib.suppress(OSError):  # a read-only cache still loads
-                        # Last use in the access time, for `prune_cache`; the modification
-                        # time stays the compile time.
-                        os.utime(path, (time.time(), path.stat().st_mtime))
-                    return run  # type: ignore[no-any-return]
-                except Exception as exc:  # a truncated or foreign file: compile it afresh
-                    log.warning("recompiling %s: %s", path, exc)
-                    path.unlink()
+            run = _load_package(path)
+            if run is not None:
+                return run
             x = torch.zeros(n, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
             with torch.no_grad(), warnings.catch_warnings():
@@ -256,6 +297,7 @@ class Int8Graph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.runs:
+            assert self.graph is not None
             return self.graph(x)  # type: ignore[no-any-return]
         step = BUCKETS[-1]
         outs = [self._padded(x[i : i + step]) for i in range(0, len(x), step)]
@@ -339,11 +381,15 @@ def load_int8(
             "rerun `wbc-ray quantize`"
         )
     scheme = meta["scheme"]
-    prepared = _prepare(model, torch.zeros(1, 3, input_size, input_size), scheme)
     ranges = load_file(os.fspath(path))
+    key = _compile_key(ranges, meta, version, input_size) if compile else None
+    # Compiled before from these very ranges (the key digests them), which matched the model then.
+    runs = _compiled_runs(key) if key else None
+    if runs:
+        return Int8Graph(None, input_size, key, runs)
+    prepared = _prepare(model, torch.zeros(1, 3, input_size, input_size), scheme)
     expected = {k for k in prepared.state_dict() if k.endswith(_OBSERVER_KEYS)}
     if set(ranges) != expected:
         raise Int8Unavailable(f"{path} does not match this model's layers; rerun `wbc-ray quantize`")
     prepared.load_state_dict(ranges, strict=False)
-    key = _compile_key(ranges, meta, version, input_size) if compile else None
     return _convert(prepared, input_size, key)
