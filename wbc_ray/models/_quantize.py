@@ -242,7 +242,7 @@ class Int8Graph(nn.Module):
         self.runs: dict[int, Run] = runs or {}
         if key is not None and not self.runs:
             try:
-                self.runs = {n: self._package(key, n, input_size) for n in BUCKETS}
+                self.runs = self._compile(key, input_size)
             except Exception as exc:  # no C++ compiler, or an op Inductor cannot lower here
                 name = type(exc).__name__
                 log.warning("int8 graph not compiled (%s: %s); it runs uncompiled, slowly", name, exc)
@@ -256,38 +256,29 @@ class Int8Graph(nn.Module):
         """The compiled packages this graph runs (one per bucket), if compiled."""
         return [_package_path(self.key, n) for n in self.runs] if self.key else []
 
-    def _package(self, key: str, n: int, input_size: int) -> Run:
+    def _compile(self, key: str, input_size: int) -> dict[int, Run]:
+        """Every bucket's package, compiling the missing ones (side by side: see _aot)."""
         import fcntl
+
+        from ._aot import compile_programs
 
         assert self.graph is not None
         cache = compiled_cache()
         cache.mkdir(parents=True, exist_ok=True)
-        path = _package_path(key, n)
         # Replicas of one model start together: one compiles, the others wait and load.
         with open(cache / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            run = _load_package(path)
-            if run is not None:
-                return run
-            x = torch.zeros(n, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                program = torch.export.export(self.graph, (x,))
-                # Freezing folds the int8 weights in: the fused oneDNN kernels need constants.
-                # Inductor would bake this process's thread count into its OpenMP loops; read at
-                # run time instead, one package serves `wbc-ray quantize` (all cores) and the
-                # one-thread replicas alike, so the first Serve start after quantizing compiles
-                # nothing (it compiled every graph again: ~3 min for the quick preset here).
-                # Measured on InceptionV3 128 px, batch 32: as fast as a fixed count, same outputs.
-                torch._inductor.aoti_compile_and_package(
-                    program,
-                    package_path=os.fspath(tmp),
-                    inductor_configs={"freezing": True, "cpp.dynamic_threads": True},
-                )
-            os.replace(tmp, path)
+            runs = {n: _load_package(_package_path(key, n)) for n in BUCKETS}
+            missing = {}
+            for n in (n for n, run in runs.items() if run is None):
+                x = torch.zeros(n, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    missing[_package_path(key, n)] = torch.export.export(self.graph, (x,))
+            compile_programs(missing)
         prune_cache(cache, cache_budget_bytes(), keep=key)
-        return torch._inductor.aoti_load_package(os.fspath(path))  # type: ignore[no-any-return]
+        load = torch._inductor.aoti_load_package
+        return {n: run or load(os.fspath(_package_path(key, n))) for n, run in runs.items()}
 
     def train(self, mode: bool = True) -> Int8Graph:
         # An exported graph refuses train()/eval(); it is fixed in inference form anyway.
