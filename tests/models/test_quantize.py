@@ -51,8 +51,9 @@ def test_int8_classifier_tracks_fp32(int8_models: Path) -> None:
 
 def test_int8_graph_is_compiled_and_batch_size_free(int8_models: Path) -> None:
     """Inductor compiles the graph per bucket, once per machine (the second load, at another
-    thread count, finds the packages, and a rebuild gives the same answers); cutting and padding batches must not change a tile's
-    answer (batch 1, a bucket exactly, between buckets, several buckets plus a rest)."""
+    thread count, finds the packages; a rebuild, buckets side by side, gives the same answers);
+    cutting and padding batches must not change a tile's answer (batch 1, a bucket exactly,
+    between buckets, several buckets plus a rest)."""
     int8 = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
     assert isinstance(int8.model, Int8Graph) and int8.model.compiled
     x = load_images(read_manifest(MANIFEST, "test")[:45], int8.card.input_size)[0].numpy()

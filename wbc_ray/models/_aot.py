@@ -72,7 +72,11 @@ def compile_programs(programs: dict[Path, torch.export.ExportedProgram]) -> None
 
 
 def _main(program: str, package: str) -> None:
-    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers the int8 ops)
+    # The int8 ops, and Inductor's int8 fusion passes, which torchao registers when its x86
+    # quantizer is imported: without them the child compiled the unfused reference graph
+    # (slower, and its numbers differed from the parent's packages; caught by the tests).
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
     compile_program(torch.export.load(program), Path(package))
 
