@@ -100,9 +100,16 @@ def analyze_many(
     )
     rates = rates_for(rates_record, cfg.fusion)
     if rates is None and progress:
+        measured = (rates_record or {}).get("fusions", {}).get(cfg.fusion)
+        why = (
+            f"the tile rates measured for fusion {cfg.fusion} separate the classes too little to "
+            f"correct with (tpr {measured['tpr']:.2f}, fpr {measured['fpr']:.2f}; the quick preset's are)"
+            if measured
+            else f"no tile rates measured for these models and fusion {cfg.fusion}"
+        )
         print(
-            f"note: no tile rates measured for these models and fusion {cfg.fusion}: reporting the raw "
-            "share of malignant tiles (run `wbc-ray calibrate` to adjust it)",
+            f"note: {why}: reporting the raw share of malignant tiles (`wbc-ray calibrate` measures "
+            "them for the current weights)",
             file=sys.stderr,
         )
     results: list[SlideResult] = []
