@@ -162,7 +162,7 @@ def _ranges_digest(ranges: dict[str, torch.Tensor], meta: dict[str, str]) -> str
 
 def _compile_key(ranges: dict[str, torch.Tensor], meta: dict[str, str], version: str, input_size: int) -> str:
     """Everything the native code depends on: the ranges and weights, the compiler stack and the
-    CPU's instruction set. Not the thread count: the loops read it when they run (see _package)."""
+    CPU's instruction set. Not the thread count: the loops read it when they run (_aot.INDUCTOR_CONFIGS)."""
     import torchao
 
     parts = [
