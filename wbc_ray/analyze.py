@@ -103,7 +103,7 @@ def analyze_many(
         measured = (rates_record or {}).get("fusions", {}).get(cfg.fusion)
         why = (
             f"the tile rates measured for fusion {cfg.fusion} separate the classes too little to "
-            f"correct with (tpr {measured['tpr']:.2f}, fpr {measured['fpr']:.2f}; the quick preset's are)"
+            f"correct with (tpr {measured['tpr']:.2f}, fpr {measured['fpr']:.2f})"
             if measured
             else f"no tile rates measured for these models and fusion {cfg.fusion}"
         )

@@ -204,6 +204,11 @@ def _load_package(path: Path) -> Run | None:
     return run  # type: ignore[no-any-return]
 
 
+def _load_packages(key: str) -> dict[int, Run | None]:
+    """Each bucket's package for `key`, None where it is missing or unreadable."""
+    return {n: _load_package(_package_path(key, n)) for n in BUCKETS}
+
+
 def _compiled_runs(key: str) -> dict[int, Run] | None:
     """Every bucket's package for `key` when this machine has them all, else None. Then the
     graph need not be traced and converted at all (12 s for InceptionV3 here, more for four
@@ -213,7 +218,7 @@ def _compiled_runs(key: str) -> dict[int, Run] | None:
     try:
         with open(compiled_cache() / f"{key}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_SH)  # prune_cache leaves a graph being loaded alone
-            runs = {n: _load_package(_package_path(key, n)) for n in BUCKETS}
+            runs = _load_packages(key)
     except OSError:  # no cache folder yet, or not ours to lock
         return None
     if any(run is None for run in runs.values()):
@@ -268,7 +273,7 @@ class Int8Graph(nn.Module):
         # Replicas of one model start together: one compiles, the others wait and load.
         with open(cache / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            runs = {n: _load_package(_package_path(key, n)) for n in BUCKETS}
+            runs = _load_packages(key)
             missing = {}
             for n in (n for n, run in runs.items() if run is None):
                 x = torch.zeros(n, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
