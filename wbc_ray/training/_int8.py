@@ -42,9 +42,10 @@ def quantize_models(
     names: list[str] | None = None,
     images: int = 256,
     batch: int = 32,
+    schemes: tuple[str, ...] = INT8_SCHEMES,
 ) -> list[Int8Report]:
-    """For each model: ranges from the first `images` validation images, the range scheme that
-    moves the malignant probability least on the rest of the validation split, and how often
+    """For each model: ranges from the first `images` validation images, the range scheme (of
+    `schemes`) that moves the malignant probability least on the rest of the validation split, and how often
     the int8 model decides as the fp32 one on the test split (reported, never used to choose).
     Ranges that move held-out probabilities or decisions too far (MAX_MEAN_SHIFT, MIN_AGREEMENT)
     are not kept."""
@@ -58,7 +59,7 @@ def quantize_models(
         calib, held = ref.inputs(x_val[:images]), x_val[images:]
         p_held = ref.predict(held, batch)[:, 1]
         best = None
-        for scheme in INT8_SCHEMES:
+        for scheme in schemes:
             batches = (calib[i : i + batch] for i in range(0, len(calib), batch))
             q, ranges = measure_int8(model, batches, scheme)
             clf = Classifier(q, card, device="cpu", precision="int8")
