@@ -78,20 +78,30 @@ def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | os.PathLik
     return weights
 
 
-def load_checkpoint(models_dir: str | os.PathLike[str], name: str) -> tuple[nn.Module, ModelCard]:
-    from safetensors.torch import load_file
-
+def load_card(models_dir: str | os.PathLike[str], name: str) -> ModelCard:
+    """A checkpoint's model card, once both of its files are there (weights not read)."""
     d = Path(models_dir)
     card_path, weights = d / f"{name}.json", d / f"{name}.safetensors"
     if not card_path.exists() or not weights.exists():
         raise FileNotFoundError(
             f"no checkpoint for {name} in {d} (need {name}.json and {name}.safetensors); run `make models`"
         )
-    card = ModelCard.from_json(card_path.read_text())
+    return ModelCard.from_json(card_path.read_text())
+
+
+def load_weights(models_dir: str | os.PathLike[str], name: str, card: ModelCard) -> nn.Module:
+    """The network `name` with its checkpoint's weights, in eval mode (`card` from `load_card`)."""
+    from safetensors.torch import load_file
+
     model = build_model(name, num_classes=len(card.classes))
-    model.load_state_dict(load_file(str(weights)))
+    model.load_state_dict(load_file(str(Path(models_dir) / f"{name}.safetensors")))
     model.eval()
-    return model, card
+    return model
+
+
+def load_checkpoint(models_dir: str | os.PathLike[str], name: str) -> tuple[nn.Module, ModelCard]:
+    card = load_card(models_dir, name)
+    return load_weights(models_dir, name, card), card
 
 
 def available(models_dir: str | os.PathLike[str]) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checkpoint import ModelCard, load_checkpoint
+from ._checkpoint import ModelCard, load_card, load_weights
 from ._cpu import cpu_has_amx, cpu_has_bf16
 from ._preprocess import preprocess
 from ._quantize import Int8Graph, Int8Unavailable, int8_path, load_int8
@@ -75,9 +75,13 @@ class Classifier:
     @classmethod
     def load(cls, models_dir: str | os.PathLike[str], name: str, **kw: object) -> Classifier:
         """Raises Int8Unavailable for precision="int8" when no matching ranges are stored."""
-        model, card = load_checkpoint(models_dir, name)
-        if kw.get("precision") == "int8":
-            model = load_int8(model, card.input_size, card.version, int8_path(models_dir, name))
+        card = load_card(models_dir, name)
+        if kw.get("precision") != "int8":
+            return cls(load_weights(models_dir, name, card), card, **kw)  # type: ignore[arg-type]
+        # The fp32 network only when something must be traced: a replica that finds its graphs
+        # compiled skips building it (and importing timm: ~3 s a replica, four at a Serve start).
+        ranges = int8_path(models_dir, name)
+        model = load_int8(lambda: load_weights(models_dir, name, card), card.input_size, card.version, ranges)
         return cls(model, card, **kw)  # type: ignore[arg-type]
 
     @classmethod

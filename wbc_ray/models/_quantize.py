@@ -163,7 +163,7 @@ def _ranges_digest(ranges: dict[str, torch.Tensor], meta: dict[str, str]) -> str
 def _compile_key(ranges: dict[str, torch.Tensor], meta: dict[str, str], version: str, input_size: int) -> str:
     """Everything the native code depends on: the ranges and weights, the compiler stack and the
     CPU's instruction set. Not the thread count: the loops read it when they run (_aot.INDUCTOR_CONFIGS)."""
-    import torchao
+    from importlib.metadata import version as installed
 
     parts = [
         _FORMAT,
@@ -171,7 +171,7 @@ def _compile_key(ranges: dict[str, torch.Tensor], meta: dict[str, str], version:
         version,
         str(input_size),
         torch.__version__,
-        torchao.__version__,
+        installed("torchao"),  # not imported: 2.6 s, and a found graph needs nothing of it
         torch.backends.cpu.get_cpu_capability(),
         f"reduce_range={reduce_range()}",
         "dynamic_threads",
@@ -357,9 +357,14 @@ def int8_matches(path: str | os.PathLike[str], version: str) -> bool:
 
 
 def load_int8(
-    model: nn.Module, input_size: int, version: str, path: str | os.PathLike[str], compile: bool = True
+    model: nn.Module | Callable[[], nn.Module],
+    input_size: int,
+    version: str,
+    path: str | os.PathLike[str],
+    compile: bool = True,
 ) -> Int8Graph:
-    """`model` in int8 with the stored ranges; raises Int8Unavailable when they cannot be used."""
+    """`model` in int8 with the stored ranges; raises Int8Unavailable when they cannot be used.
+    `model` may be a function that builds it, called only when the graph must be traced."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -383,7 +388,8 @@ def load_int8(
     runs = _compiled_runs(key) if key else None
     if runs:
         return Int8Graph(None, input_size, key, runs)
-    prepared = _prepare(model, torch.zeros(1, 3, input_size, input_size), scheme)
+    net = model if isinstance(model, nn.Module) else model()
+    prepared = _prepare(net, torch.zeros(1, 3, input_size, input_size), scheme)
     expected = {k for k in prepared.state_dict() if k.endswith(_OBSERVER_KEYS)}
     if set(ranges) != expected:
         raise Int8Unavailable(f"{path} does not match this model's layers; rerun `wbc-ray quantize`")
