@@ -102,6 +102,9 @@ def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> No
     assert rec["precision"]["xception"] == ("int8" if int8_path(d, "xception").exists() else default)
     for rates in rec["fusions"].values():
         assert rates["n_pos"] > 0 and rates["n_neg"] > 0
+        # The distinct images behind each end (what the interval's widening counts): 5 x 5
+        # fields drawn without repeats from validation pools larger than that.
+        assert rates["pos_cells"] == rates["neg_cells"] == 25
         assert 0 <= rates["fpr"] <= 1 and 0 <= rates["tpr"] <= 1
     cards = [asdict(Classifier.load(d, n).card) for n in available(d)]
     assert load_tile_rates(d, cards) == rec

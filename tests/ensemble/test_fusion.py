@@ -86,7 +86,43 @@ def test_adjusted_count_undoes_known_tile_rates() -> None:
     assert adj.malignant_fraction == pytest.approx((0.18 - 0.15) / 0.8)
     lo, hi = wilson_interval(90, 500)
     assert adj.interval == pytest.approx((max(0.0, (lo - 0.15) / 0.8), (hi - 0.15) / 0.8))
-    assert adj.adjusted_by == {"tpr": 0.95, "fpr": 0.15, "n_pos": 0, "n_neg": 0, "curve": ()}
+    assert adj.adjusted_by == {
+        "tpr": 0.95,
+        "fpr": 0.15,
+        "n_pos": 0,
+        "n_neg": 0,
+        "curve": (),
+        "pos_cells": 0,
+        "neg_cells": 0,
+    }
+
+
+def test_interval_widens_for_the_error_in_the_rates() -> None:
+    """Rates measured on 60 benign cells: a benign-only slide whose cells draw 8% false calls
+    (the calibration's drew 5%) must not get an interval that excludes 0."""
+    from wbc_ray.ensemble import TileRates
+
+    calls = np.zeros(300, bool)
+    calls[:24] = True
+    exact = TileRates(tpr=0.95, fpr=0.05)  # rates taken as known exactly: the old interval
+    rates = TileRates(tpr=0.95, fpr=0.05, n_pos=400, n_neg=400, pos_cells=200, neg_cells=60)
+    narrow = slide_verdict(calls, tau=0.2, rates=exact)
+    wide = slide_verdict(calls, tau=0.2, rates=rates)
+    assert narrow.malignant_fraction == wide.malignant_fraction == pytest.approx(0.03 / 0.9)
+    assert narrow.interval[0] > 0 and wide.interval[0] == 0.0  # the truth, 0, is inside only now
+    # By hand: Wilson's half-widths and the rates' error (Agresti-Coull, at the bound's fraction)
+    # added in quadrature in share units, then mapped through (p - fpr) / (tpr - fpr).
+    lo, hi = wilson_interval(24, 300)
+    f_hi = (hi - 0.05) / 0.9
+    p0, p1 = (0.05 * 60 + 2) / 64, (0.95 * 200 + 2) / 204
+    var_hi = f_hi**2 * p1 * (1 - p1) / 204 + (1 - f_hi) ** 2 * p0 * (1 - p0) / 64
+    share_hi = 0.08 + np.hypot(hi - 0.08, 1.959964 * np.sqrt(var_hi))
+    assert wide.interval[1] == pytest.approx((share_hi - 0.05) / 0.9, rel=1e-5)
+    assert wide.verdict == "benign"  # still: the upper bound stays below tau
+    # Cells not recorded (older rates files): the tile counts stand in, a smaller widening.
+    tiles_only = TileRates(tpr=0.95, fpr=0.05, n_pos=400, n_neg=400)
+    mid = slide_verdict(calls, tau=0.2, rates=tiles_only).interval
+    assert wide.interval[0] <= mid[0] <= narrow.interval[0] and narrow.interval[1] < mid[1] < wide.interval[1]
 
 
 def test_measured_curve_is_inverted_piecewise_linearly() -> None:

@@ -40,6 +40,26 @@ class TileRates:
     n_neg: int = 0
     # (true fraction, share of malignant calls) on slides of known mixed composition.
     curve: tuple[tuple[float, float], ...] = ()
+    # Distinct cells (images) behind tpr and fpr. The rates' own error scales with these, not
+    # with the tiles: a calibration slide repeats its pool's images, and one image's tiles are
+    # called alike. 0: not recorded (rates measured before they were), the tile counts stand in.
+    pos_cells: int = 0
+    neg_cells: int = 0
+
+    def share_var(self, f: float) -> float:
+        """Variance of the share of malignant calls a slide of true fraction `f` shows, as far as
+        it comes from measuring the rates on finitely many cells: f^2 Var(tpr) + (1-f)^2 Var(fpr),
+        each rate taken as a binomial proportion (Agresti-Coull: never 0, even with no errors)."""
+
+        def var(rate: float, n: int) -> float:
+            if n <= 0:
+                return 0.0
+            p = (rate * n + 2) / (n + 4)
+            return p * (1 - p) / (n + 4)
+
+        return f * f * var(self.tpr, self.pos_cells or self.n_pos) + (1 - f) ** 2 * var(
+            self.fpr, self.neg_cells or self.n_neg
+        )
 
     def adjust(self, p: float) -> float:
         """The fraction whose measured share is p.
@@ -86,8 +106,12 @@ def slide_verdict(
 ) -> SlideVerdict:
     """Malignant if the interval's lower bound >= tau, benign if its upper bound < tau.
 
-    With `rates`, the share of malignant calls and its Wilson interval are mapped through the
-    adjusted count; the interval does not widen for the error in the rates themselves.
+    The interval is Wilson's for the share of malignant tile calls. With `rates`, the share is
+    mapped through the adjusted count, and the interval first widens for the rates' own error
+    (`TileRates.share_var`, added to the slide's in quadrature on each side): without that, a
+    benign-only slide whose cells draw a few more false calls than the calibration's did gets an
+    interval that excludes 0 (the full weights on test-split slides: 0.061 [0.027, 0.107] for a
+    true 0, and 0.084 [0.047, 0.127] for 0.041; now [0, 0.129] and [0.008, 0.147]).
     """
     calls = np.asarray(tile_calls).astype(bool)
     keep = np.ones(len(calls), bool) if tissue is None else np.asarray(tissue) >= min_tissue
@@ -96,7 +120,10 @@ def slide_verdict(
     raw = k / n if n else float("nan")
     frac = raw
     if rates is not None and n:
-        frac, lo, hi = rates.adjust(raw), rates.adjust(lo), rates.adjust(hi)
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        lo = raw - math.hypot(raw - lo, z * math.sqrt(rates.share_var(rates.adjust(lo))))
+        hi = raw + math.hypot(hi - raw, z * math.sqrt(rates.share_var(rates.adjust(hi))))
+        frac, lo, hi = rates.adjust(raw), rates.adjust(max(0.0, lo)), rates.adjust(min(1.0, hi))
     verdict: Verdict
     if n == 0:
         verdict = "indeterminate"

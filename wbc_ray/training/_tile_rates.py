@@ -69,6 +69,7 @@ def measure_tile_rates(
             kind = ("benign", "malignant")[label]
             raise ValueError(f"{manifest} has no {kind} images in split {split}")
     calls: dict[float, dict[str, np.ndarray]] = {}
+    cells: dict[float, int] = {}  # distinct images on each slide
     with tempfile.TemporaryDirectory(prefix="wbc_rates_") as tmp:
         for frac in fractions:
             # The ends from one class only; mixed slides from the whole split.
@@ -78,6 +79,7 @@ def measure_tile_rates(
             tiles = _tiles(path, spec)
             probs = np.stack([c.predict(tiles) for c in clfs])  # (M, N, 2)
             true_frac = float(truth["malignant_fraction"])  # type: ignore[arg-type]
+            cells[true_frac] = len({field["image"] for field in truth["fields"]})  # type: ignore[attr-defined]
             calls[true_frac] = {f: fuse(probs, f)[1] >= tile_threshold for f in FUSIONS}
     lo, hi = min(calls), max(calls)
     rates = {
@@ -88,6 +90,8 @@ def measure_tile_rates(
                 n_pos=len(calls[hi][f]),
                 n_neg=len(calls[lo][f]),
                 curve=tuple((k, float(v[f].mean())) for k, v in sorted(calls.items())),
+                pos_cells=cells[hi],
+                neg_cells=cells[lo],
             )
         )
         for f in FUSIONS
