@@ -357,14 +357,14 @@ def int8_matches(path: str | os.PathLike[str], version: str) -> bool:
 
 
 def load_int8(
-    model: nn.Module | Callable[[], nn.Module],
+    build: Callable[[], nn.Module],
     input_size: int,
     version: str,
     path: str | os.PathLike[str],
     compile: bool = True,
 ) -> Int8Graph:
-    """`model` in int8 with the stored ranges; raises Int8Unavailable when they cannot be used.
-    `model` may be a function that builds it, called only when the graph must be traced."""
+    """The model `build` makes, in int8 with the stored ranges; raises Int8Unavailable when they
+    cannot be used. `build` is called only when the graph must be traced (not compiled yet)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -388,8 +388,7 @@ def load_int8(
     runs = _compiled_runs(key) if key else None
     if runs:
         return Int8Graph(None, input_size, key, runs)
-    net = model if isinstance(model, nn.Module) else model()
-    prepared = _prepare(net, torch.zeros(1, 3, input_size, input_size), scheme)
+    prepared = _prepare(build(), torch.zeros(1, 3, input_size, input_size), scheme)
     expected = {k for k in prepared.state_dict() if k.endswith(_OBSERVER_KEYS)}
     if set(ranges) != expected:
         raise Int8Unavailable(f"{path} does not match this model's layers; rerun `wbc-ray quantize`")
