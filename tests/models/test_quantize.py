@@ -14,6 +14,7 @@ from tests.conftest import MANIFEST
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import INT8_BUCKETS, Classifier, Int8Graph, Int8Unavailable, compiled_cache, int8_path
 from wbc_ray.training import load_images, quantize_models
+from wbc_ray.training._presets import QUICK_INT8_SCHEMES
 
 # InceptionV3: even the quick preset (the CI models) spreads its outputs enough for agreement
 # to mean something; an undertrained MobileNet answers nearly the same for every image, and
@@ -27,10 +28,10 @@ def int8_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("int8")
     for suffix in (".json", ".safetensors"):
         shutil.copy(models_dir / f"{NAME}{suffix}", out / f"{NAME}{suffix}")
-    # 128 calibration images, as the quick preset's own ranges (`ensure_models`, which tries only
-    # minmax; both schemes here, and minmax wins for the quick InceptionV3): the same ranges give
-    # the same compile key, so the compiled packages are shared, not built twice (~50 s).
-    (report,) = quantize_models(out, MANIFEST, [NAME], images=128)
+    # 128 calibration images and one scheme, as the quick preset's own ranges (`ensure_models`):
+    # the same ranges give the same compile key, so the compiled packages are shared, not built
+    # twice (~50 s). The choice between schemes runs in tests/training (the kept-ranges test).
+    (report,) = quantize_models(out, MANIFEST, [NAME], images=128, schemes=QUICK_INT8_SCHEMES)
     assert report.path == int8_path(out, NAME) and report.path.exists()
     assert report.calibration_images == 128 and report.test_images > 100
     assert report.agreement >= 0.9
@@ -194,3 +195,28 @@ def test_compile_key_follows_the_ranges_not_the_file_bytes(int8_models: Path, tm
     meta = header["__metadata__"]
     save_int8(ranges, other, meta["version"], meta["scheme"])
     assert key(other) != key(src)
+
+
+def test_a_bucket_whose_child_compile_fails_is_compiled_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The extra buckets compile in child processes; one that fails (here its saved program is
+    unreadable, as after a full disk) is compiled in this process afterwards, with a warning."""
+    import logging
+    import os
+
+    from wbc_ray.models import _aot
+
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    programs = {tmp_path / f"b{n}.pt2": torch.export.export(net, (torch.zeros(n, 3, 8, 8),)) for n in (2, 4)}
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # a child even on a one-core machine
+    monkeypatch.setattr(torch.export, "save", lambda program, f, *a, **k: Path(f).write_bytes(b"cut short"))
+    with caplog.at_level(logging.WARNING, logger=_aot.__name__):
+        _aot.compile_programs(programs)
+    assert "b4.pt2 in a child process failed, compiling here" in caplog.text
+    for package in programs:
+        n = int(package.stem[1:])
+        x = torch.randn(n, 3, 8, 8)
+        run = torch._inductor.aoti_load_package(str(package))
+        torch.testing.assert_close(run(x), net(x), atol=1e-4, rtol=1e-4)
