@@ -26,7 +26,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks._common import CpuAccount, RayMemory, print_targets, target, write_result
+from benchmarks._common import (
+    OUT_DIR,
+    CpuAccount,
+    RayMemory,
+    plot_cpu_timeline,
+    print_targets,
+    target,
+    write_result,
+)
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, available, tile_scale
@@ -194,7 +202,10 @@ def main() -> int:
             # Where the cores went: the CNN replicas' share bounds the end-to-end efficiency.
             "cpu": cpu.summary(),
         }
-        print(label, runs[label], flush=True)
+        title = f"{label}: {n} tiles in {wall:.1f} s ({n / wall:.1f} tiles/s), cores used by part"
+        plot_cpu_timeline(runs[label]["cpu"], OUT_DIR / f"analyze_cpu_{label}.png", title)
+        print(label, {k: v for k, v in runs[label].items() if k != "cpu"}, flush=True)
+        print(f"  cpu: {runs[label]['cpu']['cpu_s']}; tail: {runs[label]['cpu']['tail_below_75pct_busy']}")
     result["end_to_end"] = runs
 
     buf = io.BytesIO()
