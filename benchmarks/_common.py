@@ -7,6 +7,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,30 @@ def _is_ray(p: psutil.Process) -> bool:
     )
 
 
+class _Processes:
+    """The processes a label function names (the others skipped), each labelled once: reading
+    every process's name and command line at each sample cost the driver ~6 CPU-s in a 60 s run
+    at 5 samples a second, taken from the system being measured."""
+
+    def __init__(self, label: Callable[[psutil.Process], str | None]) -> None:
+        self.label = label
+        self.known: dict[int, tuple[str, psutil.Process] | None] = {}
+
+    def scan(self) -> list[tuple[int, str, psutil.Process]]:
+        out = []
+        for p in psutil.process_iter():
+            if p.pid not in self.known:
+                try:
+                    name = self.label(p)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    name = None
+                self.known[p.pid] = (name, p) if name is not None else None
+            entry = self.known[p.pid]
+            if entry is not None:
+                out.append((p.pid, *entry))
+        return out
+
+
 class RayMemory:
     """Samples the resident memory of every Ray process (and the driver) until stopped."""
 
@@ -42,30 +67,21 @@ class RayMemory:
 
     def _run(self) -> None:
         me = os.getpid()
-        # Whether a process is Ray's is decided once per process: reading every process's name
-        # and command line five times a second cost the driver ~6 CPU-s in a 60 s run, taken
-        # from the system being measured.
-        seen: dict[int, tuple[str, psutil.Process] | None] = {}
+
+        def label(p: psutil.Process) -> str | None:
+            return "driver" if p.pid == me else p.name() if _is_ray(p) else None
+
+        procs = _Processes(label)
         while not self._stop.is_set():
             total = 0
-            for p in psutil.process_iter():
-                if p.pid not in seen:
-                    ours = p.pid == me or _is_ray(p)
-                    try:
-                        seen[p.pid] = ("driver" if p.pid == me else p.name(), p) if ours else None
-                    except (psutil.NoSuchProcess, psutil.AccessDenied):
-                        seen[p.pid] = None
-                entry = seen[p.pid]
-                if entry is None:
-                    continue
-                name, proc = entry
+            for pid, name, p in procs.scan():
                 try:
-                    rss = proc.memory_info().rss
+                    rss = p.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 total += rss
-                if rss > self.peak.get(p.pid, ("", 0))[1]:
-                    self.peak[p.pid] = (name, rss)
+                if rss > self.peak.get(pid, ("", 0))[1]:
+                    self.peak[pid] = (name, rss)
             self.peak_total = max(self.peak_total, total)
             self._stop.wait(self.interval)
 
@@ -125,23 +141,17 @@ class CpuAccount:
         self.wall = 0.0
         self.interval = interval
         self.samples: list[dict[str, float]] = []  # cores used per role, one dict per interval
-        self._procs: dict[int, tuple[str, psutil.Process]] = {}
+        me = os.getpid()
+        self._procs = _Processes(lambda p: _cpu_role(p, me))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _snap(self) -> dict[int, tuple[str, float]]:
-        # Each process's role is looked up once (cmdline reads are the costly part), so a sample
-        # costs a few milliseconds: under 1% of one core at 0.5 s.
-        me = os.getpid()
-        for p in psutil.process_iter():
-            if p.pid not in self._procs and (role := _cpu_role(p, me)) is not None:
-                self._procs[p.pid] = (role, p)
         out = {}
-        for pid, (role, p) in list(self._procs.items()):
+        for pid, role, p in self._procs.scan():
             try:
                 t = p.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
-                self._procs.pop(pid, None)
                 continue
             out[pid] = (role, t.user + t.system)
         return out
