@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup test lint bench demo models clean
+.PHONY: setup browser test lint bench demo models clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
+# The UI tests drive a real headless Chromium: Debian's (Playwright's own browser download is not
+# reachable from every machine). Without root or sudo this warns, and the UI tests skip, except in
+# CI (.ci/run sets WBC_RAY_REQUIRE_BROWSER=1), where they fail.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium >/dev/null \
+	  || ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null) \
+	  || echo "WARNING: could not install chromium: the UI browser tests will skip"
+
+test: setup browser
 	$(BIN)/python -m pytest -q -x --durations=15 tests
 
 lint: setup

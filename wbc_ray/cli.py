@@ -243,6 +243,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("ui")
+def _ui(args: argparse.Namespace) -> int:
+    from .ui import ApiClient, ApiError, launch
+
+    client = ApiClient(args.api, timeout=10)
+    try:
+        client.health()  # a UI over no API would only show errors later
+    except ApiError as exc:
+        raise UserError(f"{exc} (start it with `wbc-ray serve`, or pass --api URL)") from None
+    finally:
+        client.close()
+    print(f"wbc-ray UI on http://{args.host}:{args.port} (API: {args.api}); Ctrl-C to stop", flush=True)
+    launch(args.api, host=args.host, port=args.port)
+    return 0
+
+
 def _claim_stdout() -> TextIO:
     """A private handle on the real stdout; fd 1 (and sys.stdout) then point at stderr."""
     sys.stdout.flush()
@@ -385,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--results", help="results folder")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
+
+    ui = sub.add_parser("ui", help="the Gradio page (its own process) over a running REST API")
+    ui.add_argument("--api", default="http://127.0.0.1:8000", help="the wbc-ray REST API's base URL")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=7860)
 
     an = sub.add_parser("analyze", help="analyse slides: tile, score with the three CNNs, verdict")
     an.add_argument("slides", nargs="+")

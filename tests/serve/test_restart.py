@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
-from tests.serve.conftest import start_app
+from tests.conftest import start_app
 
 
 def test_analysis_after_a_serve_restart(

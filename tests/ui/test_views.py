@@ -1,0 +1,51 @@
+"""What the page shows, from API answers (pure functions; the browser test covers the page)."""
+
+from __future__ import annotations
+
+from wbc_ray.ui._views import agreement, progress_text, suspicious, verdict_card
+
+
+def _row(tile: int, fused: float, a: float, b: float) -> dict:
+    call = "malignant" if fused >= 0.5 else "benign"
+    return {"tile": tile, "x": 10 * tile, "y": 0, "fused": fused, "call": call, "p_a": a, "p_b": b}
+
+
+def test_agreement_counts_calls_per_model_and_unanimity() -> None:
+    rows = [_row(0, 0.9, 0.8, 0.7), _row(1, 0.2, 0.6, 0.1), _row(2, 0.1, 0.2, 0.3), _row(3, 0.7, 0.9, 0.4)]
+    table = agreement(rows)
+    assert table[0] == ["a", 0.75, 0.75]  # calls 0, 1, 3 malignant; disagrees with fused on tile 1
+    assert table[1] == ["b", 0.25, 0.75]  # calls tile 0 only; disagrees on tile 3
+    assert table[2] == ["all models agree", None, 0.5]  # tiles 0 and 2
+    assert agreement([]) == []
+
+
+def test_suspicious_tiles_are_the_highest_fused_first() -> None:
+    rows = [_row(i, f, 0.5, 0.5) for i, f in enumerate([0.3, 0.95, 0.1, 0.6])]
+    assert [t for _, t in suspicious(rows, k=3)] == [1, 3, 0]
+    assert suspicious(rows, k=1)[0][0].startswith("tile 1: fused 0.950")
+
+
+def test_progress_and_verdict_text() -> None:
+    st = {"status": "running", "slide": "s.tiff", "progress": {"done": 50, "total": 200, "eta_s": 12.4}}
+    assert progress_text(st) == "**Running** — 50 / 200 tiles (25 %), about 12 s left"
+    assert "planning" in progress_text({"status": "queued", "progress": {"done": 0, "total": None}})
+    assert progress_text({"status": "failed", "error": "SlideError: truncated"}).endswith("truncated")
+    result = {
+        "verdict": "indeterminate",
+        "malignant_fraction": 0.2134,
+        "interval": [0.15, 0.28],
+        "confidence": 0.95,
+        "tau": 0.2,
+        "n_tiles": 900,
+        "n_malignant": 190,
+        "n_excluded": 12,
+        "raw_fraction": 0.211,
+        "adjusted_by": {"tpr": 0.97, "fpr": 0.03},
+        "fusion": "fuzzy_rank",
+        "models": [{"name": "mobilenet", "version": "abc123abc123"}],
+        "timings": {"total_s": 20.0, "tiles_per_s": 45.6},
+    }
+    card = verdict_card(result)
+    assert "INDETERMINATE" in card and "straddles" in card
+    assert "0.213" in card and "0.150–0.280" in card and "τ = 0.2" in card
+    assert "mobilenet `abc123abc123`" in card and "900" in card

@@ -1,0 +1,149 @@
+"""The Gradio page: submit a slide, watch it run, read the verdict, look at the evidence.
+
+Its own process, talking to the REST API over HTTP only (Ray's Gradio ingress does not work with
+current Gradio, and a UI that restarts must not take the service down with it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ._client import ApiClient, ApiError
+from ._views import agreement, model_names, progress_text, suspicious, verdict_card
+
+POLL_S = 1.0
+FUSIONS = ["fuzzy_rank", "mean", "vote"]
+
+
+def _png(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _explain(
+    api: ApiClient, job_id: str, tile: int | None, names: list[str]
+) -> list[tuple[Image.Image, str]]:
+    if not job_id or tile is None:
+        return []
+    out = []
+    for m in names:
+        e = api.gradcam(job_id, int(tile), m)
+        note = "" if e.has_evidence else " (no evidence for it)"
+        out.append((_png(e.png), f"{m}: p(malignant) {e.p_malignant:.3f}; map for {e.explained_class}{note}"))
+    return out
+
+
+def _downloads(api: ApiClient, job_id: str, result: dict[str, Any]) -> list[str]:
+    folder = Path(tempfile.mkdtemp(prefix=f"wbc-ray-ui-{job_id}-"))
+    files = {
+        f"{job_id}.result.json": json.dumps(result, indent=2).encode(),
+        f"{job_id}.tiles.csv": api.download(job_id, "tiles.csv"),
+        f"{job_id}.geojson": api.download(job_id, "geojson"),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return [str(folder / n) for n in files]
+
+
+def build_ui(api_url: str) -> gr.Blocks:
+    api = ApiClient(api_url)
+
+    def analyse(upload: str | None, path: str, fusion: str) -> Iterator[tuple[Any, ...]]:
+        # Outputs: status, verdict, heatmap, agreement, tile choice, explanations, downloads, job.
+        blank: tuple[Any, ...] = ("", None, None, gr.update(choices=[], value=None), [], None)
+        try:
+            if upload:
+                job_id = api.submit_upload(upload, fusion)
+            elif path.strip():
+                job_id = api.submit_path(path.strip(), fusion)
+            else:
+                yield ("**Choose a slide:** upload one or give its path on the server.", *blank, "")
+                return
+            yield (f"**Submitted** as job `{job_id}`", *blank, job_id)
+            while (st := api.status(job_id))["status"] not in {"done", "failed"}:
+                yield (progress_text(st), *blank, job_id)
+                time.sleep(POLL_S)
+            if st["status"] == "failed":
+                yield (progress_text(st), *blank, job_id)
+                return
+            result = api.result(job_id)
+            rows = api.tiles(job_id)
+            choices = suspicious(rows)
+            first = choices[0][1] if choices else None
+            yield (
+                f"{progress_text(st)} — job `{job_id}`",
+                verdict_card(result),
+                _png(api.heatmap_png(job_id)),
+                agreement(rows, float(result.get("tile_threshold", 0.5))),
+                gr.update(choices=choices, value=first),
+                _explain(api, job_id, first, model_names(rows)),
+                _downloads(api, job_id, result),
+                job_id,
+            )
+        except ApiError as exc:
+            yield (f"**Error ({exc.status}):** {exc}", *blank, "")
+
+    def explain(job_id: str, tile: int | None) -> list[tuple[Image.Image, str]]:
+        try:
+            names = [m["name"] for m in api.models()["models"]]
+            return _explain(api, job_id, tile, names)
+        except ApiError as exc:
+            raise gr.Error(str(exc)) from None
+
+    with gr.Blocks(title="wbc-ray: ALL screening") as ui:
+        gr.Markdown(
+            "# wbc-ray\nScreen a whole-slide scan of a blood or bone-marrow smear for acute "
+            "lymphoblastic leukemia. Three CNNs score every tissue tile; their fused calls give "
+            "the slide's malignant fraction, with an interval, against the threshold τ."
+        )
+        job = gr.State("")
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(
+                    label="Slide file (TIFF, SVS, NDPI, MRXS zip, ...)", type="filepath", elem_id="slide-file"
+                )
+                path = gr.Textbox(label="...or its path on the server", elem_id="slide-path")
+                fusion = gr.Dropdown(FUSIONS, value=FUSIONS[0], label="Fusion")
+                run = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                status = gr.Markdown(elem_id="status")
+                downloads = gr.File(
+                    label="Downloads (result JSON, tile CSV, QuPath GeoJSON)",
+                    file_count="multiple",
+                    elem_id="downloads",
+                )
+            with gr.Column(scale=2):
+                verdict = gr.Markdown(elem_id="verdict")
+                heatmap = gr.Image(
+                    label="Fused malignant score per tile: blue 0 (benign), yellow 0.5, red 1 (malignant)",
+                    type="pil",
+                    elem_id="heatmap",
+                )
+                agree = gr.Dataframe(
+                    headers=["model", "malignant share", "agrees with fused"],
+                    label="Model agreement over the scored tiles",
+                    elem_id="agreement",
+                )
+        gr.Markdown("### Most suspicious tiles, with each model's Grad-CAM")
+        tile = gr.Dropdown(label="Tile", choices=[], elem_id="tile")
+        cams = gr.Gallery(label="Grad-CAM per model", columns=3, elem_id="gradcam")
+
+        run.click(
+            analyse,
+            [upload, path, fusion],
+            [status, verdict, heatmap, agree, tile, cams, downloads, job],
+        )
+        tile.input(explain, [job, tile], cams)
+    return ui
+
+
+def launch(api_url: str, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+    ui = build_ui(api_url)
+    ui.queue().launch(server_name=host, server_port=port, prevent_thread_lock=not block, footer_links=[])
+    return ui

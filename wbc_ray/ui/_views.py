@@ -1,0 +1,81 @@
+"""What the page shows, as plain functions of the API's answers (testable without a browser)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MEANING = {
+    "malignant": "ALL suspected: the malignant share is above the slide threshold, interval included.",
+    "benign": "No ALL found: the malignant share is below the slide threshold, interval included.",
+    "indeterminate": "Indeterminate: the interval straddles the slide threshold. Review the slide.",
+}
+
+
+def progress_text(status: dict[str, Any]) -> str:
+    p = status.get("progress") or {}
+    done, total, eta = p.get("done") or 0, p.get("total"), p.get("eta_s")
+    state = status.get("status", "?")
+    if state == "failed":
+        return f"**Failed:** {status.get('error', 'no reason given')}"
+    if not total:
+        return f"**{state.capitalize()}** — {status.get('slide', '')}: planning tiles…"
+    line = f"**{state.capitalize()}** — {done:,} / {total:,} tiles ({100 * done / total:.0f} %)"
+    return line + (f", about {eta:.0f} s left" if eta and state != "done" else "")
+
+
+def verdict_card(result: dict[str, Any]) -> str:
+    meaning = MEANING.get(result["verdict"], "")
+    lo, hi = result["interval"]
+    models = ", ".join(f"{m['name']} `{m['version']}`" for m in result.get("models") or [])
+    raw = result.get("raw_fraction")
+    adjusted = (
+        f" (share of tiles called malignant {raw:.3f}, corrected for the models' measured tile error rates)"
+        if raw is not None and result.get("adjusted_by")
+        else ""
+    )
+    t = result.get("timings", {})
+    return "\n".join(
+        [
+            f"## Verdict: {result['verdict'].upper()}",
+            meaning,
+            "",
+            f"- Malignant fraction **{result['malignant_fraction']:.3f}** "
+            f"({100 * result['confidence']:.0f} % interval {lo:.3f}–{hi:.3f}){adjusted}; "
+            f"slide threshold τ = {result['tau']}",
+            f"- Tissue tiles {result['n_tiles']:,}, called malignant {result['n_malignant']:,}, "
+            f"excluded (too little tissue) {result['n_excluded']:,}",
+            f"- Fusion `{result.get('fusion', '?')}`; models {models}",
+            f"- {t.get('total_s', 0):.1f} s, {t.get('tiles_per_s', 0):.1f} tiles/s",
+        ]
+    )
+
+
+def model_names(rows: list[dict[str, Any]]) -> list[str]:
+    return [k[2:] for k in (rows[0] if rows else {}) if k.startswith("p_")]
+
+
+def agreement(rows: list[dict[str, Any]], threshold: float = 0.5) -> list[list[Any]]:
+    """Per model: share of tiles it calls malignant and how often it agrees with the fused call;
+    a last row for the tiles all models call alike."""
+    names = model_names(rows)
+    if not rows:
+        return []
+    fused = [r["call"] == "malignant" for r in rows]
+    calls = {n: [r[f"p_{n}"] >= threshold for r in rows] for n in names}
+    n = len(rows)
+    table = [
+        [m, round(sum(c) / n, 3), round(sum(a == f for a, f in zip(c, fused, strict=True)) / n, 3)]
+        for m, c in calls.items()
+    ]
+    unanimous = sum(len({calls[m][i] for m in names}) == 1 for i in range(n))
+    table.append(["all models agree", None, round(unanimous / n, 3)])
+    return table
+
+
+def suspicious(rows: list[dict[str, Any]], k: int = 8) -> list[tuple[str, int]]:
+    """The k tiles with the highest fused score, as (label, tile index) dropdown choices."""
+    top = sorted(rows, key=lambda r: -r["fused"])[:k]
+    return [
+        (f"tile {int(r['tile'])}: fused {r['fused']:.3f} at x={int(r['x'])}, y={int(r['y'])}", int(r["tile"]))
+        for r in top
+    ]
