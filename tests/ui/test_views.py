@@ -7,7 +7,16 @@ from wbc_ray.ui._views import agreement, progress_text, suspicious, verdict_card
 
 def _row(tile: int, fused: float, a: float, b: float) -> dict:
     call = "malignant" if fused >= 0.5 else "benign"
-    return {"tile": tile, "x": 10 * tile, "y": 0, "fused": fused, "call": call, "p_a": a, "p_b": b}
+    return {
+        "tile": tile,
+        "x": 10 * tile,
+        "y": 0,
+        "tissue": 0.8,
+        "fused": fused,
+        "call": call,
+        "p_a": a,
+        "p_b": b,
+    }
 
 
 def test_agreement_counts_calls_per_model_and_unanimity() -> None:
@@ -22,7 +31,7 @@ def test_agreement_counts_calls_per_model_and_unanimity() -> None:
 def test_suspicious_tiles_are_the_highest_fused_first() -> None:
     rows = [_row(i, f, 0.5, 0.5) for i, f in enumerate([0.3, 0.95, 0.1, 0.6])]
     assert [t for _, t in suspicious(rows, k=3)] == [1, 3, 0]
-    assert suspicious(rows, k=1)[0][0].startswith("tile 1: fused 0.950")
+    assert suspicious(rows, k=1)[0][0] == "tile 1: fused 0.950, tissue 80% at x=10, y=0"
 
 
 def test_progress_and_verdict_text() -> None:

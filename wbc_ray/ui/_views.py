@@ -73,9 +73,14 @@ def agreement(rows: list[dict[str, Any]], threshold: float = 0.5) -> list[list[A
 
 
 def suspicious(rows: list[dict[str, Any]], k: int = 8) -> list[tuple[str, int]]:
-    """The k tiles with the highest fused score, as (label, tile index) dropdown choices."""
+    """The k tiles with the highest fused score, as (label, tile index) dropdown choices. The label
+    gives the tile's tissue share: tiles partly on glass or across a gap lean malignant."""
     top = sorted(rows, key=lambda r: -r["fused"])[:k]
     return [
-        (f"tile {int(r['tile'])}: fused {r['fused']:.3f} at x={int(r['x'])}, y={int(r['y'])}", int(r["tile"]))
+        (
+            f"tile {int(r['tile'])}: fused {r['fused']:.3f}, tissue {r['tissue']:.0%}"
+            f" at x={int(r['x'])}, y={int(r['y'])}",
+            int(r["tile"]),
+        )
         for r in top
     ]
