@@ -133,6 +133,22 @@ def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, compos
     assert seen
 
 
+def test_an_earlier_analysis_reopens_after_a_reload(page, ui, server, composed) -> None:
+    jobs = httpx.get(f"{server}/jobs", timeout=30).json()
+    mine = [j for j in jobs if j["slide"] == composed.name and j["status"] == "done"][-1]
+    res = httpx.get(f"{server}/jobs/{mine['job_id']}/result", timeout=30).json()
+    page.goto(ui, wait_until="domcontentloaded")  # a fresh page: nothing shown
+    page.wait_for_selector("#analyse", timeout=60_000)
+    assert "Verdict" not in page.inner_text("#verdict")
+    page.click("#jobs input")
+    page.get_by_role("option", name=re.compile(re.escape(composed.name))).first.click()
+    done = _wait_status(page, rf"job {mine['job_id']}", timeout_s=120)
+    assert "Done" in done
+    card = page.inner_text("#verdict")
+    assert f"Verdict: {res['verdict'].upper()}" in card and f"{res['malignant_fraction']:.3f}" in card
+    page.wait_for_function("document.querySelectorAll('#gradcam img').length >= 3", timeout=120_000)
+
+
 def test_a_bad_upload_is_named_and_the_page_keeps_working(page, server, tmp_path) -> None:
     junk = tmp_path / "notes.tiff"
     junk.write_bytes(b"this is not a slide\n" * 100)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wbc_ray.ui._views import agreement, progress_text, suspicious, verdict_card
+from wbc_ray.ui._views import agreement, finished_jobs, progress_text, suspicious, verdict_card
 
 
 def _row(tile: int, fused: float, a: float, b: float) -> dict:
@@ -58,3 +58,15 @@ def test_progress_and_verdict_text() -> None:
     assert "INDETERMINATE" in card and "straddles" in card
     assert "0.213" in card and "0.150–0.280" in card and "τ = 0.2" in card
     assert "mobilenet `abc123abc123`" in card and "900" in card
+
+
+def test_finished_jobs_newest_first_and_only_done() -> None:
+    jobs = [
+        {"job_id": "a", "status": "done", "slide": "one.svs", "submitted_at": 1_000.0},
+        {"job_id": "b", "status": "failed", "slide": "two.svs", "submitted_at": 2_000.0},
+        {"job_id": "c", "status": "done", "slide": "three.svs", "submitted_at": 3_000.0},
+        {"job_id": "d", "status": "running", "slide": "four.svs", "submitted_at": 4_000.0},
+    ]
+    choices = finished_jobs(jobs)
+    assert [j for _, j in choices] == ["c", "a"]
+    assert choices[0][0].startswith("three.svs, ")

@@ -17,7 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from ._client import ApiClient, ApiError
-from ._views import agreement, model_names, progress_text, suspicious, verdict_card
+from ._views import agreement, finished_jobs, model_names, progress_text, suspicious, verdict_card
 
 POLL_S = 1.0
 FUSIONS = ["fuzzy_rank", "mean", "vote"]
@@ -55,40 +55,65 @@ def _downloads(api: ApiClient, job_id: str, result: dict[str, Any]) -> list[str]
 def build_ui(api_url: str) -> gr.Blocks:
     api = ApiClient(api_url)
 
+    def shown(job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
+        """Everything the page shows for a finished job, in the order of OUTPUTS below."""
+        result = api.result(job_id)
+        rows = api.tiles(job_id)
+        choices = suspicious(rows)
+        first = choices[0][1] if choices else None
+        return (
+            f"{progress_text(st)} — job `{job_id}`",
+            verdict_card(result),
+            _png(api.heatmap_png(job_id)),
+            agreement(rows, float(result.get("tile_threshold", 0.5))),
+            gr.update(choices=choices, value=first),
+            _explain(api, job_id, first, model_names(rows)),
+            _downloads(api, job_id, result),
+            job_id,
+            gr.update(choices=finished_jobs(api.jobs()), value=job_id),
+        )
+
+    # What the outputs hold while there is nothing to show (yet): the status line comes first.
+    blank: tuple[Any, ...] = ("", None, None, gr.update(choices=[], value=None), [], None)
+
     def analyse(upload: str | None, path: str, fusion: str) -> Iterator[tuple[Any, ...]]:
-        # Outputs: status, verdict, heatmap, agreement, tile choice, explanations, downloads, job.
-        blank: tuple[Any, ...] = ("", None, None, gr.update(choices=[], value=None), [], None)
         try:
             if upload:
                 job_id = api.submit_upload(upload, fusion)
             elif path.strip():
                 job_id = api.submit_path(path.strip(), fusion)
             else:
-                yield ("**Choose a slide:** upload one or give its path on the server.", *blank, "")
+                yield (
+                    "**Choose a slide:** upload one or give its path on the server.",
+                    *blank,
+                    "",
+                    gr.update(),
+                )
                 return
-            yield (f"**Submitted** as job `{job_id}`", *blank, job_id)
+            yield (f"**Submitted** as job `{job_id}`", *blank, job_id, gr.update())
             while (st := api.status(job_id))["status"] not in {"done", "failed"}:
-                yield (progress_text(st), *blank, job_id)
+                yield (progress_text(st), *blank, job_id, gr.update())
                 time.sleep(POLL_S)
             if st["status"] == "failed":
-                yield (progress_text(st), *blank, job_id)
+                yield (progress_text(st), *blank, job_id, gr.update())
                 return
-            result = api.result(job_id)
-            rows = api.tiles(job_id)
-            choices = suspicious(rows)
-            first = choices[0][1] if choices else None
-            yield (
-                f"{progress_text(st)} — job `{job_id}`",
-                verdict_card(result),
-                _png(api.heatmap_png(job_id)),
-                agreement(rows, float(result.get("tile_threshold", 0.5))),
-                gr.update(choices=choices, value=first),
-                _explain(api, job_id, first, model_names(rows)),
-                _downloads(api, job_id, result),
-                job_id,
-            )
+            yield shown(job_id, st)
         except ApiError as exc:
-            yield (f"**Error ({exc.status}):** {exc}", *blank, "")
+            yield (f"**Error ({exc.status}):** {exc}", *blank, "", gr.update())
+
+    def reopen(job_id: str | None) -> tuple[Any, ...]:
+        if not job_id:
+            return ("", *blank, "", gr.update())
+        try:
+            return shown(job_id, api.status(job_id))
+        except ApiError as exc:
+            return (f"**Error ({exc.status}):** {exc}", *blank, "", gr.update())
+
+    def earlier() -> Any:
+        try:
+            return gr.update(choices=finished_jobs(api.jobs()))
+        except ApiError:
+            return gr.update(choices=[])
 
     def explain(job_id: str, tile: int | None) -> list[tuple[Image.Image, str]]:
         try:
@@ -106,6 +131,7 @@ def build_ui(api_url: str) -> gr.Blocks:
         job = gr.State("")
         with gr.Row():
             with gr.Column(scale=1):
+                jobs = gr.Dropdown(label="Open an earlier analysis", choices=[], elem_id="jobs")
                 upload = gr.File(
                     label="Slide file (TIFF, SVS, NDPI, MRXS zip, ...)", type="filepath", elem_id="slide-file"
                 )
@@ -134,12 +160,11 @@ def build_ui(api_url: str) -> gr.Blocks:
         tile = gr.Dropdown(label="Tile", choices=[], elem_id="tile")
         cams = gr.Gallery(label="Grad-CAM per model", columns=3, elem_id="gradcam")
 
-        run.click(
-            analyse,
-            [upload, path, fusion],
-            [status, verdict, heatmap, agree, tile, cams, downloads, job],
-        )
+        outputs = [status, verdict, heatmap, agree, tile, cams, downloads, job, jobs]
+        run.click(analyse, [upload, path, fusion], outputs)
+        jobs.input(reopen, jobs, outputs)
         tile.input(explain, [job, tile], cams)
+        ui.load(earlier, None, jobs)
     return ui
 
 

@@ -64,6 +64,9 @@ class ApiClient:
         body: dict[str, Any] = {"path": path, **({"fusion": fusion} if fusion else {})}
         return self._call("POST", "/jobs", json=body).json()["job_id"]
 
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/jobs").json()
+
     def status(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}").json()
 

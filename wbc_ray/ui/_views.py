@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 MEANING = {
@@ -83,4 +84,16 @@ def suspicious(rows: list[dict[str, Any]], k: int = 8) -> list[tuple[str, int]]:
             int(r["tile"]),
         )
         for r in top
+    ]
+
+
+def finished_jobs(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Finished analyses, newest first, as (label, job id) dropdown choices."""
+    done = sorted((j for j in jobs if j.get("status") == "done"), key=lambda j: -(j.get("submitted_at") or 0))
+    return [
+        (
+            f"{j.get('slide', '?')}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(j['submitted_at']))}",
+            j["job_id"],
+        )
+        for j in done
     ]
