@@ -111,7 +111,9 @@ def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, compos
     assert f"{res['malignant_fraction']:.3f}" in card
     assert f"{res['interval'][0]:.3f}–{res['interval'][1]:.3f}" in card
     assert f"{res['n_tiles']:,}" in card
-    # The heatmap is an image the browser decoded, at the thumbnail's aspect.
+    # The interval picture and the heatmap are images the browser decoded.
+    size = page.eval_on_selector("#interval img", "i => [i.naturalWidth, i.naturalHeight]")
+    assert size[0] > 300 and size[1] > 50
     size = page.eval_on_selector("#heatmap img", "i => [i.naturalWidth, i.naturalHeight]")
     assert size[0] > 100 and size[1] > 100
     # Agreement: one row per model plus unanimity.

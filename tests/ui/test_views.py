@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from wbc_ray.ui._views import agreement, finished_jobs, progress_text, suspicious, verdict_card
+from wbc_ray.ui._views import (
+    agreement,
+    finished_jobs,
+    interval_picture,
+    progress_text,
+    suspicious,
+    verdict_card,
+)
 
 
 def _row(tile: int, fused: float, a: float, b: float) -> dict:
@@ -70,3 +77,17 @@ def test_finished_jobs_newest_first_and_only_done() -> None:
     choices = finished_jobs(jobs)
     assert [j for _, j in choices] == ["c", "a"]
     assert choices[0][0].startswith("three.svs, ")
+
+
+def test_interval_picture_marks_band_estimate_and_threshold() -> None:
+    import numpy as np
+
+    r = {"verdict": "malignant", "malignant_fraction": 0.6, "interval": [0.5, 0.7], "tau": 0.2}
+    im = np.asarray(interval_picture(r, width_px=500)).astype(int)
+    assert im.shape == (110, 500, 3)
+    row = im[60]  # through the axes: band x in [0.5, 0.7] is red-tinted, outside it is not
+    x = lambda f: int(15 + f * 470)  # noqa: E731  axes span 3 %..97 % of the width
+    red = lambda px: px[0] - px[2] > 25  # noqa: E731
+    assert red(row[x(0.55)]) and red(row[x(0.65)])
+    assert not red(row[x(0.35)]) and not red(row[x(0.85)])
+    assert row[x(0.2)].sum() < 200  # the dashed τ line is dark (x of τ = 0.2)

@@ -17,7 +17,15 @@ import gradio as gr
 from PIL import Image
 
 from ._client import ApiClient, ApiError
-from ._views import agreement, finished_jobs, model_names, progress_text, suspicious, verdict_card
+from ._views import (
+    agreement,
+    finished_jobs,
+    interval_picture,
+    model_names,
+    progress_text,
+    suspicious,
+    verdict_card,
+)
 
 POLL_S = 1.0
 FUSIONS = ["fuzzy_rank", "mean", "vote"]
@@ -64,6 +72,7 @@ def build_ui(api_url: str) -> gr.Blocks:
         return (
             f"{progress_text(st)} — job `{job_id}`",
             verdict_card(result),
+            interval_picture(result),
             _png(api.heatmap_png(job_id)),
             agreement(rows, float(result.get("tile_threshold", 0.5))),
             gr.update(choices=choices, value=first),
@@ -74,7 +83,7 @@ def build_ui(api_url: str) -> gr.Blocks:
         )
 
     # What the outputs hold while there is nothing to show (yet): the status line comes first.
-    blank: tuple[Any, ...] = ("", None, None, gr.update(choices=[], value=None), [], None)
+    blank: tuple[Any, ...] = ("", None, None, None, gr.update(choices=[], value=None), [], None)
 
     def analyse(upload: str | None, path: str, fusion: str) -> Iterator[tuple[Any, ...]]:
         try:
@@ -146,6 +155,7 @@ def build_ui(api_url: str) -> gr.Blocks:
                 )
             with gr.Column(scale=2):
                 verdict = gr.Markdown(elem_id="verdict")
+                interval = gr.Image(show_label=False, type="pil", elem_id="interval", height=120)
                 heatmap = gr.Image(
                     label="Fused malignant score per tile: blue 0 (benign), yellow 0.5, red 1 (malignant)",
                     type="pil",
@@ -160,7 +170,7 @@ def build_ui(api_url: str) -> gr.Blocks:
         tile = gr.Dropdown(label="Tile", choices=[], elem_id="tile")
         cams = gr.Gallery(label="Grad-CAM per model", columns=3, elem_id="gradcam")
 
-        outputs = [status, verdict, heatmap, agree, tile, cams, downloads, job, jobs]
+        outputs = [status, verdict, interval, heatmap, agree, tile, cams, downloads, job, jobs]
         run.click(analyse, [upload, path, fusion], outputs)
         jobs.input(reopen, jobs, outputs)
         tile.input(explain, [job, tile], cams)

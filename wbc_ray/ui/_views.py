@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
+
+from PIL import Image
 
 MEANING = {
     "malignant": "ALL suspected: the malignant share is above the slide threshold, interval included.",
@@ -97,3 +100,27 @@ def finished_jobs(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
         )
         for j in done
     ]
+
+
+def interval_picture(result: dict[str, Any], width_px: int = 640) -> Image.Image:
+    """The malignant fraction on a 0-1 line: its interval as a band, the estimate as a dot, the
+    slide threshold τ as a line, coloured by the verdict."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
+
+    colour = {"malignant": "#b2182b", "benign": "#2166ac"}.get(result["verdict"], "#d6a400")
+    lo, hi = result["interval"]
+    fig = Figure(figsize=(width_px / 100, 1.1), dpi=100)
+    ax = fig.add_axes((0.03, 0.42, 0.94, 0.4))
+    ax.axvspan(lo, hi, color=colour, alpha=0.3, lw=0)
+    ax.plot([result["malignant_fraction"]], [0.5], "o", color=colour, ms=9)
+    ax.axvline(result["tau"], color="black", lw=1.5, ls="--")
+    ax.text(result["tau"], 1.08, f"τ = {result['tau']}", ha="center", va="bottom", fontsize=9)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    ax.set_xlabel("malignant fraction of the slide's cells (band: interval)", fontsize=9)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return Image.open(buf).convert("RGB")
