@@ -128,6 +128,25 @@ def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, compos
     tiles = httpx.get(f"{server}/jobs/{job.group(1)}/tiles.csv", timeout=30).text.splitlines()[1:]
     top = max(tiles, key=lambda r: float(r.split(",")[5]))
     assert f"tile {top.split(',')[0]}: fused" in page.input_value("#tile input")
+    # Another tile from the list is explained in its turn, with that tile's probabilities.
+    second = sorted(tiles, key=lambda r: -float(r.split(",")[5]))[1].split(",")[0]
+    page.click("#tile input")
+    page.get_by_role("option", name=re.compile(rf"^tile {second}: ")).first.click()
+    page.wait_for_function(
+        "t => document.querySelector('#tile input').value.startsWith(t)", arg=f"tile {second}: "
+    )
+    page.wait_for_function(
+        "c => document.querySelector('#gradcam').innerText !== c", arg=cams, timeout=120_000
+    )
+    g = httpx.get(
+        f"{server}/jobs/{job.group(1)}/tiles/{second}/gradcam.png", params={"model": "mobilenet"}, timeout=60
+    )
+    p_mob = float(g.headers["X-Model-Probability-Malignant"])
+    page.wait_for_function(
+        "t => document.querySelector('#gradcam').innerText.includes(t)",
+        arg=f"mobilenet: p(malignant) {p_mob:.3f}",
+        timeout=120_000,
+    )
     # Downloads: the three exports, named for the job.
     files = re.sub(r"\s+", "", page.inner_text("#downloads"))
     for suffix in (".result.json", ".tiles.csv", ".geojson"):
@@ -159,3 +178,21 @@ def test_a_bad_upload_is_named_and_the_page_keeps_working(page, server, tmp_path
     text = _wait_status(page, r"Error \(4\d\d\)", timeout_s=60)
     assert "notes.tiff: not a slide" in text  # says which file and why
     assert httpx.get(f"{server}/health", timeout=10).status_code == 200
+
+
+def test_a_slide_by_its_path_on_the_server(page, server, slide_dir, composed) -> None:
+    target = slide_dir / "by_path.tiff"
+    shutil.copyfile(composed, target)
+    clear = page.locator("#slide-file button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.fill("#slide-path textarea, #slide-path input", str(target))
+    before = {j["job_id"] for j in httpx.get(f"{server}/jobs", timeout=30).json()}
+    page.click("#analyse")
+    done = _wait_status(page, r"Done — .* job [0-9a-f]{16}", timeout_s=180)
+    job = re.search(r"job ([0-9a-f]{16})", done)
+    assert job and job.group(1) not in before, done
+    rec = httpx.get(f"{server}/jobs/{job.group(1)}", timeout=30).json()
+    assert rec["slide"] == str(target)  # the path went in
+    res = httpx.get(f"{server}/jobs/{job.group(1)}/result", timeout=30).json()
+    assert f"Verdict: {res['verdict'].upper()}" in page.inner_text("#verdict")

@@ -172,8 +172,10 @@ def build_ui(api_url: str) -> gr.Blocks:
 
         outputs = [status, verdict, interval, heatmap, agree, tile, cams, downloads, job, jobs]
         run.click(analyse, [upload, path, fusion], outputs)
-        jobs.input(reopen, jobs, outputs)
-        tile.input(explain, [job, tile], cams)
+        # `select`, not `input`: a Gradio dropdown also fires `input` when it loses focus, which
+        # reopened the last job picked while a new analysis was starting.
+        jobs.select(reopen, jobs, outputs)
+        tile.select(explain, [job, tile], cams)
         ui.load(earlier, None, jobs)
     return ui
 
