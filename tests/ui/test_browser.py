@@ -135,9 +135,6 @@ def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, compos
     page.wait_for_function(
         "t => document.querySelector('#tile input').value.startsWith(t)", arg=f"tile {second}: "
     )
-    page.wait_for_function(
-        "c => document.querySelector('#gradcam').innerText !== c", arg=cams, timeout=120_000
-    )
     g = httpx.get(
         f"{server}/jobs/{job.group(1)}/tiles/{second}/gradcam.png", params={"model": "mobilenet"}, timeout=60
     )
