@@ -91,3 +91,23 @@ def test_interval_picture_marks_band_estimate_and_threshold() -> None:
     assert red(row[x(0.55)]) and red(row[x(0.65)])
     assert not red(row[x(0.35)]) and not red(row[x(0.85)])
     assert row[x(0.2)].sum() < 200  # the dashed τ line is dark (x of τ = 0.2)
+
+
+def test_tile_rows_parse_the_api_csv() -> None:
+    from wbc_ray.ui._views import model_names, tile_rows
+
+    data = b"tile,x,y,size,tissue,fused,call,p_mobilenet\n0,0,0,128.0,0.9,0.75,malignant,0.8\n"
+    rows = tile_rows(data)
+    assert rows == [
+        {
+            "tile": 0.0,
+            "x": 0.0,
+            "y": 0.0,
+            "size": 128.0,
+            "tissue": 0.9,
+            "fused": 0.75,
+            "call": "malignant",
+            "p_mobilenet": 0.8,
+        }
+    ]
+    assert model_names(rows) == ["mobilenet"]

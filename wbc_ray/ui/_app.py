@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from ..ensemble import FUSIONS
 from ._client import ApiClient, ApiError
 from ._views import (
     agreement,
@@ -24,11 +26,11 @@ from ._views import (
     model_names,
     progress_text,
     suspicious,
+    tile_rows,
     verdict_card,
 )
 
 POLL_S = 1.0
-FUSIONS = ["fuzzy_rank", "mean", "vote"]
 
 
 def _png(data: bytes) -> Image.Image:
@@ -48,15 +50,19 @@ def _explain(
     return out
 
 
-def _downloads(api: ApiClient, job_id: str, result: dict[str, Any]) -> list[str]:
-    folder = Path(tempfile.mkdtemp(prefix=f"wbc-ray-ui-{job_id}-"))
+def _downloads(api: ApiClient, job_id: str, result: dict[str, Any], tiles_csv: bytes) -> list[str]:
+    # One folder per job, rewritten whole file by file: reopening a job does not pile up copies.
+    folder = Path(tempfile.gettempdir()) / "wbc-ray-ui" / job_id
+    folder.mkdir(parents=True, exist_ok=True)
     files = {
         f"{job_id}.result.json": json.dumps(result, indent=2).encode(),
-        f"{job_id}.tiles.csv": api.download(job_id, "tiles.csv"),
+        f"{job_id}.tiles.csv": tiles_csv,
         f"{job_id}.geojson": api.download(job_id, "geojson"),
     }
     for name, data in files.items():
-        (folder / name).write_bytes(data)
+        tmp = folder / f".{name}.{os.getpid()}"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
     return [str(folder / n) for n in files]
 
 
@@ -66,7 +72,8 @@ def build_ui(api_url: str) -> gr.Blocks:
     def shown(job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
         """Everything the page shows for a finished job, in the order of OUTPUTS below."""
         result = api.result(job_id)
-        rows = api.tiles(job_id)
+        tiles_csv = api.download(job_id, "tiles.csv")
+        rows = tile_rows(tiles_csv)
         choices = suspicious(rows)
         first = choices[0][1] if choices else None
         return (
@@ -77,7 +84,7 @@ def build_ui(api_url: str) -> gr.Blocks:
             agreement(rows, float(result.get("tile_threshold", 0.5))),
             gr.update(choices=choices, value=first),
             _explain(api, job_id, first, model_names(rows)),
-            _downloads(api, job_id, result),
+            _downloads(api, job_id, result, tiles_csv),
             job_id,
             gr.update(choices=finished_jobs(api.jobs()), value=job_id),
         )
@@ -145,7 +152,7 @@ def build_ui(api_url: str) -> gr.Blocks:
                     label="Slide file (TIFF, SVS, NDPI, MRXS zip, ...)", type="filepath", elem_id="slide-file"
                 )
                 path = gr.Textbox(label="...or its path on the server", elem_id="slide-path")
-                fusion = gr.Dropdown(FUSIONS, value=FUSIONS[0], label="Fusion")
+                fusion = gr.Dropdown(list(FUSIONS), value=FUSIONS[0], label="Fusion")
                 run = gr.Button("Analyse", variant="primary", elem_id="analyse")
                 status = gr.Markdown(elem_id="status")
                 downloads = gr.File(

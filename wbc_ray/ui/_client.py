@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -79,11 +77,6 @@ class ApiClient:
     def download(self, job_id: str, what: str) -> bytes:
         """`what`: "tiles.csv" or "geojson"."""
         return self._call("GET", f"/jobs/{job_id}/{what}").content
-
-    def tiles(self, job_id: str) -> list[dict[str, Any]]:
-        """One dict per tile from the CSV export, numbers as floats."""
-        rows = csv.DictReader(io.StringIO(self.download(job_id, "tiles.csv").decode()))
-        return [{k: (v if k == "call" else float(v)) for k, v in r.items()} for r in rows]
 
     def gradcam(self, job_id: str, tile: int, model: str) -> Explanation:
         r = self._call("GET", f"/jobs/{job_id}/tiles/{tile}/gradcam.png", params={"model": model})

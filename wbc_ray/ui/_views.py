@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import time
 from typing import Any
@@ -52,6 +53,12 @@ def verdict_card(result: dict[str, Any]) -> str:
             f"- {t.get('total_s', 0):.1f} s, {t.get('tiles_per_s', 0):.1f} tiles/s",
         ]
     )
+
+
+def tile_rows(tiles_csv: bytes) -> list[dict[str, Any]]:
+    """The API's tile CSV as one dict per tile, numbers as floats."""
+    rows = csv.DictReader(io.StringIO(tiles_csv.decode()))
+    return [{k: (v if k == "call" else float(v)) for k, v in r.items()} for r in rows]
 
 
 def model_names(rows: list[dict[str, Any]]) -> list[str]:
