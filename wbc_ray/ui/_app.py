@@ -70,7 +70,7 @@ def build_ui(api_url: str) -> gr.Blocks:
     api = ApiClient(api_url)
 
     def shown(job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
-        """Everything the page shows for a finished job, in the order of OUTPUTS below."""
+        """Everything the page shows for a finished job, in the order of `outputs` below."""
         result = api.result(job_id)
         tiles_csv = api.download(job_id, "tiles.csv")
         rows = tile_rows(tiles_csv)
@@ -89,8 +89,10 @@ def build_ui(api_url: str) -> gr.Blocks:
             gr.update(choices=finished_jobs(api.jobs()), value=job_id),
         )
 
-    # What the outputs hold while there is nothing to show (yet): the status line comes first.
-    blank: tuple[Any, ...] = ("", None, None, None, gr.update(choices=[], value=None), [], None)
+    def message(text: str, job_id: str = "") -> tuple[Any, ...]:
+        """The outputs with only the status line (and the job, if there is one) to show."""
+        empty: tuple[Any, ...] = ("", None, None, None, gr.update(choices=[], value=None), [], None)
+        return (text, *empty, job_id, gr.update())
 
     def analyse(upload: str | None, path: str, fusion: str) -> Iterator[tuple[Any, ...]]:
         try:
@@ -99,31 +101,23 @@ def build_ui(api_url: str) -> gr.Blocks:
             elif path.strip():
                 job_id = api.submit_path(path.strip(), fusion)
             else:
-                yield (
-                    "**Choose a slide:** upload one or give its path on the server.",
-                    *blank,
-                    "",
-                    gr.update(),
-                )
+                yield message("**Choose a slide:** upload one or give its path on the server.")
                 return
-            yield (f"**Submitted** as job `{job_id}`", *blank, job_id, gr.update())
+            yield message(f"**Submitted** as job `{job_id}`", job_id)
             while (st := api.status(job_id))["status"] not in {"done", "failed"}:
-                yield (progress_text(st), *blank, job_id, gr.update())
+                yield message(progress_text(st), job_id)
                 time.sleep(POLL_S)
-            if st["status"] == "failed":
-                yield (progress_text(st), *blank, job_id, gr.update())
-                return
-            yield shown(job_id, st)
+            yield shown(job_id, st) if st["status"] == "done" else message(progress_text(st), job_id)
         except ApiError as exc:
-            yield (f"**Error ({exc.status}):** {exc}", *blank, "", gr.update())
+            yield message(f"**Error ({exc.status}):** {exc}")
 
     def reopen(job_id: str | None) -> tuple[Any, ...]:
         if not job_id:
-            return ("", *blank, "", gr.update())
+            return message("")
         try:
             return shown(job_id, api.status(job_id))
         except ApiError as exc:
-            return (f"**Error ({exc.status}):** {exc}", *blank, "", gr.update())
+            return message(f"**Error ({exc.status}):** {exc}")
 
     def earlier() -> Any:
         try:
