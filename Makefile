@@ -45,7 +45,7 @@ bench: setup  ## each writes bench_results/<name>.json
 # the recipe's epochs (DEFAULT_EPOCHS) where this CPU fits them in 27 minutes, fewer where a probe
 # of a few steps says it does not (CPUs here differ 2-3x; the log and the model card say how many,
 # and `--epochs N` repeats a run exactly), leaving a few minutes for calibration and test metrics.
-# Then the int8 ranges configs/serve.yaml serves, then the tile call rates the slide estimate is
+# Then the int8 models configs/serve.yaml serves, then the tile call rates the slide estimate is
 # read through (validation split, in the served precisions). InceptionV3 and Xception see a quarter
 # of every batch as slide-like views (windows across fields on glass). All three learn the subtype
 # alongside (--subtype-weight); InceptionV3 with seed 1, the run chosen on validation (seed 0 with

@@ -3,7 +3,7 @@
 fp32 (NCHW) is the baseline; channels_last (fp32) and channels_last + autocast (bf16 on CPU,
 fp16 AMP with `--device cuda`) are measured in the same run, on the same images, at batch 32
 (`--batch`). Agreement: the share of test-split images whose calibrated decision is the same
-in the autocast precision as in fp32 (target >= 99.5 %). On CPU, models with int8 ranges
+in the autocast precision as in fp32 (target >= 99.5 %). On CPU, models with an int8 model
 (`wbc-ray quantize`) are also timed in int8, with their int8/fp32 agreement.
 On a CPU without native bf16 (AVX2), oneDNN emulates it 7-15x slower than fp32: there the bf16
 column is one timed pass over the test images that also gives its decisions (`bf16_native`
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         preds = {}
         variants = dict(variants_base)
         if not gpu and int8_path(s.models_dir, name).exists():
-            variants["int8_channels_last"] = ("int8", True)
+            variants["int8"] = ("int8", False)
         for label, (precision, cl) in variants.items():
             clf = Classifier.load(
                 s.models_dir, name, device=args.device, precision=precision, channels_last=cl
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["img_per_s"][label] = round(speed, 1)
                 continue
             row["img_per_s"][label] = round(rate(clf, timed, args.batch, repeats=5 if gpu else 3), 1)
-            if label in {"fp32", f"{low}_channels_last", "int8_channels_last"}:
+            if label in {"fp32", f"{low}_channels_last", "int8"}:
                 preds[label] = clf.predict(x, batch_size=args.batch).argmax(1)
         base = row["img_per_s"]["fp32"]
         row["speedup_vs_fp32"] = {k: round(v / base, 2) for k, v in row["img_per_s"].items()}
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         agree = float((preds["fp32"] == preds[f"{low}_channels_last"]).mean())
         row[f"{low}_fp32_decision_agreement"] = round(agree, 4)
         row["agreement_status"] = verdict(agree >= 0.995)
-        if "int8_channels_last" in preds:
-            same = preds["fp32"] == preds["int8_channels_last"]
+        if "int8" in preds:
+            same = preds["fp32"] == preds["int8"]
             row["int8_fp32_decision_agreement"] = round(float(same.mean()), 4)
         ok &= agree >= 0.995
         result["models"][name] = row

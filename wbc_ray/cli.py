@@ -217,7 +217,7 @@ def _quantize(args: argparse.Namespace) -> int:
             )
             continue
         print(
-            f"{r.name:>13}: int8 ranges ({r.scheme}) from {r.calibration_images} validation images"
+            f"{r.name:>13}: int8 model from {r.calibration_images} validation images"
             f" -> {r.path}; decisions agree with fp32 on {r.agreement:.2%} of {r.test_images} test"
             f" images ({r.held_agreement:.2%} of the held-out validation images fp32 is sure of)"
         )
@@ -376,11 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--seed", type=int, default=0)
     ca.add_argument("--serve-config", help=f"Serve config whose per-model precisions to use {CHOSEN}")
 
-    qu = sub.add_parser("quantize", help="measure int8 activation ranges (CPU serving) and check decisions")
+    qu = sub.add_parser(
+        "quantize", help="quantize the models to int8 for CPU serving (OpenVINO) and check decisions"
+    )
     qu.add_argument("--models", help="weights folder (default: settings models_dir)")
     qu.add_argument("--manifest", required=True)
     qu.add_argument("--model", action="append", help="one architecture (repeatable; default: all)")
-    qu.add_argument("--images", type=int, default=256, help="validation images the ranges come from")
+    qu.add_argument("--images", type=int, default=256, help="validation images to quantize on")
 
     ev = sub.add_parser("evaluate", help="metrics, table and plots of the models and their fusions")
     ev.add_argument("--models", help="weights folder (default: settings models_dir)")

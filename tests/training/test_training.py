@@ -152,16 +152,13 @@ def test_training_precision_auto_and_explicit() -> None:
 
 def test_precisions_follow_what_the_cpu_computes_natively(monkeypatch) -> None:
     from wbc_ray.models import Classifier, _cpu
-    from wbc_ray.models._quantize import reduce_range
 
     cpu = torch.device("cpu")
     # An AVX2-only CPU emulates bf16 (7-15x slower than fp32, measured): fp32 there.
     monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
     assert Classifier.default_precision(cpu) == "fp32" and training_precision(cpu) == "fp32"
-    assert reduce_range()  # no VNNI: 7-bit activations, or int16 sums saturate
     monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni", "avx512_bf16"}))
     assert Classifier.default_precision(cpu) == "bf16" and training_precision(cpu) == "fp32"
-    assert not reduce_range()
     monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
     assert Classifier.default_precision(cpu) == "bf16" and training_precision(cpu) == "bf16"
     assert Classifier.default_precision(torch.device("cuda")) == "amp"
@@ -219,7 +216,7 @@ def test_a_time_budget_cuts_epochs_without_changing_the_run(tmp_path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_quantize_keeps_no_int8_ranges_that_move_the_calls(tmp_path, monkeypatch) -> None:
+def test_quantize_keeps_no_int8_model_that_moves_the_calls(tmp_path, monkeypatch) -> None:
     need_data()
     import wbc_ray.training._int8 as q8
     from wbc_ray.models import int8_path
@@ -228,9 +225,9 @@ def test_quantize_keeps_no_int8_ranges_that_move_the_calls(tmp_path, monkeypatch
     cfg = dict(model="mobilenet", manifest=str(MANIFEST), out=str(out), input_size=64, limit=32)
     train(TrainConfig(**cfg, epochs=1, batch_size=16, progress=False))  # type: ignore[arg-type]
     stale = int8_path(out, "mobilenet")
-    stale.write_bytes(b"ranges from older weights")
+    stale.write_bytes(b"an int8 model of older weights")
 
-    class Skewed(torch.nn.Module):  # what a broken int8 graph does: every call pushed one way
+    class Skewed(torch.nn.Module):  # what a broken int8 model does: every call pushed one way
         def __init__(self, m: torch.nn.Module) -> None:
             super().__init__()
             self.m = m
@@ -238,11 +235,11 @@ def test_quantize_keeps_no_int8_ranges_that_move_the_calls(tmp_path, monkeypatch
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.m(x) + torch.tensor([0.0, 6.0])
 
-    real = q8.measure_int8
-    monkeypatch.setattr(q8, "measure_int8", lambda model, b, s: (Skewed(real(model, b, s)[0]), {}))
+    real = q8.compile_int8
+    monkeypatch.setattr(q8, "compile_int8", lambda q: Skewed(real(q)))
     (r,) = q8.quantize_models(out, MANIFEST, ["mobilenet"], images=16)
     assert not r.kept and r.held_shift > q8.MAX_MEAN_SHIFT
-    assert not stale.exists()  # nor are older ranges left to be served
+    assert not stale.exists()  # nor is an older int8 model left to be served
 
 
 def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir, tmp_path) -> None:
@@ -263,12 +260,13 @@ def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir,
     reused = ensure_tile_rates(d, MANIFEST, {"mobilenet": "fp32"}, grid=4)
     assert reused == json.loads(json.dumps(first))  # the stored record, not measured again
     assert (d / "tile_rates.json").stat().st_mtime_ns == stamp
-    # Served in other precisions (int8 where its ranges exist): measured again, on those calls.
+    # Served in other precisions (int8 where its model exists): measured again, on those calls.
     wanted = {"xception": "int8"}
     again = ensure_tile_rates(d, MANIFEST, wanted, grid=4)
     assert again["precision"] == served_precisions(d, wanted) and again["precision"]["mobilenet"] == default
+    assert again["precision"]["xception"].startswith("int8:")  # which quantization, too
     int8_path(d, "xception").unlink(missing_ok=True)
-    assert served_precisions(d, wanted)["xception"] == default  # no ranges: the default precision
+    assert served_precisions(d, wanted)["xception"] == default  # no int8 model: the default precision
 
 
 def test_subtype_head_trains_alongside_and_leaves_a_binary_checkpoint(tmp_path) -> None:

@@ -6,17 +6,15 @@ from ._classifier import Classifier, autocast, default_device, training_precisio
 from ._cpu import cpu_has_bf16
 from ._gradcam import gradcam
 from ._preprocess import preprocess
-from ._quantize import BUCKETS as INT8_BUCKETS
-from ._quantize import SCHEMES as INT8_SCHEMES
 from ._quantize import (
-    Int8Graph,
+    Int8Model,
     Int8Unavailable,
-    compiled_cache,
-    int8_matches,
+    int8_id,
     int8_path,
     load_int8,
-    measure_int8,
+    quantize_int8,
     save_int8,
+    to_openvino,
 )
 from ._registry import (
     REGISTRY,
@@ -32,31 +30,29 @@ __all__ = [
     "REGISTRY",
     "ArchSpec",
     "Classifier",
-    "INT8_BUCKETS",
-    "INT8_SCHEMES",
-    "Int8Graph",
+    "Int8Model",
     "Int8Unavailable",
     "ModelCard",
     "WeightsUnavailable",
     "autocast",
     "available",
     "build_model",
-    "compiled_cache",
     "cpu_has_bf16",
     "default_card",
     "default_device",
     "get_spec",
     "gradcam",
-    "int8_matches",
+    "int8_id",
     "int8_path",
     "list_models",
     "load_backbone",
     "load_checkpoint",
     "load_int8",
-    "measure_int8",
+    "quantize_int8",
     "save_int8",
     "preprocess",
     "save_checkpoint",
     "tile_scale",
+    "to_openvino",
     "training_precision",
 ]

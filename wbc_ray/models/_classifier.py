@@ -12,10 +12,10 @@ from torch import nn
 from ._checkpoint import ModelCard, load_card, load_weights
 from ._cpu import cpu_has_amx, cpu_has_bf16
 from ._preprocess import preprocess
-from ._quantize import Int8Graph, Int8Unavailable, int8_path, load_int8
+from ._quantize import Int8Unavailable, int8_path, load_int8
 
-# "fp32" | "bf16" (CPU autocast) | "amp" (CUDA fp16 autocast) | "int8" (CPU, ranges from
-# `wbc-ray quantize`; see _quantize)
+# "fp32" | "bf16" (CPU autocast) | "amp" (CUDA fp16 autocast) | "int8" (CPU, OpenVINO, made
+# by `wbc-ray quantize`; see _quantize)
 Precision = str
 
 
@@ -60,7 +60,7 @@ class Classifier:
             raise ValueError("int8 inference runs on CPU only; use amp on GPUs")
         self.channels_last = channels_last
         self.model = model.to(self.device).eval()
-        # An int8 graph holds packed weights; its inputs are made channels_last instead.
+        # An int8 model lays out its own tensors (OpenVINO picks per layer).
         if channels_last and self.precision != "int8":
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -78,29 +78,30 @@ class Classifier:
         card = load_card(models_dir, name)
         if kw.get("precision") != "int8":
             return cls(load_weights(models_dir, name, card), card, **kw)  # type: ignore[arg-type]
-        # The fp32 network only when something must be traced: a replica that finds its graphs
-        # compiled skips building it (and importing timm: ~3 s a replica, four at a Serve start).
-        ranges = int8_path(models_dir, name)
-        model = load_int8(lambda: load_weights(models_dir, name, card), card.input_size, card.version, ranges)
-        return cls(model, card, **kw)  # type: ignore[arg-type]
+        # No fp32 network is built (nor timm imported: ~3 s a replica, four at a Serve start).
+        return cls(load_int8(int8_path(models_dir, name), card.version), card, **kw)  # type: ignore[arg-type]
 
     @classmethod
     def load_served(
         cls, models_dir: str | os.PathLike[str], name: str, precision: Precision | None, **kw: object
     ) -> tuple[Classifier, str]:
-        """Load in `precision`, or, when int8 ranges are missing or stale, in the default
-        precision: a missing calibration must not stop serving. Returns (classifier, note)."""
+        """Load in `precision`, or, when the int8 model is missing, stale or unreadable, in the
+        default precision: a missing quantization must not stop serving. Returns (classifier, note)."""
         try:
-            clf = cls.load(models_dir, name, precision=precision, **kw)
+            return cls.load(models_dir, name, precision=precision, **kw), ""
         except Int8Unavailable as exc:
             return cls.load(models_dir, name, **kw), f"int8 unavailable, serving the default precision: {exc}"
-        if isinstance(clf.model, Int8Graph) and not clf.model.compiled:
-            return clf, "int8 graph could not be compiled here (see the replica log): it runs slowly"
-        return clf, ""
 
     @property
     def name(self) -> str:
         return self.card.name
+
+    @property
+    def precision_id(self) -> str:
+        """The precision, and for int8 which quantization: answers measured on one (tile rates)
+        do not hold for another."""
+        qid = getattr(self.model, "id", "") if self.precision == "int8" else ""
+        return f"int8:{qid}" if qid else self.precision
 
     def inputs(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
         c = self.card
@@ -114,8 +115,6 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = self.inputs(tiles)
-        if self.precision == "int8" and self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             return self.model(x).float()
 

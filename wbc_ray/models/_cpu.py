@@ -25,11 +25,3 @@ def cpu_has_bf16() -> bool:
     oneDNN emulates bf16: measured on an AVX2-only AMD EPYC (2 cores, 128 px, batch 32), bf16
     autocast ran 15x (MobileNetV2), 7x (InceptionV3) and 15x (Xception) slower than fp32."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def cpu_has_vnni() -> bool:
-    """Whether u8 x s8 dot products accumulate in int32 (AVX-512 VNNI, AVX-VNNI or AMX). Without
-    VNNI, x86 int8 kernels pair products into saturating int16 sums, which wrecks full-range 8-bit
-    activations: on an AVX2-only AMD EPYC, int8 graphs with full ranges kept fp32's decision on
-    only 42 % (InceptionV3), 60 % (MobileNetV2) and 95 % (Xception) of the test images."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())

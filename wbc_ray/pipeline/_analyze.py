@@ -83,9 +83,9 @@ class AnalysisSettings:
 
 def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:
     """Tiles per work unit (and Zarr chunk) of a scoring job: `chunk_tiles`, or less for a small
-    slide, so that it still has `score_tasks` units in flight. Units shrink in steps of 32 (the
-    int8 graphs' batch) down to 32 tiles. The unit follows from the slide and the settings
-    alone, so a resumed job finds the same layout."""
+    slide, so that it still has `score_tasks` units in flight. Units shrink in steps of 32 (a
+    replica's compute step, `serve._models.STEP_TILES`) down to 32 tiles. The unit follows from
+    the slide and the settings alone, so a resumed job finds the same layout."""
     per_task = -(-n_tiles // max(1, score_tasks))
     return min(chunk_tiles, max(32, -(-per_task // 32) * 32))
 

@@ -22,7 +22,7 @@ def _tiles_in(items: list[np.ndarray]) -> int:
 # Bulk batches run in steps of this many tiles. Interactive requests (`predict_now`) queue for the
 # same single compute thread, so they wait for one step, not for every slide tile queued before
 # them: with 256-tile work units and 4 in flight, a patch scored during a slide waited up to 6-8 s
-# behind them. 32 tiles (one int8 graph call) instead of 64 halved that wait again (one client
+# behind them. 32 tiles instead of 64 halved that wait again (one client
 # during a 2,500-tile slide: p90 1.1-1.4 s vs 1.8-2.2 s, max 1.5-2.1 vs 2.2-3.3 s) at no cost to
 # the slide (126-132 vs 125-131 tiles/s, alternating runs).
 STEP_TILES = 32
@@ -110,7 +110,7 @@ class CNN:
 
         if self.clf.precision != "int8":
             return gradcam(self.clf, tile, target)
-        # An int8 graph has no gradients: explain with the float weights it was made from.
+        # An int8 model has no gradients: explain with the float weights it was made from.
         if self._explainer is None:
             self._explainer = Classifier.load(self.models_dir, self.name, precision="fp32")
         return gradcam(self._explainer, tile, target)

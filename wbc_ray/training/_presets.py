@@ -25,9 +25,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 INPUT_SIZES: dict[str, dict[str, int]] = {"quick": {"xception": 64}}
 
 
-QUICK_INT8_SCHEMES = ("minmax",)
-
-
 def quick_models_dir() -> Path:
     """Where the quick preset is trained once per machine (user cache, outside the checkout)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -61,8 +58,6 @@ def ensure_models(
     # from the Serve config, int8 where ranges exist).
     stale = [name for name in list_models() if not has_int8(out, name)]
     if stale:
-        # One range scheme, not the best of two: the choice matters for accurate weights, and
-        # each scheme tried costs a trace, a calibration and a held-out pass (~30 s for the three).
-        quantize_models(out, manifest, stale, images=128, schemes=QUICK_INT8_SCHEMES)
+        quantize_models(out, manifest, stale, images=128)
     ensure_tile_rates(out, manifest, precision, grid=8)
     return out

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..ensemble import FUSIONS, TileRates, fuse
 from ..manifest import read_manifest
-from ..models import Classifier, available, int8_matches, int8_path, tile_scale
+from ..models import Classifier, available, int8_id, int8_path, tile_scale
 from ..slides import GridSpec, compose_slide, open_slide, read_tile, tile_grid, tissue_mask
 
 RATES_FILE = "tile_rates.json"
@@ -105,7 +105,7 @@ def measure_tile_rates(
         "split": split,
         "grid": grid,
         "seed": seed,
-        "precision": {c.name: c.precision for c in clfs},
+        "precision": {c.name: c.precision_id for c in clfs},
         "fusions": rates,
     }
     Path(models_dir, RATES_FILE).write_text(json.dumps(record, indent=2))
@@ -128,23 +128,26 @@ def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, An
     return record
 
 
-def has_int8(models_dir: str | os.PathLike[str], name: str) -> bool:
-    """Whether int8 ranges for the model's current weights are stored beside them."""
+def _int8_id(models_dir: str | os.PathLike[str], name: str) -> str | None:
     version = json.loads(Path(models_dir, f"{name}.json").read_text())["version"]
-    return int8_matches(int8_path(models_dir, name), version)
+    return int8_id(int8_path(models_dir, name), version)
+
+
+def has_int8(models_dir: str | os.PathLike[str], name: str) -> bool:
+    """Whether an int8 model for the model's current weights is stored beside them."""
+    return _int8_id(models_dir, name) is not None
 
 
 def served_precisions(
     models_dir: str | os.PathLike[str], precision: Mapping[str, str] | None
 ) -> dict[str, str]:
-    """The precision each model is served in when `precision` is requested: int8 only where
-    ranges for its weights are stored (else the default, as `Classifier.load_served` does)."""
+    """The precision each model is served in when `precision` is requested (`Classifier.precision_id`):
+    int8 only where a usable int8 model is stored (else the default, as `Classifier.load_served` does)."""
     out = {}
     for n in available(models_dir):
         p = (precision or {}).get(n)
-        if p == "int8" and not has_int8(models_dir, n):
-            p = None
-        out[n] = p or Classifier.default_precision()
+        qid = _int8_id(models_dir, n) if p == "int8" else None
+        out[n] = f"int8:{qid}" if qid else (p if p != "int8" else None) or Classifier.default_precision()
     return out
 
 
