@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -31,6 +32,14 @@ from torch import nn
 
 _FORMAT = "openvino-nncf-v1"
 _META = "wbc_ray"
+
+# OpenVINO's model converter and NNCF send usage data to Intel unless a consent file under
+# ~/intel says no (opt-out). A tool that screens patients' slides must not call out on its own,
+# and both fall back to stubs when `openvino_telemetry` cannot be imported: so, in every process
+# that loads this package, it cannot (a None entry makes `import` fail). `import openvino`
+# already imports the converter, so this must come before it.
+if "openvino_telemetry" not in sys.modules:
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
 
 
 def int8_path(models_dir: str | os.PathLike[str], name: str) -> Path:
