@@ -156,9 +156,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
         kwargs["address"] = address
     else:
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
-        # Ray reports cluster usage to its makers by default; a local cluster started for a lab's
-        # slides does not (an explicit setting is kept).
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(**kwargs)
     from ray.data import DataContext
 
