@@ -94,12 +94,14 @@ def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> No
     assert r.returncode == 0, r.stderr
     rec = json.loads((d / "tile_rates.json").read_text())
     assert rec["split"] == "val" and set(rec["fusions"]) == {"fuzzy_rank", "mean", "vote"}
-    # Measured in the precisions configs/serve.yaml serves (int8 only where ranges exist).
-    from wbc_ray.models import int8_path
+    # Measured in the precisions configs/serve.yaml serves (int8 only where an int8 model exists),
+    # naming which int8 model.
+    from wbc_ray.models import int8_id, int8_path
 
     default = Classifier.default_precision()
-    assert rec["precision"]["mobilenet"] == ("int8" if int8_path(d, "mobilenet").exists() else default)
-    assert rec["precision"]["xception"] == ("int8" if int8_path(d, "xception").exists() else default)
+    for name in ("mobilenet", "xception"):
+        qid = int8_id(int8_path(d, name), json.loads((d / f"{name}.json").read_text())["version"])
+        assert rec["precision"][name] == (f"int8:{qid}" if qid else default)
     for rates in rec["fusions"].values():
         assert rates["n_pos"] > 0 and rates["n_neg"] > 0
         # The distinct images behind each end (what the interval's widening counts): 5 x 5
@@ -137,7 +139,7 @@ def test_evaluate_served_scores_in_the_serve_configs_precisions(models_dir, tmp_
     assert served.returncode == 0 and default.returncode == 0, served.stderr[-2000:] + default.stderr[-2000:]
     s = json.loads((tmp_path / "s" / "metrics.json").read_text())
     d = json.loads((tmp_path / "d" / "metrics.json").read_text())
-    # configs/serve.yaml serves all three in int8, where their ranges exist.
+    # configs/serve.yaml serves all three in int8, where their int8 models exist.
     for name in available(models_dir):
         assert s["precision"][name] == (
             "int8" if int8_path(models_dir, name).exists() else d["precision"][name]

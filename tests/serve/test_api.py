@@ -32,7 +32,7 @@ def test_health_models_docs(api, models_dir) -> None:
     assert {x["name"] for x in m["models"]} == {"inception_v3", "mobilenet", "xception"}
     assert all(len(x["version"]) == 12 for x in m["models"])
     assert {"mobilenet", "xception", "inception_v3", "Ensemble", "Ingress"} <= set(m["deployments"])
-    # Replicas configured for int8 run it when ranges exist, else serve float and say why.
+    # Replicas configured for int8 run it when an int8 model exists, else serve float and say why.
     wanted = config_args()
     for st in m["stats"]:
         if wanted.precision_of(st["name"]) == "int8":

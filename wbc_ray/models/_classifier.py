@@ -74,7 +74,7 @@ class Classifier:
 
     @classmethod
     def load(cls, models_dir: str | os.PathLike[str], name: str, **kw: object) -> Classifier:
-        """Raises Int8Unavailable for precision="int8" when no matching ranges are stored."""
+        """Raises Int8Unavailable for precision="int8" when no usable int8 model is stored."""
         card = load_card(models_dir, name)
         if kw.get("precision") != "int8":
             return cls(load_weights(models_dir, name, card), card, **kw)  # type: ignore[arg-type]

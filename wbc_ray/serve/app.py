@@ -104,7 +104,7 @@ def configured_precisions(
 ) -> dict[str, str]:
     """{model: precision} a Serve config (default: `default_serve_config()`) asks for, for the named
     models (default: every registered architecture): what calibration and evaluation of the
-    served models must request. What each model then runs in (int8 only where ranges exist)
+    served models must request. What each model then runs in (int8 only where an int8 model exists)
     is `training._tile_rates.served_precisions`."""
     from ..models import list_models
 

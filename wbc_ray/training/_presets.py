@@ -44,7 +44,7 @@ def ensure_models(
 ) -> Path:
     """Train the preset into `models_dir` unless all three checkpoints are already there, then
     measure their slide-level tile rates (small slides: the preset is for plumbing) and their
-    int8 ranges (so the demo and tests serve the precisions configs/serve.yaml names)."""
+    int8 models (so the demo and tests serve the precisions configs/serve.yaml names)."""
     out = Path(models_dir)
     have = set(available(out))
     for name in list_models():
@@ -55,7 +55,7 @@ def ensure_models(
                 TrainConfig(model=name, manifest=str(manifest), out=str(out), progress=progress, **settings)
             )
     # Ranges first: the tile rates must be measured on the calls the app makes (`precision`,
-    # from the Serve config, int8 where ranges exist).
+    # from the Serve config, int8 where an int8 model exists).
     stale = [name for name in list_models() if not has_int8(out, name)]
     if stale:
         quantize_models(out, manifest, stale, images=128)

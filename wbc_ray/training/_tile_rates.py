@@ -57,7 +57,7 @@ def measure_tile_rates(
     names = available(models_dir)
     if not names:
         raise FileNotFoundError(f"no model checkpoints in {models_dir}")
-    # As the Serve replicas load them (default precision where int8 ranges are missing).
+    # As the Serve replicas load them (default precision where an int8 model is missing).
     clfs = [Classifier.load_served(models_dir, n, (precision or {}).get(n))[0] for n in names]
     cards = [asdict(c.card) for c in clfs]
     mpp, px = tile_scale(cards)
@@ -162,7 +162,7 @@ def ensure_tile_rates(
     cards = [json.loads(Path(models_dir, f"{n}.json").read_text()) for n in available(models_dir)]
     record = load_tile_rates(models_dir, cards)
     if record is not None and record.get("precision") != served_precisions(models_dir, precision):
-        record = None  # measured on other calls (e.g. before int8 ranges existed)
+        record = None  # measured on other calls (e.g. before an int8 model existed, or another one)
     if record is None:
         print(
             f"measuring tile call rates of the models in {models_dir} (`wbc-ray calibrate`)", file=sys.stderr
