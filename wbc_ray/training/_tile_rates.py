@@ -146,8 +146,10 @@ def served_precisions(
     out = {}
     for n in available(models_dir):
         p = (precision or {}).get(n)
-        qid = _int8_id(models_dir, n) if p == "int8" else None
-        out[n] = f"int8:{qid}" if qid else (p if p != "int8" else None) or Classifier.default_precision()
+        if p == "int8":
+            qid = _int8_id(models_dir, n)
+            p = f"int8:{qid}" if qid else None
+        out[n] = p or Classifier.default_precision()
     return out
 
 
