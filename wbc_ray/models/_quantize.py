@@ -131,8 +131,8 @@ def _meta(ov_model: Any) -> dict[str, str]:
     return {k: ov_model.get_rt_info([_META, k]).astype(str) for k in keys if ov_model.has_rt_info([_META, k])}
 
 
-def save_int8(ov_model: Any, path: str | os.PathLike[str], version: str) -> str:
-    """Store the quantized model for weights `version`; returns its id. The `.bin` is moved into
+def save_int8(ov_model: Any, path: str | os.PathLike[str], version: str) -> None:
+    """Store the quantized model for weights `version`, with an id of its own. The `.bin` is moved into
     place before the `.xml`, so a reader never pairs a new description with old weights."""
     import openvino as ov
 
@@ -144,10 +144,11 @@ def save_int8(ov_model: Any, path: str | os.PathLike[str], version: str) -> str:
     ov.save_model(ov_model, os.fspath(tmp))
     os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
     os.replace(tmp, path)
-    return qid
 
 
-def _read(path: Path) -> tuple[Any, dict[str, str]]:
+def _read(path: Path, version: str) -> tuple[Any, dict[str, str]]:
+    """The int8 model at `path` and its tags, when it is usable for weights `version`; else
+    Int8Unavailable, saying why."""
     if not path.exists():
         raise Int8Unavailable(f"no int8 model at {path}; run `wbc-ray quantize --models {path.parent}`")
     try:
@@ -156,10 +157,7 @@ def _read(path: Path) -> tuple[Any, dict[str, str]]:
         raise Int8Unavailable(
             f"{path} is not a readable OpenVINO model ({str(exc).splitlines()[0]}); rerun `wbc-ray quantize`"
         ) from None
-    return ov_model, _meta(ov_model)
-
-
-def _check(path: Path, meta: dict[str, str], version: str) -> None:
+    meta = _meta(ov_model)
     if meta.get("format") != _FORMAT:
         raise Int8Unavailable(
             f"{path} holds an int8 model in format {meta.get('format')!r}, this version reads "
@@ -170,14 +168,13 @@ def _check(path: Path, meta: dict[str, str], version: str) -> None:
             f"{path} was quantized for weights {meta.get('version')!r}, not {version!r}; "
             "rerun `wbc-ray quantize`"
         )
+    return ov_model, meta
 
 
 def int8_id(path: str | os.PathLike[str], version: str) -> str | None:
     """The id of the int8 model at `path` when it is usable for weights `version`, else None."""
     try:
-        path = Path(path)
-        _, meta = _read(path)
-        _check(path, meta, version)
+        _, meta = _read(Path(path), version)
     except Int8Unavailable:
         return None
     return meta.get("id") or None
@@ -186,8 +183,7 @@ def int8_id(path: str | os.PathLike[str], version: str) -> str | None:
 def load_int8(path: str | os.PathLike[str], version: str, threads: int | None = None) -> Int8Model:
     """The stored int8 model, compiled for this CPU; raises Int8Unavailable when it cannot be used."""
     path = Path(path)
-    ov_model, meta = _read(path)
-    _check(path, meta, version)
+    ov_model, _ = _read(path, version)
     try:
         return Int8Model(ov_model, threads)
     except Exception as exc:  # a .bin that does not fit its description

@@ -54,7 +54,7 @@ def ensure_models(
             train(
                 TrainConfig(model=name, manifest=str(manifest), out=str(out), progress=progress, **settings)
             )
-    # Ranges first: the tile rates must be measured on the calls the app makes (`precision`,
+    # int8 models first: the tile rates must be measured on the calls the app makes (`precision`,
     # from the Serve config, int8 where an int8 model exists).
     stale = [name for name in list_models() if not has_int8(out, name)]
     if stale:
