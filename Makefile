@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup browser test lint bench demo models clean
+.PHONY: setup browser test lint bench demo models release clean
 
 setup: $(STAMP)
 
@@ -40,33 +40,32 @@ bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.inference
 	$(BIN)/python -m benchmarks.analyze
 
-# The three CNNs from scratch on the train split (no model hub here), one after another (on 2 cores,
-# side by side they take as long in all and each takes 3x longer), each within about 30 minutes:
-# the recipe's epochs (DEFAULT_EPOCHS) where this CPU fits them in 27 minutes, fewer where a probe
-# of a few steps says it does not (CPUs here differ 2-3x; the log and the model card say how many,
-# and `--epochs N` repeats a run exactly), leaving a few minutes for calibration and test metrics.
-# Then the int8 models configs/serve.yaml serves, then the tile call rates the slide estimate is
-# read through (validation split, in the served precisions). InceptionV3 and Xception see a quarter
-# of every batch as slide-like views (windows across fields on glass). All three learn the subtype
-# alongside (--subtype-weight); InceptionV3 with seed 1, the run chosen on validation (seed 0 with
-# the head was not better there). Precision: fp32 on CPUs without AMX (bf16 autocast trains slower
-# there). Xception trains at 96 px (the others at 128): at 128 px a 2-core AVX2 CPU fits only 5 of its
-# 14 epochs in 27 minutes (test balanced accuracy 0.866), at 96 px a step costs 2.2x less and 13 fit.
-# Tiles are still read at 128 px over the same field of view; Xception resizes them down, as it does
-# its training images. Weights stay out of git.
+# The trained models are a release committed in weights/ (checked against weights/release.json
+# whenever they load); everything uses it unless WBC_RAY_MODELS or --models says otherwise.
+#
+# `make models` trains a candidate set into weights_train/ (ignored by git), one network after
+# another (on 2 cores, side by side they take as long in all and each takes 3x longer), each within
+# about 27 minutes: the recipe's epochs (DEFAULT_EPOCHS) where this CPU fits them, fewer where a
+# probe of a few steps says it does not (the card records how many; `--epochs N` repeats a run).
+# InceptionV3 and Xception see a quarter of every batch as slide-like views (windows across
+# fields on glass); all three learn the subtype alongside (--subtype-weight). Xception trains at
+# 96 px (a step costs 2.2x less than at 128 px, so about twice the epochs fit). `INIT=weights make
+# models` continues from the release instead of from scratch (training time adds up across
+# machines). `make release` then cuts a new release from the candidates, only if it is better on
+# validation and not worse on test, and regenerates the README's metrics table.
 MODELS ?= $(abspath weights)
+TRAINED ?= $(abspath weights_train)
+INIT ?=
 export WBC_RAY_MODELS ?= $(MODELS)
-MANIFEST := $(WBC_RAY_DATA)/all_taleqani/split.csv
+TRAIN := $(BIN)/wbc-ray train --minutes 27 --subtype-weight 0.5 --out $(TRAINED) $(if $(INIT),--init $(INIT))
 models: setup
-	$(BIN)/wbc-ray train --model mobilenet --minutes 27 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
-	$(BIN)/wbc-ray train --model inception_v3 --minutes 27 --mosaic 0.25 --subtype-weight 0.5 --seed 1 --manifest $(MANIFEST) --out $(MODELS)
-	$(BIN)/wbc-ray train --model xception --input-size 96 --minutes 27 --mosaic 0.25 --subtype-weight 0.5 --manifest $(MANIFEST) --out $(MODELS)
-	$(BIN)/wbc-ray quantize --models $(MODELS) --manifest $(MANIFEST)
-	$(BIN)/wbc-ray calibrate --models $(MODELS) --manifest $(MANIFEST)
-	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --out $(MODELS)/eval_test
-	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --perturb grayscale --out $(MODELS)/eval_test_grayscale
-	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --served --out $(MODELS)/eval_test_served
-	$(BIN)/wbc-ray evaluate --models $(MODELS) --manifest $(MANIFEST) --split test --served --perturb grayscale --out $(MODELS)/eval_test_grayscale_served
+	$(TRAIN) --model mobilenet
+	$(TRAIN) --model inception_v3 --mosaic 0.25 --seed 1
+	$(TRAIN) --model xception --input-size 96 --mosaic 0.25
+
+release: setup
+	$(BIN)/wbc-ray release --from $(TRAINED) --out $(MODELS)
+	$(BIN)/wbc-ray release --readme README.md --out $(MODELS)
 
 demo: setup
 	$(BIN)/python -m wbc_ray.demo

@@ -54,46 +54,54 @@ def composed(tmp_path_factory, test_items) -> Path:
     return out
 
 
-def full_models() -> Path | None:
-    """The full trained set, if this machine has it: $WBC_RAY_TEST_MODELS, $WBC_RAY_MODELS, ./weights."""
-    from wbc_ray.training import has_models
+RELEASE = REPO / "weights"
 
-    for cand in (os.environ.get("WBC_RAY_TEST_MODELS"), os.environ.get("WBC_RAY_MODELS"), REPO / "weights"):
-        if cand and has_models(cand):
+
+def full_models() -> Path:
+    """The trained set the tests run: $WBC_RAY_TEST_MODELS, else $WBC_RAY_MODELS, else the release
+    committed in weights/ (checked file by file against its manifest)."""
+    from wbc_ray.models import available
+
+    for cand in (os.environ.get("WBC_RAY_TEST_MODELS"), os.environ.get("WBC_RAY_MODELS")):
+        if cand:
             return Path(cand)
-    return None
+    available(RELEASE)  # raises, naming the file, where the release is damaged
+    return RELEASE
 
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    """Checkpoints for the serving tests: the full set when present, else the quick preset,
-    trained once per machine into the user cache (about 2 minutes; plumbing only)."""
+    """The release, with what serving it needs on this machine built once (int8 models and their
+    tile rates, in the user cache: a few minutes on a fresh machine)."""
     need_data()
     from wbc_ray.serve.app import configured_precisions
-    from wbc_ray.training import ensure_models, quick_models_dir
+    from wbc_ray.training import ensure_served
 
-    precision = configured_precisions()
-    return full_models() or ensure_models(
-        quick_models_dir(), MANIFEST, "quick", progress=False, precision=precision
-    )
+    return ensure_served(full_models(), MANIFEST, configured_precisions())
 
 
 @pytest.fixture(scope="session")
 def trained_models(models_dir: Path) -> Path:
-    """Only for tests that judge accuracy: quick-preset models are not accurate by design.
-
-    The slide-level tile rates belong to the weights (`make models` measures them); when a
-    weights folder lacks them they are measured here, on validation-split slides, once.
-    """
-    if full_models() is None:
-        pytest.skip(
-            "accuracy tests need the full trained models: run `make models` or set WBC_RAY_TEST_MODELS"
-        )
-    from wbc_ray.serve.app import configured_precisions
-    from wbc_ray.training import ensure_tile_rates
-
-    ensure_tile_rates(models_dir, MANIFEST, configured_precisions())
+    """For tests that judge accuracy (the release is always there; the name says what they need)."""
     return models_dir
+
+
+def checkpoint_copy(models_dir: Path, dest: Path) -> Path:
+    """The models as a plain checkpoint folder in `dest` (weights, cards and int8 builds; no tile
+    rates, no release manifest), for tests that write beside the checkpoints."""
+    import shutil
+
+    from wbc_ray.models import available, int8_path
+
+    dest.mkdir(parents=True)
+    for name in available(models_dir):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy2(models_dir / f"{name}{suffix}", dest / f"{name}{suffix}")
+        xml = int8_path(models_dir, name)
+        for f in (xml, xml.with_suffix(".bin")):
+            if f.exists():
+                shutil.copy2(f, dest / f.name)
+    return dest
 
 
 # ---- the Serve app on a loopback port: the REST tests (tests/serve) and the UI tests (tests/ui) ----

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import MANIFEST, SLIDES, need_data
+from tests.conftest import MANIFEST, SLIDES, checkpoint_copy, need_data
 
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -82,17 +82,15 @@ def test_make_slide_then_tile(tmp_path) -> None:
 
 
 def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> None:
-    import shutil
     from dataclasses import asdict
 
     from wbc_ray.models import Classifier, available
     from wbc_ray.training import load_tile_rates
 
-    d = tmp_path / "m"
-    shutil.copytree(models_dir, d, ignore=shutil.ignore_patterns("tile_rates.json", "eval_*", "scratch"))
+    d = checkpoint_copy(models_dir, tmp_path / "m")
     r = cli("calibrate", "--models", str(d), "--manifest", str(MANIFEST), "--grid", "5")
     assert r.returncode == 0, r.stderr
-    rec = json.loads((d / "tile_rates.json").read_text())
+    (rec,) = json.loads((d / "tile_rates.json").read_text())["records"]
     assert rec["split"] == "val" and set(rec["fusions"]) == {"fuzzy_rank", "mean", "vote"}
     # Measured in the precisions configs/serve.yaml serves (int8 only where an int8 model exists),
     # naming which int8 model.
@@ -110,6 +108,7 @@ def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> No
         assert 0 <= rates["fpr"] <= 1 and 0 <= rates["tpr"] <= 1
     cards = [asdict(Classifier.load(d, n).card) for n in available(d)]
     assert load_tile_rates(d, cards) == rec
+    assert load_tile_rates(d, cards, {n: "fp16" for n in available(d)}) is None  # other calls
     cards[0]["bias"] += 0.5  # another operating point: the measured rates no longer apply
     assert load_tile_rates(d, cards) is None
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .errors import WeightsUnavailable
+from .errors import ReleaseError, WeightsUnavailable
 from .slides import SlideError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -27,6 +27,18 @@ def command(name: str) -> Callable[[Handler], Handler]:
         return fn
 
     return register
+
+
+MANIFEST_HELP = "labelled images, CSV (default: <data_dir>/all_taleqani/split.csv)"
+
+
+def _manifest(args: argparse.Namespace) -> Path:
+    if args.manifest:
+        return Path(args.manifest)
+    path = _settings(args).data_dir / "all_taleqani" / "split.csv"
+    if not path.is_file():
+        raise UserError(f"no labelled images at {path}: pass --manifest CSV or set WBC_RAY_DATA")
+    return path
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -54,7 +66,7 @@ def _make_slide(args: argparse.Namespace) -> int:
     from .manifest import read_manifest
     from .slides import compose_slide
 
-    items = read_manifest(args.manifest, args.split)
+    items = read_manifest(_manifest(args), args.split)
     truth = compose_slide(
         items,
         args.out,
@@ -122,18 +134,18 @@ def _train(args: argparse.Namespace) -> int:
     from .models import list_models
     from .training import TrainConfig, train_many
 
-    s = _settings(args)
     names = list_models() if args.model == "all" else [args.model]
     base = TrainConfig(
         model=names[0],
-        manifest=args.manifest,
-        out=args.out or str(s.models_dir),
-        input_size=args.input_size,
+        manifest=str(_manifest(args)),
+        out=args.out,
+        input_size=args.input_size or 0,
         epochs=args.epochs,
         minutes=args.minutes,
         batch_size=args.batch_size,
         seed=args.seed,
         weights=None if args.weights in (None, "none") else args.weights,
+        init=args.init,
         limit=args.limit,
         mosaic=args.mosaic,
         subtype_weight=args.subtype_weight,
@@ -163,7 +175,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         precision = configured_precisions(args.serve_config, available(models))
     res = evaluate(
-        models, args.manifest, args.out, split=args.split, perturb=args.perturb, precision=precision
+        models, _manifest(args), args.out, split=args.split, perturb=args.perturb, precision=precision
     )
     for name, note in res.get("notes", {}).items():
         print(f"note: {name}: {note}", file=sys.stderr)
@@ -184,7 +196,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     precision = configured_precisions(args.serve_config, available(models))
     rec = measure_tile_rates(
         models,
-        args.manifest,
+        _manifest(args),
         split=args.split,
         grid=args.grid,
         seed=args.seed,
@@ -201,11 +213,12 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 @command("quantize")
 def _quantize(args: argparse.Namespace) -> int:
+    from .models._release import derived_dir, is_release
     from .training import quantize_models
 
     s = _settings(args)
     models = args.models or s.models_dir
-    reports = quantize_models(models, args.manifest, args.model or None, images=args.images)
+    reports = quantize_models(models, _manifest(args), args.model or None, images=args.images)
     for r in reports:
         if not r.kept:
             print(
@@ -221,6 +234,41 @@ def _quantize(args: argparse.Namespace) -> int:
             f" -> {r.path}; decisions agree with fp32 on {r.agreement:.2%} of {r.test_images} test"
             f" images ({r.held_agreement:.2%} of the held-out validation images fp32 is sure of)"
         )
+    if is_release(models):
+        # A release ships tile rates for the float precisions; the int8 ones are measured here,
+        # once, so that `wbc-ray serve` starts ready.
+        from .serve.app import configured_precisions
+        from .training import ensure_tile_rates
+
+        rec = ensure_tile_rates(models, _manifest(args), configured_precisions(args.serve_config))
+        print(f"tile rates for {rec['precision']} ready in {derived_dir(models)}")
+    return 0
+
+
+@command("release")
+def _release(args: argparse.Namespace) -> int:
+    from .models._release import verify_release
+
+    s = _settings(args)
+    if args.verify:
+        rel = verify_release(args.out or s.models_dir)
+        sizes = sum(int(e["size"]) for e in rel.files.values())
+        print(
+            f"release {rel.version} in {rel.path}: {len(rel.files)} files ({sizes / 1e6:.1f} MB) match "
+            f"{rel.path / 'release.json'}; models {', '.join(rel.models)}"
+        )
+        return 0
+    from .training._release import cut_release, update_readme
+
+    if args.readme:
+        changed = update_readme(args.readme, args.out or s.models_dir)
+        print(f"{args.readme}: release metrics table {'updated' if changed else 'already current'}")
+        return 0
+    if not args.source:
+        raise UserError("name the trained checkpoints to release: --from FOLDER (or --verify)")
+    out = args.out or s.models_dir
+    cut = cut_release(args.source, out, _manifest(args), version=args.version, force=args.force)
+    print(f"release {cut['version']} written to {out} ({len(cut['files'])} files, manifest release.json)")
     return 0
 
 
@@ -308,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--slide-mpp", type=float, help="override the slide's microns/pixel")
 
     ms = sub.add_parser("make-slide", help="compose a labelled test slide (pyramidal TIFF + truth JSON)")
-    ms.add_argument("--manifest", required=True)
+    ms.add_argument("--manifest", help=MANIFEST_HELP)
     ms.add_argument("--split")
     ms.add_argument("--out", required=True)
     ms.add_argument("--grid", nargs=2, type=int, metavar=("ROWS", "COLS"), default=(10, 10))
@@ -330,9 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train one or all architectures on a manifest")
     tr.add_argument("--model", required=True, help="mobilenet | xception | inception_v3 | all")
-    tr.add_argument("--manifest", required=True)
-    tr.add_argument("--out", help="weights folder (default: settings models_dir / $WBC_RAY_MODELS)")
-    tr.add_argument("--input-size", type=int, default=128)
+    tr.add_argument("--manifest", help=MANIFEST_HELP)
+    tr.add_argument("--out", default="weights_train", help="checkpoint folder (default: weights_train)")
+    tr.add_argument(
+        "--input-size", type=int, help="model input side in px (default: --init's, else 128)"
+    )
     tr.add_argument("--epochs", type=int, help="default: the recipe's per-model epochs (see --minutes)")
     tr.add_argument(
         "--minutes",
@@ -343,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(
         "--weights", help="none (default) | imagenet | a weight file | a folder of <model>.safetensors"
+    )
+    tr.add_argument(
+        "--init",
+        help="continue from a release or checkpoint folder (e.g. weights): its trained networks, verified",
     )
     tr.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     tr.add_argument(
@@ -370,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="measure tile call rates on composed slides (the slide-level adjusted count)"
     )
     ca.add_argument("--models", help="weights folder (default: settings models_dir)")
-    ca.add_argument("--manifest", required=True)
+    ca.add_argument("--manifest", help=MANIFEST_HELP)
     ca.add_argument("--split", default="val", help="images to compose the slides from (default: val)")
     ca.add_argument("--grid", type=int, default=16, help="fields per side of each slide")
     ca.add_argument("--seed", type=int, default=0)
@@ -380,13 +434,27 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize", help="quantize the models to int8 for CPU serving (OpenVINO) and check decisions"
     )
     qu.add_argument("--models", help="weights folder (default: settings models_dir)")
-    qu.add_argument("--manifest", required=True)
+    qu.add_argument("--manifest", help=MANIFEST_HELP)
     qu.add_argument("--model", action="append", help="one architecture (repeatable; default: all)")
     qu.add_argument("--images", type=int, default=256, help="validation images to quantize on")
+    qu.add_argument("--serve-config", help=f"Serve config whose per-model precisions to use {CHOSEN}")
+
+    re_ = sub.add_parser(
+        "release", help="cut a model release from trained checkpoints, or --verify one against its manifest"
+    )
+    re_.add_argument("--from", dest="source", help="folder of trained checkpoints (e.g. weights_train)")
+    re_.add_argument("--out", help="release folder (default: settings models_dir, i.e. weights)")
+    re_.add_argument("--manifest", help=MANIFEST_HELP)
+    re_.add_argument("--version", help="release version (default: the previous one + 1)")
+    re_.add_argument(
+        "--force", action="store_true", help="replace the release even where the candidate is not better"
+    )
+    re_.add_argument("--verify", action="store_true", help="check every file of --out against its manifest")
+    re_.add_argument("--readme", help="put the release's metrics table in this Markdown file")
 
     ev = sub.add_parser("evaluate", help="metrics, table and plots of the models and their fusions")
     ev.add_argument("--models", help="weights folder (default: settings models_dir)")
-    ev.add_argument("--manifest", required=True)
+    ev.add_argument("--manifest", help=MANIFEST_HELP)
     ev.add_argument("--split", default=None, help="rows of this split only (default: all rows)")
     ev.add_argument("--perturb", choices=["none", "grayscale", "stain"], default="none")
     ev.add_argument("--out", required=True)
@@ -426,7 +494,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         return COMMANDS[args.command](args)
-    except (SlideError, UserError, ValueError, FileExistsError, FileNotFoundError, WeightsUnavailable) as exc:
+    except (
+        SlideError,
+        UserError,
+        ValueError,
+        FileExistsError,
+        FileNotFoundError,
+        WeightsUnavailable,
+        ReleaseError,
+    ) as exc:
         print(f"wbc-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,14 +7,18 @@ import sys
 from pathlib import Path
 
 from .config import load_settings
+from .errors import ReleaseError
 
 
 def main() -> int:
     from .analyze import analyze_many, print_summary
     from .manifest import read_manifest
+    from .models import available
+    from .models._release import is_release, verify_release
     from .serve.app import configured_precisions
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
-    from .training import ensure_models, ensure_tile_rates, has_models, quick_models_dir
+    from .training import ensure_tile_rates
+    from .training._tile_rates import served_precisions
 
     s = load_settings()
     manifest = s.data_dir / "all_taleqani" / "split.csv"
@@ -26,18 +30,27 @@ def main() -> int:
     out.mkdir(parents=True)
 
     models = Path(s.models_dir)
-    # The slide estimate's tile rates, measured on the calls the app will make.
+    try:
+        names = available(models)  # a release is checked file by file here; damage is named
+    except (ReleaseError, FileNotFoundError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    if not names:
+        print(f"demo: no models in {models} (WBC_RAY_MODELS); the release is in weights/", file=sys.stderr)
+        return 2
+    what = f"release {verify_release(models).version}" if is_release(models) else "checkpoints"
+    # The slide estimate's tile rates, for the calls the app will make: a release ships them for
+    # fp32 and bf16; int8 (configs/serve.yaml on CPUs) once `wbc-ray quantize` built it here.
     precision = configured_precisions()
-    if not has_models(models):
-        models = quick_models_dir()
+    served = served_precisions(models, precision)
+    print(f"demo: {what} in {models}: {', '.join(f'{n} ({served[n]})' for n in names)}", flush=True)
+    if any(precision.get(n) == "int8" and not served[n].startswith("int8") for n in names):
         print(
-            f"demo: no trained models in {s.models_dir} (`make models` trains the full set, about an hour);\n"
-            f"      using the quick preset in {models} (trained once per machine, a few minutes)",
+            "      int8 is not built on this machine yet, so this runs the default precision;\n"
+            "      `.venv/bin/wbc-ray quantize` builds it once (a few minutes) for faster CPU serving",
             flush=True,
         )
-        ensure_models(models, manifest, "quick", precision=precision)
-    else:
-        ensure_tile_rates(models, manifest, precision)
+    ensure_tile_rates(models, manifest, precision)
 
     slide = out / "demo_slide.tiff"
     truth = compose_slide(

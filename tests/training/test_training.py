@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import MANIFEST, need_data
+from tests.conftest import MANIFEST, checkpoint_copy, need_data
 from wbc_ray.models import Classifier, load_checkpoint, training_precision
 from wbc_ray.models._classifier import cpu_has_amx
 from wbc_ray.training import (
@@ -243,14 +243,11 @@ def test_quantize_keeps_no_int8_model_that_moves_the_calls(tmp_path, monkeypatch
 
 
 def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir, tmp_path) -> None:
-    import shutil
-
     from wbc_ray.models import int8_path
     from wbc_ray.training import ensure_tile_rates
     from wbc_ray.training._tile_rates import served_precisions
 
-    d = tmp_path / "m"
-    shutil.copytree(models_dir, d, ignore=shutil.ignore_patterns("tile_rates.json", "eval_*", "scratch"))
+    d = checkpoint_copy(models_dir, tmp_path / "m")
     from wbc_ray.models import Classifier
 
     default = Classifier.default_precision()  # bf16 on CPUs with native bf16, else fp32; AMP on GPUs
@@ -265,6 +262,11 @@ def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir,
     again = ensure_tile_rates(d, MANIFEST, wanted, grid=4)
     assert again["precision"] == served_precisions(d, wanted) and again["precision"]["mobilenet"] == default
     assert again["precision"]["xception"].startswith("int8:")  # which quantization, too
+    # Each set of precisions keeps its own record: going back measures nothing again.
+    stamp = (d / "tile_rates.json").stat().st_mtime_ns
+    assert ensure_tile_rates(d, MANIFEST, {"mobilenet": "fp32"}, grid=4) == json.loads(json.dumps(first))
+    assert (d / "tile_rates.json").stat().st_mtime_ns == stamp
+    assert len(json.loads((d / "tile_rates.json").read_text())["records"]) == 2
     int8_path(d, "xception").unlink(missing_ok=True)
     assert served_precisions(d, wanted)["xception"] == default  # no int8 model: the default precision
 

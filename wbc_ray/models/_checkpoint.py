@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -13,6 +12,7 @@ from torch import nn
 
 from ..manifest import CLASSES
 from ._registry import build_model, get_spec
+from ._release import file_digest, is_release, verify_release
 
 TRAINING_MPP = 0.5  # the training images carry no scale; they are taken as 0.5 um/px at 224 px
 TRAINING_PX = 224
@@ -36,6 +36,8 @@ class ModelCard:
     temperature: float = 1.0
     bias: float = 0.0
     version: str = ""
+    # For a released model: its stored dtype and how fp16 storage moved its test decisions.
+    release: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tile_mpp(self) -> float:
@@ -72,7 +74,7 @@ def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | os.PathLik
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"architecture": card.architecture})
-    card.version = _sha256(tmp)[:12]
+    card.version = file_digest(tmp)[:12]
     os.replace(tmp, weights)
     (out / f"{card.name}.json").write_text(card.to_json())
     return weights
@@ -81,6 +83,7 @@ def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | os.PathLik
 def load_card(models_dir: str | os.PathLike[str], name: str) -> ModelCard:
     """A checkpoint's model card, once both of its files are there (weights not read)."""
     d = Path(models_dir)
+    _check_release(d, name)
     card_path, weights = d / f"{name}.json", d / f"{name}.safetensors"
     if not card_path.exists() or not weights.exists():
         raise FileNotFoundError(
@@ -93,7 +96,9 @@ def load_weights(models_dir: str | os.PathLike[str], name: str, card: ModelCard)
     """The network `name` with its checkpoint's weights, in eval mode (`card` from `load_card`)."""
     from safetensors.torch import load_file
 
+    _check_release(Path(models_dir), name)
     model = build_model(name, num_classes=len(card.classes))
+    # A release stores fp16 weights; load_state_dict copies them into the fp32 parameters.
     model.load_state_dict(load_file(str(Path(models_dir) / f"{name}.safetensors")))
     model.eval()
     return model
@@ -106,12 +111,17 @@ def load_checkpoint(models_dir: str | os.PathLike[str], name: str) -> tuple[nn.M
 
 def available(models_dir: str | os.PathLike[str]) -> list[str]:
     d = Path(models_dir)
+    if is_release(d):
+        return list(verify_release(d).models)
     return sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.safetensors").exists())
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def _check_release(models_dir: Path, name: str) -> None:
+    """In a release, every file must match its manifest before one model is read from it."""
+    if is_release(models_dir):
+        release = verify_release(models_dir)
+        if name not in release.models:
+            raise FileNotFoundError(
+                f"release {release.version} in {models_dir} has no model {name!r} "
+                f"(it has {list(release.models)})"
+            )

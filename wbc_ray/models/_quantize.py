@@ -43,8 +43,12 @@ if "openvino_telemetry" not in sys.modules:
 
 
 def int8_path(models_dir: str | os.PathLike[str], name: str) -> Path:
-    """The int8 model's description; its weights sit beside it with the suffix `.bin`."""
-    return Path(models_dir) / f"{name}.int8.xml"
+    """The int8 model's description; its weights sit beside it with the suffix `.bin`. Beside
+    the checkpoints, or for a release in its folder in the user cache: int8 models are built per
+    machine (`wbc-ray quantize`), since a release holds no more than it needs (size)."""
+    from ._release import derived_dir
+
+    return derived_dir(models_dir) / f"{name}.int8.xml"
 
 
 class Int8Unavailable(RuntimeError):

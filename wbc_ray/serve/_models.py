@@ -118,7 +118,8 @@ class CNN:
     def card(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return asdict(self.clf.card)
+        # With the precision it is served in: slide-level tile rates hold for one set of those.
+        return {**asdict(self.clf.card), "precision_id": self.clf.precision_id}
 
     def stats(self) -> dict[str, Any]:
         return {

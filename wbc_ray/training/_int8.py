@@ -19,7 +19,9 @@ from ..models import (
     save_int8,
     to_openvino,
 )
+from ..models._release import is_release
 from ._data import load_images
+from ._evaluate import PREDICTIONS, read_predictions
 
 
 @dataclass(frozen=True)
@@ -53,17 +55,21 @@ def quantize_models(
 ) -> list[Int8Report]:
     """For each model: an int8 model quantized on the first `images` validation images, checked
     against fp32 on the rest of the validation split, and how often it decides as the fp32 one on
-    the test split (reported, never used to choose). An int8 model that moves held-out
+    the test split (reported, never used to choose). For a release, fp32 is the answers recorded
+    in its evaluation (so a machine whose fp32 differs shows up), and the int8 models go to the
+    release's folder in the user cache (`models.int8_path`). An int8 model that moves held-out
     probabilities or decisions too far (MAX_MEAN_SHIFT, MIN_AGREEMENT) is not kept."""
     reports = []
     val = read_manifest(manifest, "val")
     test = read_manifest(manifest, "test")
+    recorded = _release_decisions(models_dir, manifest)
     for name in names or available(models_dir):
         model, card = load_checkpoint(models_dir, name)
         ref = Classifier(model, card, device="cpu", precision="fp32")
         x_val = load_images(val, card.input_size)[0].numpy()
         calib, held = ref.inputs(x_val[:images]), x_val[images:]
-        p_held = ref.predict(held, batch)[:, 1]
+        # A release is checked against the fp32 answers it was cut with, image by image.
+        p_held = recorded["val"][name][images:] if recorded else ref.predict(held, batch)[:, 1]
         q = quantize_int8(to_openvino(model, calib), calib)
         p_q = Classifier(compile_int8(q), card, device="cpu", precision="int8").predict(held, batch)[:, 1]
         shift = float(np.abs(p_q - p_held).mean()) if len(held) else 0.0
@@ -80,9 +86,30 @@ def quantize_models(
         save_int8(q, path, card.version)
         int8 = Classifier.load(models_dir, name, device="cpu", precision="int8")  # as served: from disk
         x = load_images(test, card.input_size)[0].numpy()
-        same = ref.predict(x, batch).argmax(1) == int8.predict(x, batch).argmax(1)
+        p_ref = recorded["test"][name] if recorded else ref.predict(x, batch)[:, 1]
+        same = (p_ref >= 0.5) == (int8.predict(x, batch)[:, 1] >= 0.5)
         reports.append(replace(report, test_images=len(x), agreement=float(np.mean(same)), kept=True))
     return reports
+
+
+def _release_decisions(
+    models_dir: str | os.PathLike[str], manifest: str | os.PathLike[str]
+) -> dict[str, dict[str, np.ndarray]] | None:
+    """{split: {model: fp32 malignant probabilities in manifest order}} recorded in a release's
+    evaluation (val and test), or None for a plain checkpoint folder."""
+    if not is_release(models_dir):
+        return None
+    root = Path(manifest).resolve().parent
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for split in ("val", "test"):
+        rows = read_predictions(Path(models_dir, "eval", split, PREDICTIONS))
+        items = read_manifest(manifest, split)
+        try:
+            per_image = [rows[it.path.resolve().relative_to(root).as_posix()] for it in items]
+        except KeyError as exc:
+            raise ValueError(f"{manifest}: image {exc} is not in the release's {split} predictions") from None
+        out[split] = {n: np.array([r[n] for r in per_image]) for n in available(models_dir)}
+    return out
 
 
 def compile_int8(ov_model: object) -> Int8Model:

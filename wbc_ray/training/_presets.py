@@ -43,8 +43,7 @@ def ensure_models(
     precision: Mapping[str, str] | None = None,
 ) -> Path:
     """Train the preset into `models_dir` unless all three checkpoints are already there, then
-    measure their slide-level tile rates (small slides: the preset is for plumbing) and their
-    int8 models (so the demo and tests serve the precisions configs/serve.yaml names)."""
+    build what serving them needs (`ensure_served`; small slides: the preset is for plumbing)."""
     out = Path(models_dir)
     have = set(available(out))
     for name in list_models():
@@ -54,10 +53,23 @@ def ensure_models(
             train(
                 TrainConfig(model=name, manifest=str(manifest), out=str(out), progress=progress, **settings)
             )
-    # int8 models first: the tile rates must be measured on the calls the app makes (`precision`,
-    # from the Serve config, int8 where an int8 model exists).
-    stale = [name for name in list_models() if not has_int8(out, name)]
-    if stale:
-        quantize_models(out, manifest, stale, images=128)
-    ensure_tile_rates(out, manifest, precision, grid=8)
+    return ensure_served(out, manifest, precision, images=128, grid=8)
+
+
+def ensure_served(
+    models_dir: str | os.PathLike[str],
+    manifest: str | os.PathLike[str],
+    precision: Mapping[str, str] | None = None,
+    images: int = 256,
+    grid: int = 16,
+) -> Path:
+    """What serving `models_dir` in `precision` (a Serve config's) needs on this machine, built
+    once: the int8 models where int8 is asked for (for a release, into its folder in the user
+    cache), then the tile rates measured on the calls the app makes (a release ships them for
+    fp32 and bf16; int8 ones are measured here)."""
+    out = Path(models_dir)
+    wanted = [n for n in available(out) if (precision or {}).get(n) == "int8" and not has_int8(out, n)]
+    if wanted:
+        quantize_models(out, manifest, wanted, images=images)
+    ensure_tile_rates(out, manifest, precision, grid=grid)
     return out

@@ -23,6 +23,7 @@ import numpy as np
 from ..ensemble import FUSIONS, TileRates, fuse
 from ..manifest import read_manifest
 from ..models import Classifier, available, int8_id, int8_path, tile_scale
+from ..models._release import derived_dir
 from ..slides import GridSpec, compose_slide, open_slide, read_tile, tile_grid, tissue_mask
 
 RATES_FILE = "tile_rates.json"
@@ -48,7 +49,7 @@ def measure_tile_rates(
     fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
     precision: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Measure per-fusion TileRates; write <models_dir>/tile_rates.json; return its content.
+    """Measure per-fusion TileRates; store them in `rates_path(models_dir)`; return the record.
 
     One slide per malignant fraction in `fractions` (which must include 0 and 1). `precision`
     maps model names to the precision they are served in, so the calls are the served ones."""
@@ -108,8 +109,34 @@ def measure_tile_rates(
         "precision": {c.name: c.precision_id for c in clfs},
         "fusions": rates,
     }
-    Path(models_dir, RATES_FILE).write_text(json.dumps(record, indent=2))
+    _store(rates_path(models_dir), record)
     return record
+
+
+def rates_path(models_dir: str | os.PathLike[str]) -> Path:
+    """Where rates measured on this machine go: beside the checkpoints, or for a release in its
+    folder in the user cache (the release's own file holds the precisions it was cut with)."""
+    return derived_dir(models_dir) / RATES_FILE
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of one rates file: one per set of served precisions."""
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return list(data.get("records", [])) if "records" in data else [data]
+
+
+def _store(path: Path, record: dict[str, Any]) -> None:
+    """Add `record`, replacing one for the same models and precisions (written whole, then moved)."""
+    keep = [
+        r
+        for r in _records(path)
+        if r.get("models") == record["models"] and r.get("precision") != record["precision"]
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"records": [*keep, record]}, indent=2))
+    os.replace(tmp, path)
 
 
 def _identity(cards: list[dict[str, Any]]) -> dict[str, str]:
@@ -117,15 +144,28 @@ def _identity(cards: list[dict[str, Any]]) -> dict[str, str]:
     return {c["name"]: f"{c['version']}/T={c['temperature']:.6g}/b={c['bias']:.6g}" for c in cards}
 
 
-def load_tile_rates(models_dir: str | os.PathLike[str], cards: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The rates file, if it was measured with exactly these model versions; else None."""
-    path = Path(models_dir, RATES_FILE)
-    if not path.is_file():
-        return None
-    record: dict[str, Any] = json.loads(path.read_text())
-    if record.get("models") != _identity(cards):
-        return None  # measured for other weights or operating points: it would bias every slide
-    return record
+def load_tile_rates(
+    models_dir: str | os.PathLike[str],
+    cards: list[dict[str, Any]],
+    precision: Mapping[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The rates measured with exactly these model versions and, where known, in these served
+    precisions ({model: precision id}; or from the cards' "precision_id", as the Ensemble passes
+    them); else None. Looks in what this machine measured first, then beside the checkpoints."""
+    if precision is None and cards and all("precision_id" in c for c in cards):
+        precision = {c["name"]: c["precision_id"] for c in cards}
+    identity = _identity(cards)
+    paths = dict.fromkeys([rates_path(models_dir), Path(models_dir, RATES_FILE)])
+    for path in paths:
+        for record in _records(path):
+            # Measured for other weights or operating points, or on other calls: it would bias
+            # every slide.
+            if record.get("models") != identity:
+                continue
+            if precision is not None and record.get("precision") != dict(precision):
+                continue
+            return record
+    return None
 
 
 def _int8_id(models_dir: str | os.PathLike[str], name: str) -> str | None:
@@ -162,9 +202,8 @@ def ensure_tile_rates(
     """The stored rates when they belong to these weights and were measured in the precisions
     they are served in (`precision`, as in a Serve config), else freshly measured ones."""
     cards = [json.loads(Path(models_dir, f"{n}.json").read_text()) for n in available(models_dir)]
-    record = load_tile_rates(models_dir, cards)
-    if record is not None and record.get("precision") != served_precisions(models_dir, precision):
-        record = None  # measured on other calls (e.g. before an int8 model existed, or another one)
+    # Only rates measured on the calls the app makes (e.g. not before an int8 model existed).
+    record = load_tile_rates(models_dir, cards, served_precisions(models_dir, precision))
     if record is None:
         print(
             f"measuring tile call rates of the models in {models_dir} (`wbc-ray calibrate`)", file=sys.stderr

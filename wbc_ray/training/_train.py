@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,10 +24,12 @@ from ..models import (
     build_model,
     default_card,
     get_spec,
+    load_checkpoint,
     save_checkpoint,
     training_precision,
 )
 from ..models._registry import submodule
+from ..models._release import is_release, verify_release
 from ._data import augment, grayscale_u8, load_images, mosaic
 from ._metrics import best_threshold, binary_metrics
 
@@ -40,7 +43,7 @@ class TrainConfig:
     model: str
     manifest: str
     out: str
-    input_size: int = 128
+    input_size: int = 0  # 0: --init's model's input side, else 128
     epochs: int | None = None  # None: DEFAULT_EPOCHS[model]
     # Without `epochs`: fewer than DEFAULT_EPOCHS where a short probe of this machine says they
     # would not fit in this many minutes (CPUs differ several-fold; the plan is logged and kept).
@@ -53,6 +56,9 @@ class TrainConfig:
     patience: int = 8
     seed: int = 0
     weights: str | None = None  # None | "imagenet" | a weight file | a folder of <model>.safetensors
+    # A release (or checkpoint folder) to continue from: the whole trained network, head included,
+    # checked against the release's manifest, so training time adds up across machines.
+    init: str | None = None
     mosaic: float = 0.0  # share of each batch shown as slide-like windows over fields on glass
     # Weight of an auxiliary subtype loss (a training-only linear head on the pooled features,
     # over the manifest's `subtype` column); 0 turns it off. The saved model stays binary.
@@ -63,6 +69,16 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 (CPU) | amp (GPU); see training_precision
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def side(self) -> int:
+        """The input side trained at: `input_size`, else the initial model's, else 128."""
+        if self.input_size:
+            return self.input_size
+        if self.init:
+            from ..models._checkpoint import load_card
+
+            return load_card(self.init, self.model).input_size
+        return 128
 
     def n_epochs(self) -> int:
         return self.epochs or DEFAULT_EPOCHS.get(self.model, 15)
@@ -270,6 +286,63 @@ def _log(cfg: TrainConfig, msg: str) -> None:
         print(f"[{cfg.model}] {msg}", flush=True)
 
 
+def _initial_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The network to start from, and where it came from (for the card's provenance)."""
+    if cfg.init is None:
+        return build_model(cfg.model, num_classes=2, weights=cfg.weight_file()), (
+            {"weights": cfg.weights} if cfg.weights else None
+        )
+    if cfg.weights:
+        raise ValueError("--init continues a trained model; it cannot be combined with --weights")
+    model, card = load_checkpoint(cfg.init, cfg.model)  # a release is verified file by file first
+    if card.input_size != cfg.side():
+        _log(cfg, f"note: {cfg.init} trained at {card.input_size} px, continuing at {cfg.side()} px")
+    release = verify_release(cfg.init).version if is_release(cfg.init) else None
+    return model, {"path": str(Path(cfg.init).resolve()), "release": release, "model_version": card.version}
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """Where and with what a model was trained: the commit, the hardware, the library versions."""
+    import platform
+    import subprocess
+
+    from ..config import REPO_ROOT
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    hardware: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        hardware["gpu"] = torch.cuda.get_device_name(device)
+    return {
+        "commit": commit + ("-dirty" if dirty else "") if commit else None,
+        "hardware": hardware,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.readlines()
+    except OSError:
+        return []
+
+
 def train(cfg: TrainConfig) -> ModelCard:
     """Train one architecture; write <out>/<model>.safetensors and .json; return the card."""
     from tqdm import tqdm
@@ -279,6 +352,11 @@ def train(cfg: TrainConfig) -> ModelCard:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(cfg.out)
+    if is_release(out):
+        raise ValueError(
+            f"{out} is a model release: train into another folder (e.g. --out weights_train) and cut a "
+            "new release from it with `wbc-ray release`"
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     splits = {
@@ -286,7 +364,7 @@ def train(cfg: TrainConfig) -> ModelCard:
     }
     if cfg.subtype_weight > 0:  # checked before the images load: a wrong manifest fails at once
         sub_names, sub_y = _subtype_targets(splits["train"])
-    data = {s: load_images(items, cfg.input_size) for s, items in splits.items()}
+    data = {s: load_images(items, cfg.side()) for s, items in splits.items()}
     select = data["val"]
     if cfg.mosaic > 0:
         # Select epochs on what deployment sees: val fields and slide-like views of them
@@ -302,10 +380,11 @@ def train(cfg: TrainConfig) -> ModelCard:
     # Class weights undo the 1:5 imbalance; without them early epochs call everything malignant.
     class_w = (counts.sum() / (2 * counts.clamp(min=1))).to(device)
 
-    model = build_model(cfg.model, num_classes=2, weights=cfg.weight_file()).to(device)
+    model, init_from = _initial_model(cfg)
+    model = model.to(device)
     head = submodule(model, get_spec(cfg.model).head)
     assert isinstance(head, nn.Linear)
-    if cfg.weights is None:
+    if cfg.weights is None and cfg.init is None:
         # A zero head starts every model at p = 0.5; MobileNetV2's default init starts at logits
         # of std ~4, which costs the first epoch just unlearning confident nonsense.
         nn.init.zeros_(head.weight)
@@ -322,7 +401,7 @@ def train(cfg: TrainConfig) -> ModelCard:
     # AMP on CUDA autocasts to fp16, whose small gradients underflow to zero unless the loss is
     # scaled up first; bf16 (CPU) has fp32's range and needs no scaler.
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "amp")
-    card = default_card(cfg.model, cfg.input_size)
+    card = default_card(cfg.model, cfg.side())
     card.manifest_hash = manifest_hash(splits["train"])
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
@@ -441,6 +520,7 @@ def train(cfg: TrainConfig) -> ModelCard:
     card = calibrate_and_evaluate(final, card, data, device)
     card.training = {
         **{k: v for k, v in asdict(cfg).items() if k not in {"progress", "extra"}},
+        "input_size": cfg.side(),
         "epochs_planned": epochs,
         "epochs_run": len(history),
         "best_epoch": best_epoch + 1,
@@ -448,6 +528,8 @@ def train(cfg: TrainConfig) -> ModelCard:
         "history": history,
         "train_counts": counts.int().tolist(),
         "precision_used": precision,
+        "initialised_from": init_from,
+        **provenance(device),
         **cfg.extra,
     }
     save_checkpoint(final, card, out)
