@@ -53,3 +53,10 @@ def manifest_hash(items: list[Item]) -> str:
     for key in sorted(f"{it.path.name}\t{it.label}" for it in items):
         h.update(key.encode())
     return h.hexdigest()
+
+
+def image_key(path: str | os.PathLike[str], csv_path: str | os.PathLike[str]) -> str:
+    """An image's name in reports: its path relative to the manifest's folder where it lies
+    under it (so reports do not depend on where the data is mounted), else its absolute path."""
+    p, root = Path(path).resolve(), Path(csv_path).resolve().parent
+    return p.relative_to(root).as_posix() if p.is_relative_to(root) else p.as_posix()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..ensemble import FUSIONS, fuse
-from ..manifest import read_manifest
+from ..manifest import image_key, read_manifest
 from ..models import Classifier, available
 from ._data import grayscale_u8, load_images, stain_jitter_u8
 from ._metrics import binary_metrics, roc_curve
@@ -89,13 +89,12 @@ def _write_predictions(
 ) -> None:
     """Each image's calibrated malignant probability per model and its fused scores: what a
     release's int8 builds and later runs are checked against, image by image."""
-    root = Path(manifest).resolve().parent
     fused = {m: fuse(p, m)[1] for m in FUSIONS}
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", *names, *(f"fused_{m}" for m in FUSIONS)])
         for i, it in enumerate(items):
-            rel = Path(it.path).resolve().relative_to(root).as_posix()
+            rel = image_key(it.path, manifest)
             probs = [f"{v:.7f}" for v in p[:, i, 1]]
             w.writerow([rel, it.label, *probs, *(f"{fused[m][i]:.7f}" for m in FUSIONS)])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import read_manifest
+from ..manifest import image_key, read_manifest
 from ..models import (
     Classifier,
     Int8Model,
@@ -99,13 +99,12 @@ def _release_decisions(
     evaluation (val and test), or None for a plain checkpoint folder."""
     if not is_release(models_dir):
         return None
-    root = Path(manifest).resolve().parent
     out: dict[str, dict[str, np.ndarray]] = {}
     for split in ("val", "test"):
         rows = read_predictions(Path(models_dir, "eval", split, PREDICTIONS))
         items = read_manifest(manifest, split)
         try:
-            per_image = [rows[it.path.resolve().relative_to(root).as_posix()] for it in items]
+            per_image = [rows[image_key(it.path, manifest)] for it in items]
         except KeyError as exc:
             raise ValueError(f"{manifest}: image {exc} is not in the release's {split} predictions") from None
         out[split] = {n: np.array([r[n] for r in per_image]) for n in available(models_dir)}

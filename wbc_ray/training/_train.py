@@ -298,7 +298,14 @@ def _initial_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any] | None]:
     if card.input_size != cfg.side():
         _log(cfg, f"note: {cfg.init} trained at {card.input_size} px, continuing at {cfg.side()} px")
     release = verify_release(cfg.init).version if is_release(cfg.init) else None
-    return model, {"path": str(Path(cfg.init).resolve()), "release": release, "model_version": card.version}
+    # The parent's own training, with its parent's in turn: the time a model took adds up.
+    keep = ("epochs_run", "train_seconds", "hardware", "commit", "precision_used", "initialised_from")
+    return model, {
+        "path": str(Path(cfg.init).resolve()),
+        "release": release,
+        "model_version": card.version,
+        "training": {k: card.training[k] for k in keep if k in card.training},
+    }
 
 
 def provenance(device: torch.device) -> dict[str, Any]:

