@@ -145,7 +145,7 @@ def main() -> int:
     s = load_settings()
     models_dir = str(s.models_dir)
     if not available(models_dir):
-        print(f"no models in {models_dir}: run `make models` first", file=sys.stderr)
+        print(f"no models in {models_dir} (the release is in weights/; WBC_RAY_MODELS)", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
     items = read_manifest(s.data_dir / "all_taleqani" / "split.csv", "test")

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     s = load_settings()
     names = available(s.models_dir)
     if not names:
-        print(f"no models in {s.models_dir}: run `make models` first", file=sys.stderr)
+        print(f"no models in {s.models_dir} (the release is in weights/; WBC_RAY_MODELS)", file=sys.stderr)
         return 2
     gpu = args.device.startswith("cuda")
     low = "amp" if gpu else "bf16"  # the autocast precision of the device

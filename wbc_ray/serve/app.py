@@ -60,7 +60,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     names = a.models or available(models_dir)
     if not names:
         raise FileNotFoundError(
-            f"no model checkpoints in {models_dir}; run `make models` or set WBC_RAY_MODELS"
+            f"no model checkpoints in {models_dir}; the release is in weights/ (WBC_RAY_MODELS, --models)"
         )
     opts = a.deployment_options
 

@@ -33,7 +33,7 @@ def evaluate(
     not named score in their default precision."""
     names = names or available(models_dir)
     if not names:
-        raise FileNotFoundError(f"no checkpoints in {models_dir}; run `make models`")
+        raise FileNotFoundError(f"no checkpoints in {models_dir} (the release is in weights/)")
     items = read_manifest(manifest, split)
     notes: dict[str, str] = {}
     clfs = []

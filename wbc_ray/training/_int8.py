@@ -40,7 +40,7 @@ class Int8Report:
 # threshold; a broken one (wrong ranges, or kernels whose int16 sums saturate: see models._quantize)
 # moves them a lot and flips decisions fp32 was sure of. Ranges that do either on held-out
 # validation images are not stored, so the app serves the default precision. Decisions count
-# only where fp32 is at least 0.1 from the threshold: an untrained model (the quick preset)
+# only where fp32 is at least 0.1 from the threshold: an undertrained model (a smoke run)
 # scores everything within 0.01 of 0.5, where any rounding flips half its calls.
 MAX_MEAN_SHIFT = 0.05
 MIN_AGREEMENT = 0.97
