@@ -10,9 +10,10 @@ from typing import Any
 
 from torch import nn
 
+from .._digest import file_sha256
 from ..manifest import CLASSES
 from ._registry import build_model, get_spec
-from ._release import file_digest, is_release, verify_release
+from ._release import is_release, verify_release
 
 TRAINING_MPP = 0.5  # the training images carry no scale; they are taken as 0.5 um/px at 224 px
 TRAINING_PX = 224
@@ -74,7 +75,7 @@ def save_checkpoint(model: nn.Module, card: ModelCard, out_dir: str | os.PathLik
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"architecture": card.architecture})
-    card.version = file_digest(tmp)[:12]
+    card.version = file_sha256(tmp)[:12]
     os.replace(tmp, weights)
     (out / f"{card.name}.json").write_text(card.to_json())
     return weights

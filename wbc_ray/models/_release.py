@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._digest import file_sha256
 from ..errors import ReleaseError
 
 RELEASE_FILE = "release.json"
@@ -48,14 +49,6 @@ def cache_root() -> Path:
 
 def is_release(models_dir: str | os.PathLike[str]) -> bool:
     return (Path(models_dir) / RELEASE_FILE).is_file()
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manifest(models_dir: Path) -> dict[str, Any]:
@@ -115,7 +108,7 @@ def verify_release(models_dir: str | os.PathLike[str]) -> Release:
                 f"{path}: {size} bytes, but release {info.get('version')} lists {entry.get('size')}: "
                 "cut short or replaced (restore it, e.g. `git checkout -- weights`)"
             )
-        if file_digest(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             raise ReleaseError(
                 f"{path}: sha256 differs from release {info.get('version')}'s manifest: the file was "
                 "altered (restore it, e.g. `git checkout -- weights`)"
@@ -164,7 +157,7 @@ def write_manifest(models_dir: str | os.PathLike[str], info: dict[str, Any]) -> 
     (which must hold "version" and "models"); returns the manifest."""
     d = Path(models_dir)
     files = {
-        p.relative_to(d).as_posix(): {"sha256": file_digest(p), "size": p.stat().st_size}
+        p.relative_to(d).as_posix(): {"sha256": file_sha256(p), "size": p.stat().st_size}
         for p in sorted(d.rglob("*"))
         if p.is_file() and p.name != RELEASE_FILE
     }

@@ -7,7 +7,6 @@ carry only chunk ids and counts, never pixels.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .._digest import file_sha256
 from ..slides import GridSpec, Slide, TileGrid, open_slide, read_tile, tile_grid, tissue_mask
 from ..store import array, create_store, done_chunks, open_store, write_chunk
 
@@ -33,14 +33,6 @@ class Plan:
     slide_mpp_override: float | None = None
     default_mpp: float | None = None
     thumbnail: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 3), np.uint8))
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def plan_slide(

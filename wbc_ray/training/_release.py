@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from .._digest import file_sha256
 from ..models import Classifier, ModelCard, available, build_model, cpu_has_bf16, list_models, load_checkpoint
-from ..models._release import file_digest, is_release, verify_release, write_manifest
+from ..models._release import is_release, verify_release, write_manifest
 from ._data import load_images
 from ._evaluate import evaluate
 from ._tile_rates import measure_tile_rates
@@ -100,7 +101,7 @@ def cut_release(
         "forced": bool(force and previous is not None),
         "judged": {"fusion": JUDGED_BY, **judged},
         "models": {n: stored[n]["summary"] for n in names},
-        "manifest_sha256": file_digest(Path(manifest)),
+        "manifest_sha256": file_sha256(Path(manifest)),
     }
     (stage / "README.md").write_text(release_readme(info, results))
     release = write_manifest(stage, info)
@@ -149,7 +150,7 @@ def _store_model(src: Path, stage: Path, name: str, test: list[Any], log: Any) -
         f"(max probability shift {'non-finite' if shift is None else f'{shift:.4f}'}) -> stored as {dtype}"
     )
     trained_version = card.version
-    card.version = file_digest(path)[:12]
+    card.version = file_sha256(path)[:12]
     card.training = {**card.training, "checkpoint_version": trained_version}
     # The card as trained for now (evaluation needs it); `_write_model_card` adds the release's figures.
     (stage / f"{name}.json").write_text(card.to_json())
