@@ -88,7 +88,8 @@ def load_card(models_dir: str | os.PathLike[str], name: str) -> ModelCard:
     card_path, weights = d / f"{name}.json", d / f"{name}.safetensors"
     if not card_path.exists() or not weights.exists():
         raise FileNotFoundError(
-            f"no checkpoint for {name} in {d} (need {name}.json and {name}.safetensors)"
+            f"no checkpoint for {name} in {d} (need {name}.json and {name}.safetensors); "
+            "the release is in weights/, and `make models` trains new ones"
         )
     return ModelCard.from_json(card_path.read_text())
 
