@@ -22,9 +22,9 @@ import torch
 
 from benchmarks._common import verdict, write_result
 from wbc_ray.config import load_settings
+from wbc_ray.lifecycle import load_images
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, available, cpu_has_bf16, int8_path, load_checkpoint
-from wbc_ray.training import load_images
 
 
 def rate(clf: Classifier, x: np.ndarray, batch: int, repeats: int = 3) -> float:

@@ -74,8 +74,8 @@ def models_dir() -> Path:
     """The release, with what serving it needs on this machine built once (int8 models and their
     tile rates, in the user cache: a few minutes on a fresh machine)."""
     need_data()
+    from wbc_ray.lifecycle import ensure_served
     from wbc_ray.serve.app import configured_precisions
-    from wbc_ray.training import ensure_served
 
     return ensure_served(full_models(), MANIFEST, configured_precisions())
 
@@ -106,6 +106,7 @@ def checkpoint_copy(models_dir: Path, dest: Path) -> Path:
 
 # ---- the Serve app on a loopback port: the REST tests (tests/serve) and the UI tests (tests/ui) ----
 PORT = 8123
+API_CONFIDENCE = 0.9  # the interval level of the app's own settings file (default 0.95)
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +123,12 @@ def start_app(models_dir: Path, results_dir: Path, slide_dir: Path) -> str:
     """Start the Serve app the REST tests run against and wait until it answers; its base URL."""
     from wbc_ray.serve import start
 
+    # A settings file of its own (as `wbc-ray --config X serve` passes one): the REST tests check
+    # that the app analyses with it, not with configs/default.yaml.
+    settings = results_dir.parent / "api_settings.yaml"
+    settings.write_text(f"ensemble:\n  confidence: {API_CONFIDENCE}\n")
     start(
+        settings=str(settings),
         models_dir=str(models_dir),
         results_dir=str(results_dir),
         port=PORT,

@@ -84,8 +84,8 @@ def test_make_slide_then_tile(tmp_path) -> None:
 def test_calibrate_writes_rates_bound_to_the_weights(models_dir, tmp_path) -> None:
     from dataclasses import asdict
 
+    from wbc_ray.lifecycle import load_tile_rates
     from wbc_ray.models import Classifier, available
-    from wbc_ray.training import load_tile_rates
 
     d = checkpoint_copy(models_dir, tmp_path / "m")
     r = cli("calibrate", "--models", str(d), "--manifest", str(MANIFEST), "--grid", "5")

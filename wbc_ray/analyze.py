@@ -76,10 +76,10 @@ def analyze_many(
     progress: bool = True,
     serve_config: str | None = None,
 ) -> list[SlideResult]:
+    from .lifecycle import rates_for
     from .pipeline import AnalysisSettings, analyze_slide
     from .serve import ensemble_handle
     from .store import heatmap_png
-    from .training import rates_for
 
     s = settings or load_settings()
     out = Path(out_dir)
@@ -87,17 +87,7 @@ def analyze_many(
     ensure_app(models_dir, str(out), fusion, serve_config)
     cards = ensemble_handle().models.remote().result()
     rates_record = ensemble_handle().tile_rates.remote().result()
-    cfg = AnalysisSettings(
-        tau=s.ensemble.tau,
-        confidence=s.ensemble.confidence,
-        min_tissue=s.tiling.min_tissue,
-        tile_threshold=s.ensemble.tile_threshold,
-        fusion=fusion or s.ensemble.fusion,
-        chunk_tiles=s.analysis.chunk_tiles,
-        score_tasks=s.analysis.score_tasks,
-        slide_mpp=slide_mpp,
-        default_mpp=s.slides.default_mpp,
-    )
+    cfg = AnalysisSettings.from_settings(s, fusion=fusion, slide_mpp=slide_mpp)
     rates = rates_for(rates_record, cfg.fusion)
     if rates is None and progress:
         measured = (rates_record or {}).get("fusions", {}).get(cfg.fusion)

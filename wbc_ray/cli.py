@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from .ensemble import FUSIONS
 from .errors import ReleaseError, WeightsUnavailable
 from .slides import SlideError
 
@@ -44,7 +45,7 @@ def _manifest(args: argparse.Namespace) -> Path:
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .config import load_settings
 
-    return load_settings(getattr(args, "config", None))
+    return load_settings(getattr(args, "config", None))  # main() also exports it: $WBC_RAY_CONFIG
 
 
 @command("info")
@@ -186,9 +187,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("calibrate")
 def _calibrate(args: argparse.Namespace) -> int:
+    from .lifecycle import measure_tile_rates, rates_path
     from .models import available
     from .serve.app import configured_precisions
-    from .training import RATES_FILE, measure_tile_rates
 
     s = _settings(args)
     models = args.models or s.models_dir
@@ -207,14 +208,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     for fusion, r in rec["fusions"].items():
         curve = "  ".join(f"{f:.2f}->{share:.3f}" for f, share in r["curve"])
         print(f"  {fusion:<11} fraction->share of malignant tiles: {curve}")
-    print(f"wrote {Path(models) / RATES_FILE}")
+    print(f"wrote {rates_path(models)}")
     return 0
 
 
 @command("quantize")
 def _quantize(args: argparse.Namespace) -> int:
+    from .lifecycle import quantize_models
     from .models._release import derived_dir, is_release
-    from .training import quantize_models
 
     s = _settings(args)
     models = args.models or s.models_dir
@@ -237,8 +238,8 @@ def _quantize(args: argparse.Namespace) -> int:
     if is_release(models):
         # A release ships tile rates for the float precisions; the int8 ones are measured here,
         # once, so that `wbc-ray serve` starts ready.
+        from .lifecycle import ensure_tile_rates
         from .serve.app import configured_precisions
-        from .training import ensure_tile_rates
 
         rec = ensure_tile_rates(models, _manifest(args), configured_precisions(args.serve_config))
         print(f"tile rates for {rec['precision']} ready in {derived_dir(models)}")
@@ -278,7 +279,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .serve import start
 
-    overrides = {k: v for k, v in {"models_dir": args.models, "results_dir": args.results}.items() if v}
+    given = {"models_dir": args.models, "results_dir": args.results, "settings": args.config}
+    overrides = {k: v for k, v in given.items() if v}
     start(args.serve_config, host=args.host, port=args.port, **overrides)
     print(f"wbc-ray serving on http://{args.host}:{args.port} (OpenAPI at /docs); Ctrl-C to stop", flush=True)
     try:
@@ -481,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("slides", nargs="+")
     an.add_argument("--models", help="weights folder (default: settings models_dir)")
     an.add_argument("--out", required=True, help="results folder (one <slide>.zarr each)")
-    an.add_argument("--fusion", choices=["fuzzy_rank", "mean", "vote"])
+    an.add_argument("--fusion", choices=FUSIONS)
     an.add_argument("--slide-mpp", type=float, help="override the slides' microns/pixel")
     an.add_argument("--serve-config", help=f"Ray Serve config, when the app must be started {CHOSEN}")
     an.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
@@ -492,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if args.config:
+        # Every load_settings() of this run reads it, in this process and in the Ray workers and
+        # Serve replicas it starts (they inherit the environment).
+        os.environ["WBC_RAY_CONFIG"] = str(Path(args.config).resolve())
     try:
         return COMMANDS[args.command](args)
     except (

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from .ensemble import DEFAULT_FUSION, Fusion
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_NAME = "wbc-ray"  # the Serve application's name, and the distribution's
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(APP_NAME)
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+VERSION = _version()
 
 
 class _Strict(BaseModel):
@@ -33,7 +48,7 @@ class TilingSettings(_Strict):
 
 
 class EnsembleSettings(_Strict):
-    fusion: Literal["fuzzy_rank", "mean", "vote"] = "fuzzy_rank"
+    fusion: Fusion = DEFAULT_FUSION
     tau: float = Field(0.20, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
     tile_threshold: float = Field(0.5, gt=0, lt=1)
@@ -61,9 +76,13 @@ ENV_PATHS = {"WBC_RAY_DATA": "data_dir", "WBC_RAY_MODELS": "models_dir", "WBC_RA
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Defaults < YAML file < environment variables < explicit overrides."""
+    """Defaults < YAML file (`path`, else $WBC_RAY_CONFIG, else configs/default.yaml) < environment
+    variables < explicit overrides."""
     raw: dict[str, Any] = {}
+    path = path or os.environ.get("WBC_RAY_CONFIG") or None
     cfg = Path(path) if path else REPO_ROOT / "configs" / "default.yaml"
+    if path and not cfg.is_file():
+        raise FileNotFoundError(f"settings file {cfg} does not exist")
     if cfg.exists():
         raw = yaml.safe_load(cfg.read_text()) or {}
     for env, key in ENV_PATHS.items():

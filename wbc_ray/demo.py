@@ -12,13 +12,12 @@ from .errors import ReleaseError
 
 def main() -> int:
     from .analyze import analyze_many, print_summary
+    from .lifecycle import ensure_tile_rates, served_precisions
     from .manifest import read_manifest
     from .models import available
     from .models._release import is_release, verify_release
     from .serve.app import configured_precisions
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
-    from .training import ensure_tile_rates
-    from .training._tile_rates import served_precisions
 
     s = load_settings()
     manifest = s.data_dir / "all_taleqani" / "split.csv"

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.conftest import MANIFEST
+from wbc_ray.lifecycle import load_images, quantize_models
 from wbc_ray.manifest import read_manifest
 from wbc_ray.models import Classifier, Int8Model, Int8Unavailable, int8_id, int8_path
-from wbc_ray.training import load_images, quantize_models
 
 # The released InceptionV3 (quantized here afresh, in a plain checkpoint folder).
 NAME = "inception_v3"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import MANIFEST, SLIDES
+from tests.conftest import API_CONFIDENCE, MANIFEST, SLIDES
 from tests.serve.conftest import wait_done
 
 
@@ -57,6 +57,7 @@ def test_upload_job_end_to_end(api, mixed_slide) -> None:
     assert res["verdict"] in {"malignant", "benign", "indeterminate"}
     lo, hi = res["interval"]
     assert lo <= res["malignant_fraction"] <= hi and res["tau"] == 0.2
+    assert res["confidence"] == API_CONFIDENCE  # the app's settings file (`--config`) reached it
     assert {m["name"] for m in res["models"]} == {"inception_v3", "mobilenet", "xception"}
     assert res["slide"] == "mixed.tiff" and res["timings"]["total_s"] > 0
     png = api.get(f"/jobs/{job}/heatmap.png")
@@ -121,9 +122,9 @@ def test_score_patches(api) -> None:
 def test_interactive_scoring_matches_bulk(server) -> None:
     """Patches a person waits for skip the slide-tile queue (`interactive`); the numbers are the
     bulk path's. 150 tiles: more than the test app's batch cap and two compute steps."""
+    from wbc_ray.lifecycle import load_images
     from wbc_ray.manifest import read_manifest
     from wbc_ray.serve import ensemble_handle
-    from wbc_ray.training import load_images
 
     items = read_manifest(MANIFEST, "test")[:150]
     # Tiles come at the largest input side; a smaller model resizes them down itself.

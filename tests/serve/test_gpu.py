@@ -20,10 +20,10 @@ def test_gpu_replicas_analyse_a_slide_and_agree_with_cpu_fp32(
     from ray import serve
 
     from wbc_ray.analyze import analyze_many
+    from wbc_ray.lifecycle import load_images
     from wbc_ray.models import Classifier, gradcam
     from wbc_ray.serve import ensemble_handle
     from wbc_ray.serve.app import SERVE_GPU_CONFIG, default_serve_config
-    from wbc_ray.training import load_images
 
     assert default_serve_config() == SERVE_GPU_CONFIG
     serve.shutdown()  # whatever an earlier test started: this one must start the app itself

@@ -114,8 +114,8 @@ def test_one_real_epoch_then_checkpoint_and_evaluation(tmp_path) -> None:
     man.write_text("\n".join(rows) + "\n")
     res = evaluate(tmp_path / "w", man, tmp_path / "eval", split=None)
     m = res["models"]["mobilenet"]
+    from wbc_ray.lifecycle import load_images
     from wbc_ray.manifest import read_manifest
-    from wbc_ray.training import load_images
 
     items = read_manifest(man)
     p = Classifier(model, card2).predict(load_images(items, 64)[0].numpy())
@@ -218,7 +218,7 @@ def test_a_time_budget_cuts_epochs_without_changing_the_run(tmp_path) -> None:
 
 def test_quantize_keeps_no_int8_model_that_moves_the_calls(tmp_path, monkeypatch) -> None:
     need_data()
-    import wbc_ray.training._int8 as q8
+    import wbc_ray.lifecycle._int8 as q8
     from wbc_ray.models import int8_path
 
     out = tmp_path / "w"
@@ -243,9 +243,8 @@ def test_quantize_keeps_no_int8_model_that_moves_the_calls(tmp_path, monkeypatch
 
 
 def test_tile_rates_are_remeasured_when_the_served_precisions_change(models_dir, tmp_path) -> None:
+    from wbc_ray.lifecycle import ensure_tile_rates, served_precisions
     from wbc_ray.models import int8_path
-    from wbc_ray.training import ensure_tile_rates
-    from wbc_ray.training._tile_rates import served_precisions
 
     d = checkpoint_copy(models_dir, tmp_path / "m")
     from wbc_ray.models import Classifier

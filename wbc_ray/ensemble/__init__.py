@@ -1,9 +1,10 @@
 """Ensemble math (pure numpy): tile-level fusion and tile-to-slide verdicts."""
 
-from ._fusion import FUSIONS, Fusion, fuse, fuzzy_rank_scores, fuzzy_ranks
+from ._fusion import DEFAULT_FUSION, FUSIONS, Fusion, fuse, fuzzy_rank_scores, fuzzy_ranks
 from ._slide import SlideVerdict, TileRates, slide_verdict, wilson_interval
 
 __all__ = [
+    "DEFAULT_FUSION",
     "FUSIONS",
     "Fusion",
     "SlideVerdict",

@@ -12,6 +12,7 @@ import numpy as np
 
 Fusion = Literal["fuzzy_rank", "mean", "vote"]
 FUSIONS: tuple[Fusion, ...] = ("fuzzy_rank", "mean", "vote")
+DEFAULT_FUSION: Fusion = "fuzzy_rank"
 
 
 def fuzzy_ranks(conf: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ NNCF's post-training quantization fits the ranges (symmetric, weights per channe
 the biases. On CPUs without VNNI, oneDNN's int8 kernels sum pairs of u8 x s8 products in
 saturating int16: weights are kept to 7 bits everywhere (NNCF's overflow fix), so no pair can
 saturate on any CPU the model is later served on, and `wbc-ray quantize` refuses models whose
-held-out answers move (training._int8).
+held-out answers move (lifecycle._int8).
 """
 
 from __future__ import annotations

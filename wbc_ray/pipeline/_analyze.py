@@ -11,14 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ..config import APP_NAME, Settings
 from ..ensemble import TileRates, slide_verdict
 from ..scale import tile_scale
 from ..slides import GridSpec
 from ..store import array, open_store
 from ._job import Batch, plan_slide, run_job
-
-APP_NAME = "wbc-ray"
-
 
 _HANDLES: dict[str, Any] = {}
 
@@ -66,19 +64,38 @@ def _score(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[str, np
     raise AssertionError("unreachable")
 
 
+_DEFAULTS = Settings()
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
-    tau: float = 0.20
-    confidence: float = 0.95
-    min_tissue: float = 0.25
-    tile_threshold: float = 0.5
-    fusion: str = "fuzzy_rank"
-    chunk_tiles: int = 256  # see configs/default.yaml `analysis`
-    score_tasks: int = 4  # chunks in flight to the ensemble: enough to keep every replica fed
+    # Defaults: config.Settings' (the one place they are written); `from_settings` maps a loaded one.
+    tau: float = _DEFAULTS.ensemble.tau
+    confidence: float = _DEFAULTS.ensemble.confidence
+    min_tissue: float = _DEFAULTS.tiling.min_tissue
+    tile_threshold: float = _DEFAULTS.ensemble.tile_threshold
+    fusion: str = _DEFAULTS.ensemble.fusion
+    chunk_tiles: int = _DEFAULTS.analysis.chunk_tiles  # see configs/default.yaml `analysis`
+    score_tasks: int = _DEFAULTS.analysis.score_tasks  # units in flight to the ensemble
     chunks_per_task: int | None = None  # chunks per Ray task; None: about 256 tiles
     tile_mpp: float | None = None  # None: the models' scale from their cards
     slide_mpp: float | None = None
     default_mpp: float | None = None
+
+    @classmethod
+    def from_settings(cls, s: Settings, **overrides: Any) -> AnalysisSettings:
+        """The analysis part of the settings (overrides that are None are left out)."""
+        base = {
+            "tau": s.ensemble.tau,
+            "confidence": s.ensemble.confidence,
+            "min_tissue": s.tiling.min_tissue,
+            "tile_threshold": s.ensemble.tile_threshold,
+            "fusion": s.ensemble.fusion,
+            "chunk_tiles": s.analysis.chunk_tiles,
+            "score_tasks": s.analysis.score_tasks,
+            "default_mpp": s.slides.default_mpp,
+        }
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from ray import serve
 
+from ..config import APP_NAME, VERSION
+from ..ensemble import DEFAULT_FUSION, FUSIONS
 from ..manifest import CLASSES
 from ..slides import SlideError, open_slide
 from ._jobs import JobStore, new_job_id, run_job_task
@@ -24,7 +26,7 @@ api = FastAPI(
     title="wbc-ray",
     description="Whole-slide screening for acute lymphoblastic leukemia: three CNNs on Ray Serve "
     "fused by a fuzzy rank ensemble into a slide verdict.",
-    version="0.1.0",
+    version=VERSION,
 )
 
 MAX_NAME_BYTES = 255
@@ -66,7 +68,7 @@ class Ingress:
         slide_roots: list[str] | None = None,
         max_upload_mb: float = 2048,
         analysis: dict[str, Any] | None = None,
-        app_name: str = "wbc-ray",
+        app_name: str = APP_NAME,
         job_cpus: float = 0.05,
     ) -> None:
         self.ensemble = ensemble
@@ -96,11 +98,11 @@ class Ingress:
             raise _slide_error(exc, shown) from None
         settings = dict(self.analysis)
         if fusion:
-            if fusion not in {"fuzzy_rank", "mean", "vote"}:
-                raise HTTPException(422, f"fusion must be fuzzy_rank, mean or vote, not {fusion[:40]!r}")
+            if fusion not in FUSIONS:
+                raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}, not {fusion[:40]!r}")
             settings["fusion"] = fusion
         cards = await self.cards()
-        from ..training import rates_for
+        from ..lifecycle import rates_for
 
         rates = rates_for(await self.ensemble.tile_rates.remote(), settings["fusion"])
         now = time.time()
@@ -326,12 +328,12 @@ class Ingress:
                 raise HTTPException(422, f"{name}: not an image ({type(exc).__name__})") from None
             tiles.append(np.asarray(img))
             names.append(name)
-        if fusion and fusion not in {"fuzzy_rank", "mean", "vote"}:
-            raise HTTPException(422, "fusion must be fuzzy_rank, mean or vote")
+        if fusion and fusion not in FUSIONS:
+            raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}")
         res = await self.ensemble.score.remote(np.stack(tiles), fusion, interactive=True)
         model_names = [c["name"] for c in cards]
         return {
-            "fusion": fusion or self.analysis.get("fusion", "fuzzy_rank"),
+            "fusion": fusion or self.analysis.get("fusion", DEFAULT_FUSION),
             "patches": [
                 {
                     "name": n,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from ..ensemble import FUSIONS, fuse
+from ..ensemble import DEFAULT_FUSION, FUSIONS, fuse
 
 
 def _tiles_in(items: list[np.ndarray]) -> int:
@@ -139,7 +139,7 @@ class Ensemble:
 
     def __init__(
         self,
-        fusion: str = "fuzzy_rank",
+        fusion: str = DEFAULT_FUSION,
         models_dir: str | None = None,
         max_batch_tiles: int = 256,
         **cnns: Any,
@@ -185,7 +185,7 @@ class Ensemble:
 
     async def tile_rates(self) -> dict[str, Any] | None:
         """The slide-level tile rates measured for exactly these model versions, if any."""
-        from ..training import load_tile_rates
+        from ..lifecycle import load_tile_rates
 
         if self.models_dir is None:
             return None

@@ -10,11 +10,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
-from ..config import REPO_ROOT, load_settings
+from ..config import APP_NAME, REPO_ROOT, load_settings
 from ._ingress import Ingress
 from ._models import CNN, Ensemble
 
-APP_NAME = "wbc-ray"
 SERVE_CONFIG = REPO_ROOT / "configs" / "serve.yaml"
 SERVE_GPU_CONFIG = REPO_ROOT / "configs" / "serve.gpu.yaml"
 
@@ -22,10 +21,11 @@ SERVE_GPU_CONFIG = REPO_ROOT / "configs" / "serve.gpu.yaml"
 class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    settings: str | None = None  # settings YAML (`wbc-ray --config`; default $WBC_RAY_CONFIG, default.yaml)
     models_dir: str | None = None  # default: settings (WBC_RAY_MODELS)
     results_dir: str | None = None  # default: settings (WBC_RAY_RESULTS)
     models: list[str] | None = None  # default: every checkpoint in models_dir
-    fusion: str = "fuzzy_rank"
+    fusion: str | None = None  # default: the settings' ensemble.fusion
     # One for all, or per model: None is the device default (AMP on GPUs; on CPUs bf16 where it
     # is native, else fp32). What pays on a CPU depends on the chip and the architecture:
     # measure with benchmarks/inference.py.
@@ -51,10 +51,13 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
+    from dataclasses import asdict
+
     from ..models import available
+    from ..pipeline import AnalysisSettings
 
     a = AppArgs(**(args or {}))
-    s = load_settings()
+    s = load_settings(a.settings)
     models_dir = str(Path(a.models_dir or s.models_dir).resolve())
     results_dir = str(Path(a.results_dir or s.results_dir).resolve())
     names = a.models or available(models_dir)
@@ -69,17 +72,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         return d.bind(models_dir, name, a.precision_of(name), a.threads_of(name), a.max_batch_tiles)
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
-    ensemble = ensemble_dep.bind(a.fusion, models_dir, a.max_batch_tiles, **{n: cnn(n) for n in names})
-    analysis = {
-        "tau": s.ensemble.tau,
-        "confidence": s.ensemble.confidence,
-        "min_tissue": s.tiling.min_tissue,
-        "tile_threshold": s.ensemble.tile_threshold,
-        "fusion": a.fusion,
-        "chunk_tiles": s.analysis.chunk_tiles,
-        "score_tasks": s.analysis.score_tasks,
-        "default_mpp": s.slides.default_mpp,
-    }
+    analysis = asdict(AnalysisSettings.from_settings(s, fusion=a.fusion))
+    ensemble = ensemble_dep.bind(
+        analysis["fusion"], models_dir, a.max_batch_tiles, **{n: cnn(n) for n in names}
+    )
     roots = a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir]
     return Ingress.options(**opts.get("Ingress", {})).bind(  # type: ignore[attr-defined]
         ensemble, results_dir, roots, a.max_upload_mb, analysis, a.app_name
@@ -105,7 +101,7 @@ def configured_precisions(
     """{model: precision} a Serve config (default: `default_serve_config()`) asks for, for the named
     models (default: every registered architecture): what calibration and evaluation of the
     served models must request. What each model then runs in (int8 only where an int8 model exists)
-    is `training._tile_rates.served_precisions`."""
+    is `lifecycle.served_precisions`."""
     from ..models import list_models
 
     return config_args(path).precisions(names if names is not None else list_models())

@@ -1,4 +1,4 @@
-"""Images from a manifest into one uint8 tensor, and batched augmentation on tensors.
+"""Batched augmentation on tensors, and the perturbations evaluation applies.
 
 Augmentation runs on whole batches (one affine grid_sample, colour maths in YIQ), about
 100 times cheaper than per-image torchvision transforms on this CPU.
@@ -7,33 +7,12 @@ Augmentation runs on whole batches (one affine grid_sample, colour maths in YIQ)
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ..manifest import Item
 from ..slides import FIELD_PX, GAP_PX, GLASS_RGB
-
-
-def load_images(items: list[Item], size: int, workers: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W, 3) uint8 images at `size`, and (N,) int64 labels."""
-
-    def one(it: Item) -> np.ndarray:
-        with Image.open(it.path) as raw:
-            im = raw.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(im)
-
-    with ThreadPoolExecutor(workers) as pool:
-        arrs = list(pool.map(one, items))
-    x = torch.from_numpy(np.stack(arrs))
-    y = torch.tensor([it.label for it in items], dtype=torch.int64)
-    return x, y
-
 
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)

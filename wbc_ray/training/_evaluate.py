@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -11,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from ..ensemble import FUSIONS, fuse
-from ..manifest import image_key, read_manifest
+from ..lifecycle import PREDICTIONS, load_images, write_predictions
+from ..manifest import read_manifest
 from ..models import Classifier, available
-from ._data import grayscale_u8, load_images, stain_jitter_u8
+from ._data import grayscale_u8, stain_jitter_u8
 from ._metrics import binary_metrics, roc_curve
 
 PERTURB = {"none": None, "grayscale": grayscale_u8, "stain": stain_jitter_u8}
@@ -75,35 +75,10 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    _write_predictions(out / PREDICTIONS, manifest, items, [c.name for c in clfs], p)
+    write_predictions(out / PREDICTIONS, manifest, items, [c.name for c in clfs], p)
     (out / "metrics.md").write_text(markdown_table(result))
     _plots(result, curves, out)
     return result
-
-
-PREDICTIONS = "predictions.csv"
-
-
-def _write_predictions(
-    path: Path, manifest: str | os.PathLike[str], items: list[Any], names: list[str], p: np.ndarray
-) -> None:
-    """Each image's calibrated malignant probability per model and its fused scores: what a
-    release's int8 builds and later runs are checked against, image by image."""
-    fused = {m: fuse(p, m)[1] for m in FUSIONS}
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", *names, *(f"fused_{m}" for m in FUSIONS)])
-        for i, it in enumerate(items):
-            rel = image_key(it.path, manifest)
-            probs = [f"{v:.7f}" for v in p[:, i, 1]]
-            w.writerow([rel, it.label, *probs, *(f"{fused[m][i]:.7f}" for m in FUSIONS)])
-
-
-def read_predictions(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
-    """{image path relative to the manifest: {column: probability}} from a predictions.csv."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {r.pop("path"): {k: float(v) for k, v in r.items() if k != "label"} for r in rows}
 
 
 def markdown_table(result: dict[str, Any]) -> str:

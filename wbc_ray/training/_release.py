@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 
 from .._digest import file_sha256
+from ..ensemble import DEFAULT_FUSION
+from ..lifecycle import load_images, measure_tile_rates
 from ..models import Classifier, ModelCard, available, build_model, cpu_has_bf16, list_models, load_checkpoint
 from ..models._release import is_release, verify_release, write_manifest
-from ._data import load_images
 from ._evaluate import evaluate
-from ._tile_rates import measure_tile_rates
 
 FP16_MIN_AGREEMENT = 0.995
 # The fusion a release is judged by (the app's default).
-JUDGED_BY = "fuzzy_rank"
+JUDGED_BY = DEFAULT_FUSION
 EVALUATIONS = {  # folder under eval/: (split, perturbation)
     "val": ("val", "none"),
     "test": ("test", "none"),

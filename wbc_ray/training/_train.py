@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..lifecycle import load_images
 from ..manifest import Item, manifest_hash, read_manifest
 from ..models import (
     Classifier,
@@ -30,7 +31,7 @@ from ..models import (
 )
 from ..models._registry import submodule
 from ..models._release import is_release, verify_release
-from ._data import augment, grayscale_u8, load_images, mosaic
+from ._data import augment, grayscale_u8, mosaic
 from ._metrics import best_threshold, binary_metrics
 
 # Epoch budgets chosen so each model trains in about 30 minutes or less on 2 CPU cores at 128 px

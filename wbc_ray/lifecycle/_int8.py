@@ -20,8 +20,8 @@ from ..models import (
     to_openvino,
 )
 from ..models._release import is_release
-from ._data import load_images
-from ._evaluate import PREDICTIONS, read_predictions
+from ._images import load_images
+from ._predictions import PREDICTIONS, read_predictions
 
 
 @dataclass(frozen=True)
