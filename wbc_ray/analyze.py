@@ -139,3 +139,47 @@ def print_summary(results: list[SlideResult]) -> None:
             f"{f'[{lo:.3f}, {hi:.3f}]':>16} {raw_s:>6} {r.result['n_tiles']:>7}"
         )
     print(f"\nresults in {Path(results[0].store).parent if results and results[0].store else '-'}")
+
+
+def analyze_slides(
+    slides: list[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str] = "results",
+    *,
+    models_dir: str | os.PathLike[str] | None = None,
+    fusion: str | None = None,
+    progress: bool = True,
+) -> list[SlideResult]:
+    """Analyse whole slides with the released models: tiles, three CNNs, fused verdict.
+
+    Starts a local Ray and the Serve app (``configs/serve.yaml``, or the GPU config where there
+    are GPUs) unless an app is already running, then analyses the slides one after another.
+
+    Parameters
+    ----------
+    slides : list of path
+        Slide files (SVS, TIFF, DICOM and the other formats OpenSlide opens; PNG/JPEG images).
+    out_dir : path, default "results"
+        One ``<slide>.zarr`` store, ``<slide>.json`` result and ``<slide>.heatmap.png`` per slide.
+    models_dir : path, optional
+        Default: the settings' ``models_dir`` (``$WBC_RAY_MODELS``, else the release in ``weights/``).
+    fusion : {"fuzzy_rank", "mean", "vote"}, optional
+        Default: the settings' ``ensemble.fusion``.
+    progress : bool, default True
+        A progress bar per slide.
+
+    Returns
+    -------
+    list of SlideResult
+        In the order given. ``result["verdict"]`` is "malignant", "benign" or "indeterminate",
+        ``result["malignant_fraction"]`` and ``result["interval"]`` the estimate; a slide that
+        could not be read has ``error`` set instead, and the others still run.
+    """
+    s = load_settings()
+    return analyze_many(
+        [str(p) for p in slides],
+        models_dir=str(models_dir or s.models_dir),
+        out_dir=str(out_dir),
+        settings=s,
+        fusion=fusion,
+        progress=progress,
+    )

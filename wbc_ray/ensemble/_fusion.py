@@ -30,7 +30,24 @@ def fuzzy_rank_scores(probs: np.ndarray) -> np.ndarray:
 
 
 def fuse(probs: np.ndarray, method: Fusion = "fuzzy_rank") -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class (N,), malignant score (N,)) for a fusion method."""
+    """Fuse several models' class probabilities for each tile.
+
+    Parameters
+    ----------
+    probs : ndarray, shape (M, N, 2)
+        Calibrated (benign, malignant) probabilities of M models for N tiles.
+    method : {"fuzzy_rank", "mean", "vote"}, default "fuzzy_rank"
+        Fuzzy rank-based fusion (Manna et al. 2021, deciding by the fused score FS), the mean
+        probability, or the majority vote.
+
+    Returns
+    -------
+    pred : ndarray of int, shape (N,)
+        The fused class: 0 benign, 1 malignant.
+    score : ndarray of float, shape (N,)
+        A continuous malignant score in [0, 1] (for fuzzy rank, FS_benign / (FS_benign +
+        FS_malignant)), for heatmaps and thresholds.
+    """
     p = _check(probs)
     if method == "fuzzy_rank":
         fs = fuzzy_rank_scores(p)

@@ -25,6 +25,7 @@ from ._registry import (
     list_models,
     load_backbone,
 )
+from ._release import load_release
 
 __all__ = [
     "REGISTRY",
@@ -48,6 +49,7 @@ __all__ = [
     "load_backbone",
     "load_checkpoint",
     "load_int8",
+    "load_release",
     "quantize_int8",
     "save_int8",
     "preprocess",

@@ -166,3 +166,37 @@ def write_manifest(models_dir: str | os.PathLike[str], info: dict[str, Any]) -> 
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, d / RELEASE_FILE)
     return manifest
+
+
+def load_release(
+    models_dir: str | os.PathLike[str] | None = None, precision: str | None = None
+) -> dict[str, Any]:
+    """The released classifiers, each checked against the release manifest first.
+
+    Parameters
+    ----------
+    models_dir : path, optional
+        A release (or a folder of checkpoints). Default: the settings' ``models_dir``, i.e.
+        ``$WBC_RAY_MODELS`` or the release committed in ``weights/``.
+    precision : {"fp32", "bf16", "int8", "amp"}, optional
+        Compute precision for every model; default: the device's (fp32 or bf16 on CPUs, AMP on
+        GPUs). ``"int8"`` needs ``wbc-ray quantize`` to have built the int8 models on this machine;
+        where one is missing that model falls back to the default precision.
+
+    Returns
+    -------
+    dict of str to Classifier
+        One ``Classifier`` per model name; ``predict(tiles)`` gives calibrated class
+        probabilities (benign, malignant) for uint8 RGB tiles of shape (N, H, W, 3).
+
+    Raises
+    ------
+    ReleaseError
+        A file of the release is missing, cut short, altered or not listed (the message names it).
+    """
+    from ..config import load_settings
+    from ._checkpoint import available
+    from ._classifier import Classifier
+
+    d = Path(models_dir) if models_dir is not None else load_settings().models_dir
+    return {n: Classifier.load_served(d, n, precision)[0] for n in available(d)}  # type: ignore[arg-type]

@@ -410,10 +410,27 @@ def open_slide(
 ) -> Slide:
     """Open a whole-slide file or plain image.
 
-    `mpp` overrides what the file says; `default_mpp` fills in only when the file says nothing.
-    `direct` lets TIFF-based slides (generic TIFF, SVS) decode their tiles without OpenSlide's
-    compositing where that gives the same pixels (checked at open); False reads via OpenSlide only.
-    Raises `SlideError` for anything that cannot be read, never another exception type.
+    Parameters
+    ----------
+    path : path
+        A slide OpenSlide opens (SVS, generic tiled TIFF, DICOM, ...) or a PNG/JPEG image.
+    mpp : float, optional
+        Microns per pixel to use instead of what the file says.
+    default_mpp : float, optional
+        Microns per pixel only where the file says nothing.
+    direct : bool, default True
+        TIFF-based slides (generic TIFF, SVS) decode their tiles without OpenSlide's compositing
+        where that gives the same pixels (checked at open); False reads via OpenSlide only.
+
+    Returns
+    -------
+    Slide
+        A context manager with ``info`` (vendor, levels, mpp) and ``read(x, y, level, size)``.
+
+    Raises
+    ------
+    SlideError
+        For anything that cannot be read (never another exception type), naming the file.
     """
     p = Path(os.fspath(path))
     _check_file(p)
