@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup browser test lint bench demo models release clean
+.PHONY: setup browser test lint docs bench demo models release clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ test: setup browser
 lint: setup
 	$(BIN)/ruff check wbc_ray tests benchmarks
 	$(BIN)/mypy
+
+# The docs site (MkDocs, strict: a broken link or reference fails), into build/site. The REST page
+# is generated from the app's OpenAPI schema first.
+docs: setup
+	$(BIN)/python -m wbc_ray.serve._rest_doc docs/rest.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.tiling
