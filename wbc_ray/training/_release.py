@@ -25,7 +25,9 @@ import numpy as np
 from .._digest import file_sha256
 from ..ensemble import DEFAULT_FUSION
 from ..lifecycle import load_images, measure_tile_rates
+from ..manifest import read_manifest
 from ..models import Classifier, ModelCard, available, build_model, cpu_has_bf16, list_models, load_checkpoint
+from ..models._checkpoint import TRAINING_PX
 from ..models._release import is_release, verify_release, write_manifest
 from ._evaluate import evaluate
 
@@ -63,7 +65,7 @@ def cut_release(
     stage = out.parent / f".{out.name}.staging"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    test = read_split(manifest, "test")
+    test = read_manifest(manifest, "test")
     stored = {}
     for name in names:
         stored[name] = _store_model(src, stage, name, test, log)
@@ -114,12 +116,6 @@ def cut_release(
     shutil.rmtree(old, ignore_errors=True)
     log(f"release {version} -> {out} ({_size_mb(out):.1f} MB)")
     return release
-
-
-def read_split(manifest: str | os.PathLike[str], split: str) -> list[Any]:
-    from ..manifest import read_manifest
-
-    return read_manifest(manifest, split)
 
 
 def _store_model(src: Path, stage: Path, name: str, test: list[Any], log: Any) -> dict[str, Any]:
@@ -201,8 +197,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             "bone-marrow aspirates are outside what it was validated on.",
             "",
             "## Input",
-            f"- {card['input_size']} px RGB at {card['mpp'] * 224 / card['input_size']:.3f} um/px "
-            f"(training images taken as {card['mpp']} um/px at 224 px), mean {list(card['mean'])}, "
+            f"- {card['input_size']} px RGB at {card['mpp'] * TRAINING_PX / card['input_size']:.3f} um/px "
+            f"(training images taken as {card['mpp']} um/px at {TRAINING_PX} px), mean {list(card['mean'])}, "
             f"std {list(card['std'])}",
             f"- stored as {card.get('release', {}).get('dtype', 'float32')} safetensors; calibrated with "
             f"temperature {card['temperature']:.4f} and malignant bias {card['bias']:.4f} (validation split)",
