@@ -11,15 +11,10 @@ from pathlib import Path
 from typing import TextIO
 
 from .ensemble import FUSIONS
-from .errors import ReleaseError, WeightsUnavailable
-from .slides import SlideError
+from .errors import UserError, WbcRayError
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Handler] = {}
-
-
-class UserError(Exception):
-    """A problem with the user's input, reported without a traceback."""
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
@@ -500,15 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["WBC_RAY_CONFIG"] = str(Path(args.config).resolve())
     try:
         return COMMANDS[args.command](args)
-    except (
-        SlideError,
-        UserError,
-        ValueError,
-        FileExistsError,
-        FileNotFoundError,
-        WeightsUnavailable,
-        ReleaseError,
-    ) as exc:
+    # wbc-ray's own errors; the built-in ones stay until every user-facing raise in the library
+    # is one of ours (many still raise ValueError or FileNotFoundError for bad input).
+    except (WbcRayError, ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"wbc-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

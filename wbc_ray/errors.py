@@ -1,12 +1,25 @@
-"""Project errors that callers catch without importing the heavy packages that raise them."""
+"""Project errors that callers catch without importing the heavy packages that raise them.
+
+Every error wbc-ray raises for a user's input or files derives from `WbcRayError`; the CLI turns
+those into `wbc-ray: error: ...` and exit code 2.
+"""
 
 from __future__ import annotations
 
 
-class WeightsUnavailable(RuntimeError):
+class WbcRayError(Exception):
+    """Base of wbc-ray's own errors: something about the user's input, files or setup, with a
+    message that says what and, where it can, what to do."""
+
+
+class UserError(WbcRayError):
+    """A problem with the user's input on the command line, reported without a traceback."""
+
+
+class WeightsUnavailable(WbcRayError, RuntimeError):
     """Pretrained weights could not be fetched or read; the message says what to do instead."""
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(WbcRayError, RuntimeError):
     """A model release failed its integrity check (a file missing, cut short, altered or not
     listed) or its manifest is unreadable; the message names the file."""

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import WbcRayError
+
 _FORMAT = "openvino-nncf-v1"
 _META = "wbc_ray"
 
@@ -51,7 +53,7 @@ def int8_path(models_dir: str | os.PathLike[str], name: str) -> Path:
     return derived_dir(models_dir) / f"{name}.int8.xml"
 
 
-class Int8Unavailable(RuntimeError):
+class Int8Unavailable(WbcRayError, RuntimeError):
     """No usable int8 model: never quantized, quantized for other weights, or unreadable."""
 
 

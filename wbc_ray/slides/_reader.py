@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from ..errors import WbcRayError
 from ._tiff_direct import TiffTiles, open_direct
 
 # Plain images are decoded whole, so their size is capped; pyramidal slides are read lazily.
@@ -25,7 +26,7 @@ PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 PLAIN_MODES = {"RGB", "RGBA", "P", "L", "LA", "CMYK", "YCbCr"}
 
 
-class SlideError(Exception):
+class SlideError(WbcRayError):
     """A slide that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._digest import file_sha256
 from ..ensemble import DEFAULT_FUSION
+from ..errors import WbcRayError
 from ..lifecycle import load_images, measure_tile_rates
 from ..manifest import read_manifest
 from ..models import Classifier, ModelCard, available, build_model, cpu_has_bf16, list_models, load_checkpoint
@@ -41,7 +42,7 @@ EVALUATIONS = {  # folder under eval/: (split, perturbation)
 }
 
 
-class ReleaseRefused(ValueError):
+class ReleaseRefused(WbcRayError, ValueError):
     """The candidate is not better than the release it would replace."""
 
 

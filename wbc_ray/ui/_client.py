@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 
+from ..errors import WbcRayError
 
-class ApiError(RuntimeError):
+
+class ApiError(WbcRayError, RuntimeError):
     """The API answered with an error; `str()` is its own message (`detail`), for people."""
 
     def __init__(self, status: int, detail: str) -> None:
