@@ -246,8 +246,8 @@ def _release(args: argparse.Namespace) -> int:
     from .models._release import verify_release
 
     s = _settings(args)
-    if args.verify:
-        rel = verify_release(args.out or s.models_dir)
+    if args.verify is not None:
+        rel = verify_release(args.verify or args.out or s.models_dir)
         sizes = sum(int(e["size"]) for e in rel.files.values())
         print(
             f"release {rel.version} in {rel.path}: {len(rel.files)} files ({sizes / 1e6:.1f} MB) match "
@@ -446,7 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument(
         "--force", action="store_true", help="replace the release even where the candidate is not better"
     )
-    re_.add_argument("--verify", action="store_true", help="check every file of --out against its manifest")
+    re_.add_argument(
+        "--verify",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="check every file of a release (DIR, else --out, else weights) against its manifest",
+    )
     re_.add_argument("--readme", help="put the release's metrics table in this Markdown file")
 
     ev = sub.add_parser("evaluate", help="metrics, table and plots of the models and their fusions")

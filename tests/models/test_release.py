@@ -129,9 +129,10 @@ def test_what_a_machine_builds_from_a_release_goes_to_the_user_cache(copy, tmp_p
     assert derived_dir(copy) == copy
 
 
-def test_cli_verify_names_the_version_and_the_files() -> None:
+@pytest.mark.parametrize("how", [["--verify", "--out"], ["--verify"]])
+def test_cli_verify_names_the_version_and_the_files(how: list[str]) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "wbc_ray.cli", "release", "--verify", "--out", str(RELEASE)],
+        [sys.executable, "-m", "wbc_ray.cli", "release", *how, str(RELEASE)],
         capture_output=True,
         text=True,
     )
