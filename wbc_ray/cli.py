@@ -164,12 +164,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     models = args.models or s.models_dir
+    from .models import available
+
     precision = None
     if args.served:
-        from .models import available
         from .serve.app import configured_precisions
 
         precision = configured_precisions(args.serve_config, available(models))
+    elif args.precision:
+        precision = {n: args.precision for n in available(models)}
     res = evaluate(
         models, _manifest(args), args.out, split=args.split, perturb=args.perturb, precision=precision
     )
@@ -467,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="score each model in the precision the Serve config serves it in (e.g. int8), not fp32",
     )
     ev.add_argument("--serve-config", default=None, help=f"Ray Serve config for --served {CHOSEN}")
+    ev.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "amp", "int8"],
+        help="one precision for every model (default: the device's; a release's figures are fp32)",
+    )
 
     sv = sub.add_parser("serve", help="start local Ray and the Serve app from a Serve config")
     sv.add_argument("--serve-config", default=None, help=f"Ray Serve config {CHOSEN}")
