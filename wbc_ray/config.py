@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .ensemble import DEFAULT_FUSION, Fusion
+from .errors import InvalidInput, MissingInput
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_NAME = "wbc-ray"  # the Serve application's name, and the distribution's
@@ -82,9 +83,14 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     path = path or os.environ.get("WBC_RAY_CONFIG") or None
     cfg = Path(path) if path else REPO_ROOT / "configs" / "default.yaml"
     if path and not cfg.is_file():
-        raise FileNotFoundError(f"settings file {cfg} does not exist")
+        raise MissingInput(f"settings file {cfg} does not exist")
     if cfg.exists():
-        raw = yaml.safe_load(cfg.read_text()) or {}
+        try:
+            raw = yaml.safe_load(cfg.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"settings file {cfg} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"settings file {cfg} must hold a mapping, not {type(raw).__name__}")
     for env, key in ENV_PATHS.items():
         if os.environ.get(env):
             raw[key] = os.environ[env]
@@ -94,4 +100,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             raw.setdefault(section, {})[name] = value
         else:
             raw[key] = value
-    return Settings.model_validate(raw)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        where = f"settings ({cfg})" if cfg.exists() else "settings"
+        raise InvalidInput(f"{where}: {exc}") from None

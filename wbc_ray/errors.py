@@ -23,3 +23,18 @@ class WeightsUnavailable(WbcRayError, RuntimeError):
 class ReleaseError(WbcRayError, RuntimeError):
     """A model release failed its integrity check (a file missing, cut short, altered or not
     listed) or its manifest is unreadable; the message names the file."""
+
+
+# The built-in base each keeps lets callers that caught ValueError / FileNotFoundError /
+# FileExistsError before this hierarchy existed still catch them.
+class InvalidInput(WbcRayError, ValueError):
+    """A value the user gave (a flag, a setting, a manifest row, a fusion name) is malformed or out
+    of range; the message names it and the range."""
+
+
+class MissingInput(WbcRayError, FileNotFoundError):
+    """A file or folder the user named, or the default one, is not there."""
+
+
+class OutputExists(WbcRayError, FileExistsError):
+    """The output path already holds something else; nothing was overwritten."""

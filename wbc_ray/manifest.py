@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InvalidInput
+
 CLASSES = ("benign", "malignant")
 
 
@@ -26,11 +28,11 @@ def read_manifest(csv_path: str | os.PathLike[str], split: str | None = None) ->
         reader = csv.DictReader(fh)
         cols = set(reader.fieldnames or [])
         if not {"path", "label"} <= cols:
-            raise ValueError(f"{csv_path}: manifest needs columns 'path' and 'label', has {sorted(cols)}")
+            raise InvalidInput(f"{csv_path}: manifest needs columns 'path' and 'label', has {sorted(cols)}")
         for line, row in enumerate(reader, start=2):
             label = row["label"].strip().lower()
             if label not in CLASSES:
-                raise ValueError(f"{csv_path}:{line}: label {label!r} is not one of {CLASSES}")
+                raise InvalidInput(f"{csv_path}:{line}: label {label!r} is not one of {CLASSES}")
             row_split = (row.get("split") or "").strip() or None
             if split is not None and row_split != split:
                 continue
@@ -43,7 +45,7 @@ def read_manifest(csv_path: str | os.PathLike[str], split: str | None = None) ->
                 )
             )
     if not items:
-        raise ValueError(f"{csv_path}: no rows" + (f" in split {split!r}" if split else ""))
+        raise InvalidInput(f"{csv_path}: no rows" + (f" in split {split!r}" if split else ""))
     return items
 
 

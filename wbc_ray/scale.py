@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .errors import InvalidInput
+
 # The training images carry no scale; they are taken as 0.5 um/px at 224 px.
 FIELD_PX = 224
 
@@ -19,6 +21,6 @@ def tile_scale(cards: Sequence[Mapping[str, Any]]) -> tuple[float, int]:
     """
     fields = {round(c["mpp"] * FIELD_PX, 6) for c in cards}
     if len(fields) != 1:
-        raise ValueError(f"models disagree on the field of view of a tile (um): {sorted(fields)}")
+        raise InvalidInput(f"models disagree on the field of view of a tile (um): {sorted(fields)}")
     side = max(int(c["input_size"]) for c in cards)
     return round(fields.pop() / side, 6), side

@@ -69,3 +69,18 @@ def test_scoring_work_units_shrink_for_small_slides() -> None:
     assert work_unit(10, 256, 4) == 32  # never below 32
     assert work_unit(10, 16, 4) == 16  # nor above the configured unit
     assert work_unit(0, 256, 4) == 32
+
+
+def test_tile_slide_takes_the_settings_and_overrides_them_per_flag(ray_local, composed, tmp_path) -> None:
+    from wbc_ray.config import load_settings
+    from wbc_ray.pipeline import tile_slide
+
+    s = load_settings(**{"tiling.tile_px": 48, "tiling.mpp": 1.0, "tiling.chunk_tiles": 32})
+    res = tile_slide(composed, tmp_path / "a.zarr", settings=s, progress=False, preview=tmp_path / "p.png")
+    g = open_store(res.store)
+    assert g["pixels"].shape[1:] == (48, 48, 3) and g["pixels"].chunks[0] == 32
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    res = tile_slide(composed, tmp_path / "b.zarr", settings=s, tile_px=64, progress=False)
+    assert open_store(res.store)["pixels"].shape[1:] == (64, 64, 3)
+    # A coarser grid over the same slide has fewer tiles.
+    assert res.n_tiles < g["coords"].shape[0]

@@ -10,6 +10,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import InvalidInput
+
 Fusion = Literal["fuzzy_rank", "mean", "vote"]
 FUSIONS: tuple[Fusion, ...] = ("fuzzy_rank", "mean", "vote")
 DEFAULT_FUSION: Fusion = "fuzzy_rank"
@@ -68,7 +70,7 @@ def fuse(probs: np.ndarray, method: Fusion = "fuzzy_rank") -> tuple[np.ndarray, 
         pred = (share > 0.5).astype(np.int64)
         pred[tie] = p.mean(axis=0)[tie].argmax(axis=1)
         return pred, share
-    raise ValueError(f"unknown fusion {method!r}; choose one of {FUSIONS}")
+    raise InvalidInput(f"unknown fusion {method!r}; choose one of {FUSIONS}")
 
 
 def _check(probs: np.ndarray) -> np.ndarray:

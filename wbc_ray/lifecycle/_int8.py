@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InvalidInput
 from ..manifest import image_key, read_manifest
 from ..models import (
     Classifier,
@@ -106,7 +107,9 @@ def _release_decisions(
         try:
             per_image = [rows[image_key(it.path, manifest)] for it in items]
         except KeyError as exc:
-            raise ValueError(f"{manifest}: image {exc} is not in the release's {split} predictions") from None
+            raise InvalidInput(
+                f"{manifest}: image {exc} is not in the release's {split} predictions"
+            ) from None
         out[split] = {n: np.array([r[n] for r in per_image]) for n in available(models_dir)}
     return out
 

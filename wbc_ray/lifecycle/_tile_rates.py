@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..ensemble import FUSIONS, TileRates, fuse
+from ..errors import InvalidInput, MissingInput
 from ..manifest import read_manifest
 from ..models import Classifier, available, int8_id, int8_path, tile_scale
 from ..models._release import derived_dir
@@ -54,10 +55,10 @@ def measure_tile_rates(
     One slide per malignant fraction in `fractions` (which must include 0 and 1). `precision`
     maps model names to the precision they are served in, so the calls are the served ones."""
     if 0.0 not in fractions or 1.0 not in fractions:
-        raise ValueError("fractions must include 0 and 1 (the benign-only and malignant-only ends)")
+        raise InvalidInput("fractions must include 0 and 1 (the benign-only and malignant-only ends)")
     names = available(models_dir)
     if not names:
-        raise FileNotFoundError(f"no model checkpoints in {models_dir}")
+        raise MissingInput(f"no model checkpoints in {models_dir}")
     # As the Serve replicas load them (default precision where an int8 model is missing).
     clfs = [Classifier.load_served(models_dir, n, (precision or {}).get(n))[0] for n in names]
     cards = [asdict(c.card) for c in clfs]
@@ -68,7 +69,7 @@ def measure_tile_rates(
     for label, pool in pools.items():
         if not pool:
             kind = ("benign", "malignant")[label]
-            raise ValueError(f"{manifest} has no {kind} images in split {split}")
+            raise InvalidInput(f"{manifest} has no {kind} images in split {split}")
     calls: dict[float, dict[str, np.ndarray]] = {}
     cells: dict[float, int] = {}  # distinct images on each slide
     with tempfile.TemporaryDirectory(prefix="wbc_rates_") as tmp:

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from .._digest import file_sha256
+from ..errors import MissingInput
 from ..manifest import CLASSES
 from ._registry import build_model, get_spec
 from ._release import is_release, verify_release
@@ -87,7 +88,7 @@ def load_card(models_dir: str | os.PathLike[str], name: str) -> ModelCard:
     _check_release(d, name)
     card_path, weights = d / f"{name}.json", d / f"{name}.safetensors"
     if not card_path.exists() or not weights.exists():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no checkpoint for {name} in {d} (need {name}.json and {name}.safetensors); "
             "the release is in weights/, and `make models` trains new ones"
         )
@@ -123,7 +124,7 @@ def _check_release(models_dir: Path, name: str) -> None:
     if is_release(models_dir):
         release = verify_release(models_dir)
         if name not in release.models:
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"release {release.version} in {models_dir} has no model {name!r} "
                 f"(it has {list(release.models)})"
             )

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidInput
 from ._checkpoint import ModelCard, load_card, load_weights
 from ._cpu import cpu_has_amx, cpu_has_bf16
 from ._preprocess import preprocess
@@ -57,7 +58,7 @@ class Classifier:
         self.device = torch.device(device) if device is not None else default_device()
         self.precision = precision or self.default_precision(self.device)
         if self.precision == "int8" and self.device.type != "cpu":
-            raise ValueError("int8 inference runs on CPU only; use amp on GPUs")
+            raise InvalidInput("int8 inference runs on CPU only; use amp on GPUs")
         self.channels_last = channels_last
         self.model = model.to(self.device).eval()
         # An int8 model lays out its own tensors (OpenVINO picks per layer).

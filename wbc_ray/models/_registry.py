@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsUnavailable
+from ..errors import InvalidInput, WeightsUnavailable
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def get_spec(name: str) -> ArchSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(REGISTRY)}") from None
+        raise InvalidInput(f"unknown architecture {name!r}; choose one of {sorted(REGISTRY)}") from None
 
 
 def list_models() -> list[str]:

@@ -13,6 +13,7 @@ import numpy as np
 from ray import serve
 
 from ..ensemble import DEFAULT_FUSION, FUSIONS, fuse
+from ..errors import InvalidInput
 
 
 def _tiles_in(items: list[np.ndarray]) -> int:
@@ -145,7 +146,7 @@ class Ensemble:
         **cnns: Any,
     ) -> None:
         if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+            raise InvalidInput(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
         self.models_dir = models_dir
         # The CNNs refuse a request larger than their batch cap, so larger ones are split.

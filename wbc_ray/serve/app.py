@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
 from ..config import APP_NAME, REPO_ROOT, load_settings
+from ..errors import InvalidInput, MissingInput
 from ._ingress import Ingress
 from ._models import CNN, Ensemble
 
@@ -62,7 +63,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     results_dir = str(Path(a.results_dir or s.results_dir).resolve())
     names = a.models or available(models_dir)
     if not names:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no model checkpoints in {models_dir}; the release is in weights/ (WBC_RAY_MODELS, --models)"
         )
     opts = a.deployment_options
@@ -86,7 +87,7 @@ def load_serve_config(path: str | os.PathLike[str] = SERVE_CONFIG) -> dict[str, 
     cfg = yaml.safe_load(Path(path).read_text())
     apps = [app for app in cfg.get("applications", []) if app.get("name") == APP_NAME]
     if not apps:
-        raise ValueError(f"{path}: no application named {APP_NAME!r}")
+        raise InvalidInput(f"{path}: no application named {APP_NAME!r}")
     return {"config": cfg, "app": apps[0]}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import InvalidInput
 from ..manifest import CLASSES, Item
 
 GLASS_RGB = (238, 235, 240)
@@ -127,17 +128,17 @@ def compose_slide(
     from tqdm import tqdm
 
     if not 0.0 <= malignant_fraction <= 1.0:
-        raise ValueError(f"malignant fraction must be within [0, 1], got {malignant_fraction}")
+        raise InvalidInput(f"malignant fraction must be within [0, 1], got {malignant_fraction}")
     rows, cols = grid
     if rows < 1 or cols < 1:
-        raise ValueError(f"grid must be at least 1x1, got {rows}x{cols}")
+        raise InvalidInput(f"grid must be at least 1x1, got {rows}x{cols}")
     n = rows * cols
     rng = np.random.default_rng(seed)
     n_mal = round(malignant_fraction * n)
     pools = {k: [i for i, it in enumerate(items) if it.label == k] for k in (0, 1)}
     for k, want in ((1, n_mal), (0, n - n_mal)):
         if want and not pools[k]:
-            raise ValueError(f"manifest has no {CLASSES[k]} images but {want} are needed")
+            raise InvalidInput(f"manifest has no {CLASSES[k]} images but {want} are needed")
     labels = np.array([1] * n_mal + [0] * (n - n_mal))
     rng.shuffle(labels)
     order = np.empty(n, np.int64)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import InvalidInput
 from ._reader import Slide, SlideError
 from ._tissue import TissueMask
 
@@ -25,13 +26,13 @@ class GridSpec:
 
     def __post_init__(self) -> None:
         if self.tile_px < 8:
-            raise ValueError(f"tile_px must be at least 8, got {self.tile_px}")
+            raise InvalidInput(f"tile_px must be at least 8, got {self.tile_px}")
         if not self.mpp > 0:
-            raise ValueError(f"mpp must be positive, got {self.mpp}")
+            raise InvalidInput(f"mpp must be positive, got {self.mpp}")
         if self.stride_px is not None and self.stride_px < 1:
-            raise ValueError(f"stride_px must be positive, got {self.stride_px}")
+            raise InvalidInput(f"stride_px must be positive, got {self.stride_px}")
         if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"min_tissue must be within [0, 1], got {self.min_tissue}")
+            raise InvalidInput(f"min_tissue must be within [0, 1], got {self.min_tissue}")
 
 
 @dataclass(frozen=True)

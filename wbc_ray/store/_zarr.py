@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..errors import OutputExists
+
 # Pixels compress poorly and cost CPU to compress; metadata arrays are tiny.
 _PIXEL_CODECS: dict[str, Any] = {"compressors": None}
 
@@ -36,7 +38,7 @@ def create_store(
         if same:
             g.attrs.update(dict(attrs))
             return g
-        raise FileExistsError(f"{path} exists with a different layout; choose another output path")
+        raise OutputExists(f"{path} exists with a different layout; choose another output path")
     g = zarr.open_group(path, mode="w")
     c = max(1, chunk_tiles)
     n = max(n_tiles, 0)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..ensemble import FUSIONS, fuse
+from ..errors import MissingInput
 from ..lifecycle import PREDICTIONS, load_images, write_predictions
 from ..manifest import read_manifest
 from ..models import Classifier, available
@@ -33,7 +34,7 @@ def evaluate(
     not named score in their default precision."""
     names = names or available(models_dir)
     if not names:
-        raise FileNotFoundError(f"no checkpoints in {models_dir} (the release is in weights/)")
+        raise MissingInput(f"no checkpoints in {models_dir} (the release is in weights/)")
     items = read_manifest(manifest, split)
     notes: dict[str, str] = {}
     clfs = []

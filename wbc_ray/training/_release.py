@@ -24,7 +24,7 @@ import numpy as np
 
 from .._digest import file_sha256
 from ..ensemble import DEFAULT_FUSION
-from ..errors import WbcRayError
+from ..errors import InvalidInput, MissingInput, WbcRayError
 from ..lifecycle import load_images, measure_tile_rates
 from ..manifest import read_manifest
 from ..models import Classifier, ModelCard, available, build_model, cpu_has_bf16, list_models, load_checkpoint
@@ -61,7 +61,7 @@ def cut_release(
     src, out = Path(src), Path(out)
     names = available(src)
     if sorted(names) != list_models():
-        raise FileNotFoundError(f"{src} must hold all of {list_models()} (has {names})")
+        raise MissingInput(f"{src} must hold all of {list_models()} (has {names})")
     previous = verify_release(out) if is_release(out) else None
     stage = out.parent / f".{out.name}.staging"
     shutil.rmtree(stage, ignore_errors=True)
@@ -302,7 +302,7 @@ def update_readme(readme: str | os.PathLike[str], release_dir: str | os.PathLike
     path = Path(readme)
     text = path.read_text()
     if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{path} has no generated metrics block ({README_BEGIN} ... {README_END})")
+        raise InvalidInput(f"{path} has no generated metrics block ({README_BEGIN} ... {README_END})")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     new = f"{head}{README_BEGIN}\n{metrics_table(release_dir)}{README_END}{tail}"

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInput
 from ..lifecycle import load_images
 from ..manifest import Item, manifest_hash, read_manifest
 from ..models import (
@@ -152,7 +153,7 @@ class _SubtypeHead(nn.Module):
 def _subtype_targets(items: list[Item]) -> tuple[list[str], torch.Tensor]:
     names = sorted({it.subtype or "" for it in items})
     if "" in names:
-        raise ValueError("subtype_weight > 0 needs a `subtype` column filled for every training image")
+        raise InvalidInput("subtype_weight > 0 needs a `subtype` column filled for every training image")
     return names, torch.tensor([names.index(it.subtype or "") for it in items])
 
 
@@ -294,7 +295,7 @@ def _initial_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any] | None]:
             {"weights": cfg.weights} if cfg.weights else None
         )
     if cfg.weights:
-        raise ValueError("--init continues a trained model; it cannot be combined with --weights")
+        raise InvalidInput("--init continues a trained model; it cannot be combined with --weights")
     model, card = load_checkpoint(cfg.init, cfg.model)  # a release is verified file by file first
     if card.input_size != cfg.side():
         _log(cfg, f"note: {cfg.init} trained at {card.input_size} px, continuing at {cfg.side()} px")
@@ -361,7 +362,7 @@ def train(cfg: TrainConfig) -> ModelCard:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(cfg.out)
     if is_release(out):
-        raise ValueError(
+        raise InvalidInput(
             f"{out} is a model release: train into another folder (e.g. --out weights_train) and cut a "
             "new release from it with `wbc-ray release`"
         )

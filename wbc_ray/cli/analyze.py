@@ -1,0 +1,46 @@
+"""`wbc-ray analyze SLIDE... --out DIR`: verdicts for slides (`wbc_ray.analyze.analyze_many`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..ensemble import FUSIONS
+from ._shared import add_models, add_serve_config, add_slide_mpp, claim_stdout, models_dir, settings
+
+NAME = "analyze"
+HELP = "analyse slides: tile, score with the three CNNs, verdict"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("slides", nargs="+")
+    add_models(p)
+    p.add_argument("--out", required=True, help="results folder (one <slide>.zarr each)")
+    p.add_argument("--fusion", choices=FUSIONS, help="default: settings ensemble.fusion")
+    add_slide_mpp(p)
+    add_serve_config(p, "Ray Serve config, when the app must be started")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analyze import analyze_many, print_summary
+
+    # --json owns stdout: everything else written there (Ray's raylet warnings, C libraries)
+    # goes to stderr, so the output always parses.
+    json_out = claim_stdout() if args.json else None
+    results = analyze_many(
+        args.slides,
+        models_dir=str(models_dir(args)),
+        out_dir=args.out,
+        settings=settings(args),
+        fusion=args.fusion,
+        slide_mpp=args.slide_mpp,
+        progress=not args.json,
+        serve_config=args.serve_config,
+    )
+    if json_out is not None:
+        json_out.write(json.dumps([r.summary() for r in results], indent=2) + "\n")
+        json_out.flush()
+    else:
+        print_summary(results)
+    return 0 if all(r.ok for r in results) else 1
