@@ -50,12 +50,12 @@ bench: setup  ## each writes bench_results/<name>.json
 # whenever they load); everything uses it unless WBC_RAY_MODELS or --models says otherwise.
 #
 # `make models` trains a candidate set into weights_train/ (ignored by git), one network after
-# another (on 2 cores, side by side they take as long in all and each takes 3x longer), each within
+# another (on 2 cores, side by side they take as long in all, and each far longer), each within
 # about 27 minutes: the recipe's epochs (DEFAULT_EPOCHS) where this CPU fits them, fewer where a
 # probe of a few steps says it does not (the card records how many; `--epochs N` repeats a run).
 # InceptionV3 and Xception see a quarter of every batch as slide-like views (windows across
 # fields on glass); all three learn the subtype alongside (--subtype-weight). Xception trains at
-# 96 px (a step costs 2.2x less than at 128 px, so about twice the epochs fit). `INIT=weights make
+# 96 px (a cheaper step, so about twice the epochs fit). `INIT=weights make
 # models` continues from the release instead of from scratch (training time adds up across
 # machines). `make release` then cuts a new release from the candidates, only if it is better on
 # validation and not worse on test, and regenerates the README's metrics table.

@@ -34,7 +34,8 @@ def _is_ray(p: psutil.Process) -> bool:
 class _Processes:
     """The processes a label function names (the others skipped), each labelled once: reading
     every process's name and command line at each sample cost the driver ~6 CPU-s in a 60 s run
-    at 5 samples a second, taken from the system being measured."""
+    at 5 samples a second, taken from the system being measured.
+    """
 
     def __init__(self, label: Callable[[psutil.Process], str | None]) -> None:
         self.label = label
@@ -132,7 +133,8 @@ class CpuAccount:
     """CPU seconds each part of the system spends between enter and exit (processes by role),
     and, every `interval` seconds, how many cores each role was using: the timeline shows where
     the cores idle (a slide's last seconds, when one model's replica still works through the
-    tiles queued for it while the others wait) as well as how much each part takes."""
+    tiles queued for it while the others wait) as well as how much each part takes.
+    """
 
     def __init__(self, interval: float = 0.5) -> None:
         self.start: dict[int, tuple[str, float]] = {}
@@ -183,7 +185,8 @@ class CpuAccount:
 
     def tail(self, busy_below: float = 0.75) -> dict[str, Any]:
         """The run's last stretch with fewer than `busy_below` of all cores busy: its length and
-        the role that used the most CPU in it (the work the rest of the system waited for)."""
+        the role that used the most CPU in it (the work the rest of the system waited for).
+        """
         cores = os.cpu_count() or 1
         k = len(self.samples)
         while k and sum(self.samples[k - 1].values()) < busy_below * cores:

@@ -106,7 +106,8 @@ def latency(base: str, patch: bytes, clients: int = 8, per_client: int = 20) -> 
 
 def latency_during_slide(base: str, patch: bytes, run_slide) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """One client scoring a patch after another while a slide is analysed: what a person in the
-    UI waits while the lab's slides run (interactive requests go ahead of queued slide tiles)."""
+    UI waits while the lab's slides run (interactive requests go ahead of queued slide tiles).
+    """
     import threading
 
     import httpx

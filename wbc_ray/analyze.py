@@ -16,6 +16,8 @@ from .slides import SlideError
 
 @dataclass
 class SlideResult:
+    """One slide's outcome: its store and result record, or the error that stopped it."""
+
     slide: str
     store: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
@@ -23,9 +25,11 @@ class SlideResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the slide was analysed."""
         return self.error is None
 
     def summary(self) -> dict[str, Any]:
+        """The verdict, fraction, interval and paths, as `wbc-ray analyze --json` prints them."""
         r = self.result
         return {
             "slide": self.slide,
@@ -47,7 +51,8 @@ def ensure_app(
     models_dir: str, results_dir: str, fusion: str | None = None, serve_config: str | None = None
 ) -> None:
     """Start local Ray and the Serve app unless an app of that name is already running
-    (`serve_config` default: the GPU config where the cluster has GPUs, else configs/serve.yaml)."""
+    (`serve_config` default: the GPU config where the cluster has GPUs, else configs/serve.yaml).
+    """
     from ray import serve
 
     from .pipeline import init_ray
@@ -76,6 +81,11 @@ def analyze_many(
     progress: bool = True,
     serve_config: str | None = None,
 ) -> list[SlideResult]:
+    """Analyse slides one after another through the Serve app (started if it is not running).
+
+    The CLI's `analyze`; `analyze_slides` is the notebook form. A slide that cannot be read
+    is reported in its `SlideResult` and the others still run.
+    """
     from .lifecycle import rates_for
     from .pipeline import AnalysisSettings, analyze_slide
     from .serve import ensemble_handle

@@ -33,12 +33,16 @@ class _Strict(BaseModel):
 
 
 class SlideSettings(_Strict):
+    """How slides are opened."""
+
     # Used only when a slide carries no resolution; None means such slides are refused.
     default_mpp: float | None = None
     thumbnail_px: int = Field(2048, ge=64)
 
 
 class TilingSettings(_Strict):
+    """The tile grid and the Ray Data job of `wbc-ray tile`."""
+
     tile_px: int = Field(224, ge=8)
     mpp: float = Field(0.5, gt=0)
     stride_px: int | None = None
@@ -49,6 +53,8 @@ class TilingSettings(_Strict):
 
 
 class EnsembleSettings(_Strict):
+    """Fusion of the three CNNs' answers and the slide verdict."""
+
     fusion: Fusion = DEFAULT_FUSION
     tau: float = Field(0.20, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -56,14 +62,18 @@ class EnsembleSettings(_Strict):
 
 
 class AnalysisRunSettings(_Strict):
+    """The scoring job of an analysis."""
+
     # A scoring job stores no pixels, so its unit of work can be large: each unit is one request
-    # to the ensemble and one to each CNN, and Ray's cost per request is fixed. On 2 cores,
-    # 256 tiles ran 4-6% faster end to end than 128, and 128 as much faster than 64.
+    # to the ensemble and one to each CNN, and Ray's cost per request is fixed (docs/performance.md
+    # has the measurements behind 256).
     chunk_tiles: int = Field(256, ge=1)  # tiles per work unit, per ensemble request, per Zarr chunk
     score_tasks: int = Field(4, ge=1)  # work units in flight to the ensemble
 
 
 class Settings(_Strict):
+    """All settings: folders, slides, tiling, ensemble, analysis (`configs/default.yaml`)."""
+
     data_dir: Path = REPO_ROOT.parent / "shared" / "data"
     models_dir: Path = REPO_ROOT / "weights"
     results_dir: Path = REPO_ROOT / "results"
@@ -78,7 +88,8 @@ ENV_PATHS = {"WBC_RAY_DATA": "data_dir", "WBC_RAY_MODELS": "models_dir", "WBC_RA
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Defaults < YAML file (`path`, else $WBC_RAY_CONFIG, else configs/default.yaml) < environment
-    variables < explicit overrides."""
+    variables < explicit overrides.
+    """
     raw: dict[str, Any] = {}
     path = path or os.environ.get("WBC_RAY_CONFIG") or None
     cfg = Path(path) if path else REPO_ROOT / "configs" / "default.yaml"

@@ -11,6 +11,7 @@ from .errors import ReleaseError
 
 
 def main() -> int:
+    """Compose a slide from held-out test images, analyse it, print verdict against truth."""
     from .analyze import analyze_many, print_summary
     from .lifecycle import ensure_tile_rates, served_precisions
     from .manifest import read_manifest

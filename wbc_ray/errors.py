@@ -9,7 +9,8 @@ from __future__ import annotations
 
 class WbcRayError(Exception):
     """Base of wbc-ray's own errors: something about the user's input, files or setup, with a
-    message that says what and, where it can, what to do."""
+    message that says what and, where it can, what to do.
+    """
 
 
 class UserError(WbcRayError):
@@ -22,14 +23,16 @@ class WeightsUnavailable(WbcRayError, RuntimeError):
 
 class ReleaseError(WbcRayError, RuntimeError):
     """A model release failed its integrity check (a file missing, cut short, altered or not
-    listed) or its manifest is unreadable; the message names the file."""
+    listed) or its manifest is unreadable; the message names the file.
+    """
 
 
 # The built-in base each keeps lets callers that caught ValueError / FileNotFoundError /
 # FileExistsError before this hierarchy existed still catch them.
 class InvalidInput(WbcRayError, ValueError):
     """A value the user gave (a flag, a setting, a manifest row, a fusion name) is malformed or out
-    of range; the message names it and the range."""
+    of range; the message names it and the range.
+    """
 
 
 class MissingInput(WbcRayError, FileNotFoundError):

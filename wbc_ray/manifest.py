@@ -15,6 +15,8 @@ CLASSES = ("benign", "malignant")
 
 @dataclass(frozen=True)
 class Item:
+    """One labelled image of a manifest."""
+
     path: Path
     label: int  # 0 benign, 1 malignant
     split: str | None
@@ -22,6 +24,9 @@ class Item:
 
 
 def read_manifest(csv_path: str | os.PathLike[str], split: str | None = None) -> list[Item]:
+    """The rows of a manifest CSV (`path`, `label`, optional `split` and `subtype`), paths
+    resolved against the CSV's folder; only `split`'s rows if given.
+    """
     root = Path(csv_path).resolve().parent
     items: list[Item] = []
     with open(csv_path, newline="") as fh:
@@ -59,6 +64,7 @@ def manifest_hash(items: list[Item]) -> str:
 
 def image_key(path: str | os.PathLike[str], csv_path: str | os.PathLike[str]) -> str:
     """An image's name in reports: its path relative to the manifest's folder where it lies
-    under it (so reports do not depend on where the data is mounted), else its absolute path."""
+    under it (so reports do not depend on where the data is mounted), else its absolute path.
+    """
     p, root = Path(path).resolve(), Path(csv_path).resolve().parent
     return p.relative_to(root).as_posix() if p.is_relative_to(root) else p.as_posix()

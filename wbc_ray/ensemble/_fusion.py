@@ -18,7 +18,7 @@ DEFAULT_FUSION: Fusion = "fuzzy_rank"
 
 
 def fuzzy_ranks(conf: np.ndarray) -> np.ndarray:
-    """r = R1 * R2 with R1 = 1 - exp(-(c-1)^2/2) and R2 = 1 - tanh((c-1)^2/2): 0 at c = 1."""
+    """R = R1 * R2 with R1 = 1 - exp(-(c-1)^2/2) and R2 = 1 - tanh((c-1)^2/2): 0 at c = 1."""
     d = (np.asarray(conf, np.float64) - 1.0) ** 2 / 2.0
     return (1.0 - np.exp(-d)) * (1.0 - np.tanh(d))
 

@@ -49,7 +49,8 @@ class TileRates:
     def share_var(self, f: float) -> float:
         """Variance of the share of malignant calls a slide of true fraction `f` shows, as far as
         it comes from measuring the rates on finitely many cells: f^2 Var(tpr) + (1-f)^2 Var(fpr),
-        each rate taken as a binomial proportion (Agresti-Coull: never 0, even with no errors)."""
+        each rate taken as a binomial proportion (Agresti-Coull: never 0, even with no errors).
+        """
 
         def var(rate: float, n: int) -> float:
             if n <= 0:

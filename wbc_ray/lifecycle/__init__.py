@@ -1,7 +1,8 @@
 """What serving needs from the models beyond their weights, built from a release or checkpoint
 folder: int8 models for CPUs, the slide-level tile-call rates, the images and recorded answers
 they are checked on. Serving, analysis and training import these from here; this package
-imports no training, pipeline or Serve code."""
+imports no training, pipeline or Serve code.
+"""
 
 from ._images import load_images
 from ._int8 import MAX_MEAN_SHIFT, MIN_AGREEMENT, Int8Report, compile_int8, quantize_models

@@ -59,7 +59,8 @@ def quantize_models(
     the test split (reported, never used to choose). For a release, fp32 is the answers recorded
     in its evaluation (so a machine whose fp32 differs shows up), and the int8 models go to the
     release's folder in the user cache (`models.int8_path`). An int8 model that moves held-out
-    probabilities or decisions too far (MAX_MEAN_SHIFT, MIN_AGREEMENT) is not kept."""
+    probabilities or decisions too far (MAX_MEAN_SHIFT, MIN_AGREEMENT) is not kept.
+    """
     reports = []
     val = read_manifest(manifest, "val")
     test = read_manifest(manifest, "test")
@@ -97,7 +98,8 @@ def _release_decisions(
     models_dir: str | os.PathLike[str], manifest: str | os.PathLike[str]
 ) -> dict[str, dict[str, np.ndarray]] | None:
     """{split: {model: fp32 malignant probabilities in manifest order}} recorded in a release's
-    evaluation (val and test), or None for a plain checkpoint folder."""
+    evaluation (val and test), or None for a plain checkpoint folder.
+    """
     if not is_release(models_dir):
         return None
     out: dict[str, dict[str, np.ndarray]] = {}

@@ -1,5 +1,6 @@
 """Each image's recorded answers (`predictions.csv` of an evaluation): what a release's int8
-builds, and later runs, are checked against image by image."""
+builds, and later runs, are checked against image by image.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def write_predictions(
     path: Path, manifest: str | os.PathLike[str], items: list[Any], names: list[str], p: np.ndarray
 ) -> None:
     """Each image's calibrated malignant probability per model and its fused scores: what a
-    release's int8 builds and later runs are checked against, image by image."""
+    release's int8 builds and later runs are checked against, image by image.
+    """
     fused = {m: fuse(p, m)[1] for m in FUSIONS}
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)

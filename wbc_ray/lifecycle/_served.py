@@ -21,7 +21,8 @@ def ensure_served(
     """The int8 models where `precision` (a Serve config's) asks for int8 and none is built yet
     (for a release, into its folder in the user cache), then the tile rates measured on the calls
     the app makes (a release ships them for fp32 and bf16; int8 ones are measured here). About a
-    minute for the release on a 2-core CPU; nothing once built."""
+    minute for the release on a 2-core CPU; nothing once built.
+    """
     out = Path(models_dir)
     wanted = [n for n in available(out) if (precision or {}).get(n) == "int8" and not has_int8(out, n)]
     if wanted:

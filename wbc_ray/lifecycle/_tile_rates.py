@@ -53,7 +53,8 @@ def measure_tile_rates(
     """Measure per-fusion TileRates; store them in `rates_path(models_dir)`; return the record.
 
     One slide per malignant fraction in `fractions` (which must include 0 and 1). `precision`
-    maps model names to the precision they are served in, so the calls are the served ones."""
+    maps model names to the precision they are served in, so the calls are the served ones.
+    """
     if 0.0 not in fractions or 1.0 not in fractions:
         raise InvalidInput("fractions must include 0 and 1 (the benign-only and malignant-only ends)")
     names = available(models_dir)
@@ -116,7 +117,8 @@ def measure_tile_rates(
 
 def rates_path(models_dir: str | os.PathLike[str]) -> Path:
     """Where rates measured on this machine go: beside the checkpoints, or for a release in its
-    folder in the user cache (the release's own file holds the precisions it was cut with)."""
+    folder in the user cache (the release's own file holds the precisions it was cut with).
+    """
     return derived_dir(models_dir) / RATES_FILE
 
 
@@ -152,7 +154,8 @@ def load_tile_rates(
 ) -> dict[str, Any] | None:
     """The rates measured with exactly these model versions and, where known, in these served
     precisions ({model: precision id}; or from the cards' "precision_id", as the Ensemble passes
-    them); else None. Looks in what this machine measured first, then beside the checkpoints."""
+    them); else None. Looks in what this machine measured first, then beside the checkpoints.
+    """
     if precision is None and cards and all("precision_id" in c for c in cards):
         precision = {c["name"]: c["precision_id"] for c in cards}
     identity = _identity(cards)
@@ -183,7 +186,8 @@ def served_precisions(
     models_dir: str | os.PathLike[str], precision: Mapping[str, str] | None
 ) -> dict[str, str]:
     """The precision each model is served in when `precision` is requested (`Classifier.precision_id`):
-    int8 only where a usable int8 model is stored (else the default, as `Classifier.load_served` does)."""
+    int8 only where a usable int8 model is stored (else the default, as `Classifier.load_served` does).
+    """
     out = {}
     for n in available(models_dir):
         p = (precision or {}).get(n)
@@ -201,7 +205,8 @@ def ensure_tile_rates(
     **measure: Any,
 ) -> dict[str, Any]:
     """The stored rates when they belong to these weights and were measured in the precisions
-    they are served in (`precision`, as in a Serve config), else freshly measured ones."""
+    they are served in (`precision`, as in a Serve config), else freshly measured ones.
+    """
     cards = [json.loads(Path(models_dir, f"{n}.json").read_text()) for n in available(models_dir)]
     # Only rates measured on the calls the app makes (e.g. not before an int8 model existed).
     record = load_tile_rates(models_dir, cards, served_precisions(models_dir, precision))

@@ -68,7 +68,8 @@ class Classifier:
     @staticmethod
     def default_precision(device: torch.device | None = None) -> Precision:
         """AMP on GPUs; on CPUs bf16 autocast where bf16 is native (with channels_last it beats
-        fp32 on AVX-512-bf16 CPUs), else fp32, as emulated bf16 is several times slower."""
+        fp32 on AVX-512-bf16 CPUs), else fp32, as emulated bf16 is several times slower.
+        """
         if (device or default_device()).type == "cuda":
             return "amp"
         return "bf16" if cpu_has_bf16() else "fp32"
@@ -87,7 +88,8 @@ class Classifier:
         cls, models_dir: str | os.PathLike[str], name: str, precision: Precision | None, **kw: object
     ) -> tuple[Classifier, str]:
         """Load in `precision`, or, when the int8 model is missing, stale or unreadable, in the
-        default precision: a missing quantization must not stop serving. Returns (classifier, note)."""
+        default precision: a missing quantization must not stop serving. Returns (classifier, note).
+        """
         try:
             return cls.load(models_dir, name, precision=precision, **kw), ""
         except Int8Unavailable as exc:
@@ -100,7 +102,8 @@ class Classifier:
     @property
     def precision_id(self) -> str:
         """The precision, and for int8 which quantization: answers measured on one (tile rates)
-        do not hold for another."""
+        do not hold for another.
+        """
         qid = getattr(self.model, "id", "") if self.precision == "int8" else ""
         return f"int8:{qid}" if qid else self.precision
 

@@ -23,5 +23,6 @@ def cpu_has_amx() -> bool:
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes bf16 dot products natively (AVX-512 BF16 or AMX). Without them
     oneDNN emulates bf16: measured on an AVX2-only AMD EPYC (2 cores, 128 px, batch 32), bf16
-    autocast ran 15x (MobileNetV2), 7x (InceptionV3) and 15x (Xception) slower than fp32."""
+    autocast ran 15x (MobileNetV2), 7x (InceptionV3) and 15x (Xception) slower than fp32.
+    """
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())

@@ -47,7 +47,8 @@ if "openvino_telemetry" not in sys.modules:
 def int8_path(models_dir: str | os.PathLike[str], name: str) -> Path:
     """The int8 model's description; its weights sit beside it with the suffix `.bin`. Beside
     the checkpoints, or for a release in its folder in the user cache: int8 models are built per
-    machine (`wbc-ray quantize`), since a release holds no more than it needs (size)."""
+    machine (`wbc-ray quantize`), since a release holds no more than it needs (size).
+    """
     from ._release import derived_dir
 
     return derived_dir(models_dir) / f"{name}.int8.xml"
@@ -66,7 +67,8 @@ def _core() -> Any:
 
 def to_openvino(model: nn.Module, example: torch.Tensor) -> Any:
     """The float network as an `openvino.Model`, its batch dimension left free (one model serves
-    every batch size)."""
+    every batch size).
+    """
     import openvino as ov
 
     return ov.convert_model(model.float().eval(), example_input=example[:2].contiguous())
@@ -74,7 +76,8 @@ def to_openvino(model: nn.Module, example: torch.Tensor) -> Any:
 
 def quantize_int8(float_model: Any, calibration: torch.Tensor) -> Any:
     """`float_model` (from `to_openvino`) quantized on `calibration` (preprocessed images, NCHW),
-    one image per statistics step. Returns an `openvino.Model`."""
+    one image per statistics step. Returns an `openvino.Model`.
+    """
     import nncf
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
@@ -99,7 +102,8 @@ def quantize_int8(float_model: Any, calibration: torch.Tensor) -> Any:
 
 class Int8Model(nn.Module):
     """An int8 OpenVINO model compiled for this CPU, called like the float network it came from:
-    NCHW float tensor in, logits out. `id` names the quantization (a fresh one per `quantize`)."""
+    NCHW float tensor in, logits out. `id` names the quantization (a fresh one per `quantize`).
+    """
 
     def __init__(self, ov_model: Any, threads: int | None = None) -> None:
         super().__init__()
@@ -139,7 +143,8 @@ def _meta(ov_model: Any) -> dict[str, str]:
 
 def save_int8(ov_model: Any, path: str | os.PathLike[str], version: str) -> None:
     """Store the quantized model for weights `version`, with an id of its own. The `.bin` is moved into
-    place before the `.xml`, so a reader never pairs a new description with old weights."""
+    place before the `.xml`, so a reader never pairs a new description with old weights.
+    """
     import openvino as ov
 
     path = Path(path)
@@ -154,7 +159,8 @@ def save_int8(ov_model: Any, path: str | os.PathLike[str], version: str) -> None
 
 def _read(path: Path, version: str) -> tuple[Any, dict[str, str]]:
     """The int8 model at `path` and its tags, when it is usable for weights `version`; else
-    Int8Unavailable, saying why."""
+    Int8Unavailable, saying why.
+    """
     if not path.exists():
         raise Int8Unavailable(f"no int8 model at {path}; run `wbc-ray quantize --models {path.parent}`")
     try:

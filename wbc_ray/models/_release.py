@@ -87,7 +87,8 @@ _lock = threading.Lock()
 
 def verify_release(models_dir: str | os.PathLike[str]) -> Release:
     """The release in `models_dir`, every file checked against its manifest; ReleaseError naming
-    the first file that is missing, of another size, altered, or a model file not listed."""
+    the first file that is missing, of another size, altered, or a model file not listed.
+    """
     d = Path(models_dir).resolve()
     info = _manifest(d)
     files: dict[str, dict[str, Any]] = info["files"]
@@ -141,7 +142,8 @@ def derived_dir(models_dir: str | os.PathLike[str]) -> Path:
     """Where what this machine builds from the models goes (int8 models, tile rates measured
     here): the folder itself for a plain checkpoint folder; for a release, a folder of its own in
     the user cache, named for the release's version and manifest (an edited release never reuses
-    what was built from another)."""
+    what was built from another).
+    """
     d = Path(models_dir)
     if not is_release(d):
         return d
@@ -154,7 +156,8 @@ def derived_dir(models_dir: str | os.PathLike[str]) -> Path:
 
 def write_manifest(models_dir: str | os.PathLike[str], info: dict[str, Any]) -> dict[str, Any]:
     """Write `release.json` listing every file under `models_dir` (sha256, size) with `info`
-    (which must hold "version" and "models"); returns the manifest."""
+    (which must hold "version" and "models"); returns the manifest.
+    """
     d = Path(models_dir)
     files = {
         p.relative_to(d).as_posix(): {"sha256": file_sha256(p), "size": p.stat().st_size}

@@ -24,7 +24,8 @@ _HANDLES: dict[str, Any] = {}
 def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = None) -> Batch:
     """Pixel chunks -> per-model probs and fused score, via the Serve Ensemble (runs inside the
     job's Ray Data tasks: task workers are pooled across jobs, so a new slide pays no actor
-    start-up, and the Serve handle is cached per worker process)."""
+    start-up, and the Serve handle is cached per worker process).
+    """
     chunk_px = batch["pixels"].shape[1]
     probs, fused = [], []
     for j in range(len(batch["chunk"])):
@@ -102,7 +103,8 @@ def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:
     """Tiles per work unit (and Zarr chunk) of a scoring job: `chunk_tiles`, or less for a small
     slide, so that it still has `score_tasks` units in flight. Units shrink in steps of 32 (a
     replica's compute step, `serve._models.STEP_TILES`) down to 32 tiles. The unit follows from
-    the slide and the settings alone, so a resumed job finds the same layout."""
+    the slide and the settings alone, so a resumed job finds the same layout.
+    """
     per_task = -(-n_tiles // max(1, score_tasks))
     return min(chunk_tiles, max(32, -(-per_task // 32) * 32))
 

@@ -48,8 +48,8 @@ def plan_slide(
         mask = tissue_mask(slide, thumbnail_px)
         grid = tile_grid(slide, mask, spec)
         info = slide.info.to_dict()
-    # The stored preview comes from the mask's thumbnail: a second read of the slide cost about
-    # 0.4 s of a 2,500-tile slide's planning, time in which no replica has work.
+    # The stored preview comes from the mask's thumbnail: a second read of the slide would add to
+    # the planning, time in which no replica has work.
     preview = Image.fromarray(mask.thumbnail)
     preview.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
     return Plan(path, grid, info, slide_mpp, default_mpp, np.asarray(preview))
@@ -158,12 +158,86 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
     ctx.print_on_execution_start = False
     # Bookkeeping the jobs never read (stats summaries, object locations and memory polls for
     # metrics, issue detectors whose only finding was a high-memory warning about chunk pixels)
-    # costs driver CPU that the replicas need on a small machine: runs alternating with and
-    # without it gave 110-120 vs 118-121 tiles/s.
+    # costs driver CPU that the replicas need on a small machine.
     ctx.enable_stats_summary_collection = False
     ctx.enable_get_object_locations_for_metrics = False
     ctx.memory_usage_poll_interval_s = None
     ctx.issue_detectors_config.detectors = []
+
+
+def _prepare_store(
+    plan: Plan,
+    out: str,
+    chunk_tiles: int,
+    *,
+    store_pixels: bool,
+    n_classes: int | None,
+    extra_attrs: dict[str, Any] | None,
+) -> tuple[list[int], int, int]:
+    """Create (or reopen) the job's store; return the chunks still to do, the number of chunks
+    and the tiles already done (a resumed job skips finished chunks).
+    """
+    grid = plan.grid
+    n = len(grid)
+    attrs = {
+        "slide": plan.info,
+        "slide_sha256": file_sha256(plan.slide_path),
+        "tiling": grid.settings(),
+        "status": "running",
+        **(extra_attrs or {}),
+    }
+    create_store(
+        out,
+        n_tiles=n,
+        chunk_tiles=chunk_tiles,
+        attrs=attrs,
+        tile_px=grid.spec.tile_px if store_pixels else None,
+        n_classes=n_classes,
+        grid_shape=grid.shape if n_classes else None,
+    )
+    g = open_store(out, "r+")
+    done = done_chunks(out)
+    if not done.any():  # metadata is written once by the driver; workers only read it
+        array(g, "coords")[:] = grid.coords
+        array(g, "cells")[:] = grid.cells
+        array(g, "tissue")[:] = grid.tissue
+    todo = [int(i) for i in np.flatnonzero(~done)] if n else []
+    already = sum(min(chunk_tiles, n - int(i) * chunk_tiles) for i in np.flatnonzero(done)) if n else 0
+    return todo, len(done), already
+
+
+def _dataset(
+    stage: ReadTiles,
+    rows: list[dict[str, Any]],
+    chunk_tiles: int,
+    chunks_per_task: int | None,
+    tiling_only: bool,
+    read_cpus: float,
+    score_tasks: int,
+) -> Any:
+    """The Ray Data pipeline over the work units still to do."""
+    import ray
+    from ray.data import TaskPoolStrategy
+
+    # Several chunks per read task: each task then runs long enough (about 256 tiles) that
+    # Ray's per-task cost stays small, while resume and progress keep chunk granularity.
+    per_task = chunks_per_task or max(1, min(256 // chunk_tiles, len(rows) // 8))
+    n_blocks = -(-len(rows) // per_task)
+    ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+    if tiling_only:
+        return ds.map_batches(stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy")
+    # One stage, a chunk at a time: read, score, write. Separate read, score and write stages
+    # moved pixels through the object store and tripled the tasks to schedule (slower on small
+    # machines; docs/performance.md). The CPU work is in the Serve replicas, so the tasks reserve
+    # no CPU; the pool size bounds them. With any CPU reservation Ray Data admits one task until
+    # its first resource refresh, which left one unit in flight for the first second of a slide.
+    return ds.map_batches(
+        stage,
+        batch_size=1,
+        num_cpus=0,
+        compute=TaskPoolStrategy(size=max(1, min(score_tasks, n_blocks))),
+        batch_format="numpy",
+    )
 
 
 def run_job(
@@ -186,8 +260,6 @@ def run_job(
     `score` maps a batch of pixel chunks to one with extra columns (probs, fused, no pixels);
     it runs between reading and writing, in `score_tasks` concurrent tasks.
     """
-    import ray
-    from ray.data import TaskPoolStrategy
     from tqdm import tqdm
 
     init_ray()
@@ -196,31 +268,9 @@ def run_job(
     grid = plan.grid
     n = len(grid)
     tile_px = grid.spec.tile_px
-    attrs = {
-        "slide": plan.info,
-        "slide_sha256": file_sha256(plan.slide_path),
-        "tiling": grid.settings(),
-        "status": "running",
-        **(extra_attrs or {}),
-    }
-    create_store(
-        out,
-        n_tiles=n,
-        chunk_tiles=chunk_tiles,
-        attrs=attrs,
-        tile_px=tile_px if store_pixels else None,
-        n_classes=n_classes,
-        grid_shape=grid.shape if n_classes else None,
+    todo, n_chunks, already = _prepare_store(
+        plan, out, chunk_tiles, store_pixels=store_pixels, n_classes=n_classes, extra_attrs=extra_attrs
     )
-    g = open_store(out, "r+")
-    done = done_chunks(out)
-    if not done.any():  # metadata is written once by the driver; workers only read it
-        array(g, "coords")[:] = grid.coords
-        array(g, "cells")[:] = grid.cells
-        array(g, "tissue")[:] = grid.tissue
-    todo = [int(i) for i in np.flatnonzero(~done)] if n else []
-    n_chunks = len(done)
-    already = sum(min(chunk_tiles, n - int(i) * chunk_tiles) for i in np.flatnonzero(done)) if n else 0
     t_plan = time.perf_counter() - t0
 
     bar = tqdm(
@@ -243,28 +293,15 @@ def run_job(
             score=score,
             write=writer,
         )
-        rows = _work_rows(grid.coords, todo, chunk_tiles)
-        # Several chunks per read task: each task then runs long enough (about 256 tiles) that
-        # Ray's per-task cost stays small, while resume and progress keep chunk granularity.
-        per_task = chunks_per_task or max(1, min(256 // chunk_tiles, len(rows) // 8))
-        n_blocks = -(-len(rows) // per_task)
-        ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=n_blocks)
-        if score is None:
-            ds = ds.map_batches(stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy")
-        else:
-            # One stage, a chunk at a time: read, score, write. Three stages (read -> score ->
-            # write) ran 5-10% slower end to end on 2 cores: pixels crossed the object store,
-            # and the executor had three times the tasks to schedule. The CPU work is in the
-            # Serve replicas, so the tasks reserve no CPU; the pool size bounds them. With any
-            # CPU reservation Ray Data admits one task until its first resource refresh (1 s
-            # in), which left one unit in flight for the first second of every slide.
-            ds = ds.map_batches(
-                stage,
-                batch_size=1,
-                num_cpus=0,
-                compute=TaskPoolStrategy(size=max(1, min(score_tasks, n_blocks))),
-                batch_format="numpy",
-            )
+        ds = _dataset(
+            stage,
+            _work_rows(grid.coords, todo, chunk_tiles),
+            chunk_tiles,
+            chunks_per_task,
+            score is None,
+            read_cpus,
+            score_tasks,
+        )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             k = int(batch["n"].sum())
             finished += k
@@ -273,7 +310,7 @@ def run_job(
                 on_progress(finished, n)
     bar.close()
     seconds = time.perf_counter() - t0
-    g.attrs.update(
+    open_store(out, "r+").attrs.update(
         {"status": "tiled" if score is None else "scored", "timings": {"plan_s": t_plan, "total_s": seconds}}
     )
     return JobResult(out, n, n_chunks, len(todo), seconds, {"plan_s": t_plan})

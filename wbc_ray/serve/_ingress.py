@@ -3,17 +3,14 @@
 # at run time inside the Serve replica.
 
 import asyncio
-import io
 import os
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel
 from ray import serve
 
 from ..config import APP_NAME, VERSION
@@ -21,6 +18,7 @@ from ..ensemble import DEFAULT_FUSION, FUSIONS
 from ..manifest import CLASSES
 from ..slides import SlideError, open_slide
 from ._jobs import JobStore, new_job_id, run_job_task
+from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
 
 api = FastAPI(
     title="wbc-ray",
@@ -29,28 +27,7 @@ api = FastAPI(
     version=VERSION,
 )
 
-MAX_NAME_BYTES = 255
 UPLOAD_CHUNK = 1 << 20
-
-
-class PathSubmission(BaseModel):
-    path: str
-    fusion: str | None = None
-
-
-def check_name(name: str) -> str:
-    """A client-supplied file name, refused when it could mean a path or break logs."""
-    if not name:
-        raise HTTPException(400, "upload has no file name")
-    if "\x00" in name:
-        raise HTTPException(400, "file name contains a NUL byte")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise HTTPException(400, "file name contains control characters")
-    if "/" in name or "\\" in name or name in {".", ".."}:
-        raise HTTPException(400, f"file name must not contain a path: {name[:80]!r}")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise HTTPException(400, f"file name is longer than {MAX_NAME_BYTES} bytes")
-    return name
 
 
 def _slide_error(exc: SlideError, shown: str) -> HTTPException:
@@ -133,35 +110,9 @@ class Ingress:
         finally:
             self._tasks.pop(job_id, None)
 
-    def _allowed(self, path: str) -> Path:
-        if "\x00" in path:
-            raise HTTPException(400, "path contains a NUL byte")
-        if len(path.encode("utf-8")) > 4096:
-            raise HTTPException(400, "path is longer than 4096 bytes")
-        if "://" in path:
-            raise HTTPException(
-                422,
-                f"URI scheme not supported here: {path.split('://')[0][:20]!r}; "
-                "give a path under the configured slide folders",
-            )
-        p = Path(path)
-        if not p.is_absolute():
-            raise HTTPException(
-                400, f"path must be absolute (the server's working folder is not yours): {path[:200]!r}"
-            )
-        try:
-            real = p.resolve(strict=True)
-        except (FileNotFoundError, RuntimeError):
-            raise HTTPException(404, f"slide not found: {path[:200]!r}") from None
-        except OSError as exc:
-            raise HTTPException(400, f"cannot use path {path[:200]!r}: {exc.strerror}") from None
-        if not any(real.is_relative_to(r) for r in self.roots):
-            raise HTTPException(403, f"{path[:200]!r} is outside the slide folders this server may read")
-        return real
-
     @api.post("/jobs", status_code=202, summary="Submit a slide by path on the server's slide folders")
     async def submit_path(self, body: PathSubmission) -> dict[str, Any]:
-        real = self._allowed(body.path)
+        real = allowed_path(body.path, self.roots)
         return await self._start(new_job_id(), str(real), body.path, body.fusion)
 
     @api.post("/jobs/upload", status_code=202, summary="Submit a slide by upload")
@@ -265,7 +216,8 @@ class Ingress:
         """The tile with the model's evidence for a class over it. By default the class the model
         called for this tile: a map for the other class is often empty (no evidence at all).
         Headers say which class is explained, the model's probability of malignant for the tile,
-        and `X-Evidence: none` when the map is empty."""
+        and `X-Evidence: none` when the map is empty.
+        """
         from ..slides import read_tile
         from ..store import array, attrs, open_store
 
@@ -309,8 +261,6 @@ class Ingress:
     async def score(
         self, files: list[UploadFile] = File(...), fusion: str | None = Query(None)
     ) -> dict[str, Any]:
-        from PIL import Image, UnidentifiedImageError
-
         cards = await self.cards()
         size = max(int(c["input_size"]) for c in cards)
         tiles, names = [], []
@@ -319,36 +269,18 @@ class Ingress:
             data = await f.read(self.max_upload + 1)
             if len(data) > self.max_upload:
                 raise HTTPException(413, f"{name}: over the {self.max_upload / 2**20:.0f} MB limit")
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    if im.width * im.height > 64_000_000:
-                        raise HTTPException(413, f"{name}: {im.width}x{im.height} is too large for a patch")
-                    img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise HTTPException(422, f"{name}: not an image ({type(exc).__name__})") from None
-            tiles.append(np.asarray(img))
+            tiles.append(decode_patch(name, data, size))
             names.append(name)
         if fusion and fusion not in FUSIONS:
             raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}")
         res = await self.ensemble.score.remote(np.stack(tiles), fusion, interactive=True)
-        model_names = [c["name"] for c in cards]
-        return {
-            "fusion": fusion or self.analysis.get("fusion", DEFAULT_FUSION),
-            "patches": [
-                {
-                    "name": n,
-                    "fused": float(res["fused"][i]),
-                    "call": "malignant"
-                    if res["fused"][i] >= self.analysis.get("tile_threshold", 0.5)
-                    else "benign",
-                    "models": {
-                        m: {"benign": float(res["probs"][i, j, 0]), "malignant": float(res["probs"][i, j, 1])}
-                        for j, m in enumerate(model_names)
-                    },
-                }
-                for i, n in enumerate(names)
-            ],
-        }
+        return score_response(
+            names,
+            res,
+            [c["name"] for c in cards],
+            fusion or self.analysis.get("fusion", DEFAULT_FUSION),
+            self.analysis.get("tile_threshold", 0.5),
+        )
 
     @api.get("/models", summary="Models with versions and metrics, and their replicas")
     async def models(self) -> dict[str, Any]:

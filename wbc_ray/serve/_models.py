@@ -22,10 +22,8 @@ def _tiles_in(items: list[np.ndarray]) -> int:
 
 # Bulk batches run in steps of this many tiles. Interactive requests (`predict_now`) queue for the
 # same single compute thread, so they wait for one step, not for every slide tile queued before
-# them: with 256-tile work units and 4 in flight, a patch scored during a slide waited up to 6-8 s
-# behind them. 32 tiles instead of 64 halved that wait again (one client
-# during a 2,500-tile slide: p90 1.1-1.4 s vs 1.8-2.2 s, max 1.5-2.1 vs 2.2-3.3 s) at no cost to
-# the slide (126-132 vs 125-131 tiles/s, alternating runs).
+# them; smaller steps shorten that wait without slowing slides (docs/performance.md, "Why the
+# code is as it is").
 STEP_TILES = 32
 
 
@@ -53,8 +51,7 @@ class CNN:
             logging.getLogger("ray.serve").warning("%s: %s", name, self.note)
         self._explainer: Any = None
         # The batch cap bounds the tiles a replica holds per call; activation memory is bounded
-        # separately, as the model runs STEP_TILES at a time on CPUs (fp32 Xception: ~0.4 GB at 32
-        # tiles of 128 px).
+        # separately, as the model runs STEP_TILES at a time on CPUs.
         self.predict.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
         self.predict_now.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
         # A GPU runs a whole batch in a few milliseconds and wants it in one piece; stepping it
@@ -97,7 +94,8 @@ class CNN:
     @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.002, batch_size_fn=_tiles_in)
     async def predict_now(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """Interactive scoring (patches a person waits for): batched only with other interactive
-        requests, so it waits at most for the slide-tile step in progress."""
+        requests, so it waits at most for the slide-tile step in progress.
+        """
         return await self._batch(batches)
 
     async def gradcam(self, tile: np.ndarray, target: int = 1) -> np.ndarray:
@@ -160,9 +158,10 @@ class Ensemble:
     async def score(
         self, tiles: np.ndarray, fusion: str | None = None, interactive: bool = False
     ) -> dict[str, np.ndarray]:
-        """probs (N, M, K) in model-name order, fused malignant score (N,), call (N,).
+        """Probs (N, M, K) in model-name order, fused malignant score (N,), call (N,).
 
-        `interactive` requests (a person waiting) go ahead of queued slide tiles."""
+        `interactive` requests (a person waiting) go ahead of queued slide tiles.
+        """
         step = self.max_tiles
         parts = [tiles[i : i + step] for i in range(0, len(tiles), step)] or [tiles]
         method = "predict_now" if interactive else "predict"

@@ -20,6 +20,8 @@ SERVE_GPU_CONFIG = REPO_ROOT / "configs" / "serve.gpu.yaml"
 
 
 class AppArgs(BaseModel):
+    """The Serve app's arguments (`args:` of a Serve config); unset ones come from the settings."""
+
     model_config = ConfigDict(extra="forbid")
 
     settings: str | None = None  # settings YAML (`wbc-ray --config`; default $WBC_RAY_CONFIG, default.yaml)
@@ -40,6 +42,7 @@ class AppArgs(BaseModel):
     deployment_options: dict[str, dict[str, Any]] = {}
 
     def precision_of(self, name: str) -> str | None:
+        """The precision this config sets for `name`, or None (the device default)."""
         return self.precision.get(name) if isinstance(self.precision, dict) else self.precision
 
     def precisions(self, names: list[str]) -> dict[str, str]:
@@ -47,11 +50,13 @@ class AppArgs(BaseModel):
         return {n: p for n in names if (p := self.precision_of(n))}
 
     def threads_of(self, name: str) -> int:
+        """Torch threads of `name`'s replicas."""
         t = self.torch_threads
         return t.get(name, 1) if isinstance(t, dict) else t
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The Serve application (CNN deployments, Ensemble, Ingress) from a Serve config's args."""
     from dataclasses import asdict
 
     from ..models import available
@@ -84,6 +89,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 
 def load_serve_config(path: str | os.PathLike[str] = SERVE_CONFIG) -> dict[str, Any]:
+    """The wbc-ray application's entry of a Serve config file."""
     cfg = yaml.safe_load(Path(path).read_text())
     apps = [app for app in cfg.get("applications", []) if app.get("name") == APP_NAME]
     if not apps:
@@ -102,7 +108,8 @@ def configured_precisions(
     """{model: precision} a Serve config (default: `default_serve_config()`) asks for, for the named
     models (default: every registered architecture): what calibration and evaluation of the
     served models must request. What each model then runs in (int8 only where an int8 model exists)
-    is `lifecycle.served_precisions`."""
+    is `lifecycle.served_precisions`.
+    """
     from ..models import list_models
 
     return config_args(path).precisions(names if names is not None else list_models())
@@ -146,7 +153,8 @@ def default_serve_config() -> Path:
     """configs/serve.gpu.yaml where there are GPUs (in the Ray cluster this process is connected
     to; without Ray, on this machine), else configs/serve.yaml. CPU replicas would leave the GPUs
     idle and GPU replicas could never start without them; and calibration and `evaluate --served`
-    must measure the precisions the app will serve in (int8 on CPUs, AMP on GPUs)."""
+    must measure the precisions the app will serve in (int8 on CPUs, AMP on GPUs).
+    """
     import ray
 
     if ray.is_initialized():
@@ -159,6 +167,7 @@ def default_serve_config() -> Path:
 
 
 def ensemble_handle() -> Any:
+    """A handle on the running app's Ensemble deployment."""
     from ray import serve
 
     return serve.get_deployment_handle("Ensemble", app_name=APP_NAME)

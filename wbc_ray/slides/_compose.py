@@ -109,30 +109,10 @@ def _level_tiles(render: Callable[[int, int, int, int], np.ndarray], w: int, h: 
             yield tile
 
 
-def compose_slide(
-    items: list[Item],
-    out: str | os.PathLike[str],
-    *,
-    grid: tuple[int, int],
-    malignant_fraction: float,
-    seed: int = 0,
-    mpp: float = 0.5,
-    field_px: int = FIELD_PX,
-    gap_px: int = GAP_PX,
-    margin_px: int = 256,
-    jpeg_quality: int = 90,
-    progress: bool = False,
-) -> dict[str, object]:
-    """Write `out` (tiled pyramidal TIFF) and `out` with suffix .json (ground truth); return the truth."""
-    import tifffile
-    from tqdm import tqdm
-
-    if not 0.0 <= malignant_fraction <= 1.0:
-        raise InvalidInput(f"malignant fraction must be within [0, 1], got {malignant_fraction}")
-    rows, cols = grid
-    if rows < 1 or cols < 1:
-        raise InvalidInput(f"grid must be at least 1x1, got {rows}x{cols}")
-    n = rows * cols
+def _field_order(
+    items: list[Item], n: int, malignant_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each field's label (shuffled) and the manifest row shown in it."""
     rng = np.random.default_rng(seed)
     n_mal = round(malignant_fraction * n)
     pools = {k: [i for i, it in enumerate(items) if it.label == k] for k in (0, 1)}
@@ -148,16 +128,28 @@ def compose_slide(
             pool = np.array(pools[k])
             # Without replacement while the pool lasts, so small slides repeat no image.
             order[where] = rng.choice(pool, size=len(where), replace=len(where) > len(pool))
+    return labels, order
 
-    layout = Layout(rows, cols, field_px, gap_px, margin_px)
+
+def _write_pyramid(
+    out: Path,
+    layout: Layout,
+    order: np.ndarray,
+    cache: _FieldCache,
+    mpp: float,
+    jpeg_quality: int,
+    progress: bool,
+) -> None:
+    """The tiled JPEG pyramid (4x steps down to about 512 px), written to a .part file and moved
+    into place, so a reader never sees half a slide.
+    """
+    import tifffile
+    from tqdm import tqdm
+
     width, height = layout.size
-    cache = _FieldCache([it.path for it in items])
     downsamples = [1]
     while max(width, height) // (downsamples[-1] * 4) >= 512:
         downsamples.append(downsamples[-1] * 4)
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     total = sum(math.ceil(width / d / TIFF_TILE) * math.ceil(height / d / TIFF_TILE) for d in downsamples)
     bar = tqdm(total=total, desc=f"make-slide {out.name}", unit="tile", disable=not progress)
@@ -191,12 +183,41 @@ def compose_slide(
     bar.close()
     os.replace(tmp, out)
 
+
+def compose_slide(
+    items: list[Item],
+    out: str | os.PathLike[str],
+    *,
+    grid: tuple[int, int],
+    malignant_fraction: float,
+    seed: int = 0,
+    mpp: float = 0.5,
+    field_px: int = FIELD_PX,
+    gap_px: int = GAP_PX,
+    margin_px: int = 256,
+    jpeg_quality: int = 90,
+    progress: bool = False,
+) -> dict[str, object]:
+    """Write `out` (tiled pyramidal TIFF) and `out` with suffix .json (ground truth); return the truth."""
+    if not 0.0 <= malignant_fraction <= 1.0:
+        raise InvalidInput(f"malignant fraction must be within [0, 1], got {malignant_fraction}")
+    rows, cols = grid
+    if rows < 1 or cols < 1:
+        raise InvalidInput(f"grid must be at least 1x1, got {rows}x{cols}")
+    n = rows * cols
+    labels, order = _field_order(items, n, malignant_fraction, seed)
+    layout = Layout(rows, cols, field_px, gap_px, margin_px)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_pyramid(out, layout, order, _FieldCache([it.path for it in items]), mpp, jpeg_quality, progress)
+
     fields = []
     for r in range(rows):
         for c in range(cols):
             it = items[int(order[r * cols + c])]
             fields.append({"box": list(layout.box(r, c)), "label": CLASSES[it.label], "image": it.path.name})
     frac = float(labels.mean()) if n else 0.0
+    width, height = layout.size
     truth: dict[str, object] = {
         "slide": out.name,
         "width": width,

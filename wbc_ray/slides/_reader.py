@@ -171,7 +171,8 @@ class _OpenSlideBackend:
     def _direct_thumbnail(self, max_side: int) -> np.ndarray | None:
         """OpenSlide's get_thumbnail (same level, same Lanczos filter), with the level decoded
         straight from the TIFF tiles: the same pixels (checked on the shared slides) in half the
-        time, which is time every analysis spends before any tile is scored."""
+        time, which is time every analysis spends before any tile is scored.
+        """
         osr = self._osr
         level = osr.get_best_level_for_downsample(max(d / max_side for d in osr.dimensions))
         w, h = osr.level_dimensions[level]

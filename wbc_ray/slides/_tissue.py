@@ -44,7 +44,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 def _square(mask: np.ndarray, size: int, reduce: np.ufunc) -> np.ndarray:
     """OR (dilation) or AND (erosion) over a size x size square, outside the image False: one
-    pass of shifted views per axis, ten times faster than scipy's binary or max/min filters."""
+    pass of shifted views per axis, ten times faster than scipy's binary or max/min filters.
+    """
     r = size // 2
     h, w = mask.shape
     p = np.zeros((h + 2 * r, w), bool)
@@ -96,7 +97,7 @@ def tissue_mask_from_rgb(
     mask = (smooth > thr) | dark
     # Closing with a 3x3 square twice, then opening with it once, as square max/min filters:
     # the same masks as scipy's binary morphology (outside the image counts as background in
-    # both), and separable, so 0.2 s less of the planning during which no replica has work.
+    # both), and separable, so faster: planning is time during which no replica has work.
     mask = _erode(_dilate(mask, 5), 5)
     mask = _dilate(_erode(mask, 3), 3)
     mask = ndimage.binary_fill_holes(mask)

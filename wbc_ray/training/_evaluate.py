@@ -31,7 +31,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """`precision` maps a model to the precision to score it in (as a Serve config does: int8
     falls back to the default precision, with a note, when its ranges are missing); models
-    not named score in their default precision."""
+    not named score in their default precision.
+    """
     names = names or available(models_dir)
     if not names:
         raise MissingInput(f"no checkpoints in {models_dir} (the release is in weights/)")

@@ -57,7 +57,8 @@ def cut_release(
 ) -> dict[str, Any]:
     """Build a release from the checkpoints in `src` into `out` (staged beside it, moved into
     place only when complete); return its manifest. Raises ReleaseRefused when `out` holds a
-    release that the candidate does not beat (validation better, test not worse)."""
+    release that the candidate does not beat (validation better, test not worse).
+    """
     src, out = Path(src), Path(out)
     names = available(src)
     if sorted(names) != list_models():

@@ -254,7 +254,8 @@ def _epochs_in_budget(
 ) -> int:
     """Epochs (at most the recipe's) that fit in cfg.minutes, from timing a few real steps on
     copies of the weights (restored after, so the run itself is unchanged) and one validation
-    pass over a sample."""
+    pass over a sample.
+    """
     assert cfg.minutes
     modules = [m for m in (step.model, step.aux) if m is not None]
     saved = [copy.deepcopy(m.state_dict()) for m in modules]
@@ -352,43 +353,107 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def train(cfg: TrainConfig) -> ModelCard:
-    """Train one architecture; write <out>/<model>.safetensors and .json; return the card."""
-    from tqdm import tqdm
+@dataclass
+class _Standing:
+    """Where a run stands between epochs: what a resumed run restores besides the weights."""
 
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(cfg.out)
-    if is_release(out):
-        raise InvalidInput(
-            f"{out} is a model release: train into another folder (e.g. --out weights_train) and cut a "
-            "new release from it with `wbc-ray release`"
+    epochs: int
+    start: int = 0
+    best_ba: float = -1.0
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """One training run's parts: the model and its EMA, the optimiser, schedule and scaler."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    ema: _EMA
+    aux: _SubtypeHead | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def resume(self, path: Path, standing: _Standing) -> None:
+        """Restore the state `save` wrote (our own file; weights_only refuses anything but tensors
+        and plain containers).
+        """
+        st = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(st["model"])
+        self.ema.model.load_state_dict(st["ema"])
+        if self.aux is not None and "aux" in st:
+            self.aux.load_state_dict(st["aux"])
+        self.opt.load_state_dict(st["opt"])
+        self.sched.load_state_dict(st["sched"])
+        if st.get("scaler"):  # empty when saved by a run without a scaler (CPU)
+            self.scaler.load_state_dict(st["scaler"])
+        standing.start, standing.best_ba = int(st["epoch"]) + 1, float(st["best_ba"])
+        standing.best_epoch = int(st["best_epoch"])
+        standing.epochs = int(st.get("epochs", standing.epochs))
+        standing.best_state = st.get("best")
+        standing.history = list(st.get("history", []))
+
+    def save(self, path: Path, epoch: int, standing: _Standing) -> None:
+        """Everything a resumed run needs to continue as if uninterrupted."""
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "ema": self.ema.model.state_dict(),
+                **({"aux": self.aux.state_dict()} if self.aux is not None else {}),
+                "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": epoch,
+                "epochs": standing.epochs,
+                "best_ba": standing.best_ba,
+                "best_epoch": standing.best_epoch,
+                "best": standing.best_state,
+                "history": standing.history,
+            },
+            path,
         )
-    out.mkdir(parents=True, exist_ok=True)
 
+
+def _training_data(
+    cfg: TrainConfig,
+) -> tuple[
+    dict[str, list[Item]], dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[list[str], torch.Tensor] | None
+]:
+    """The splits' items and images, and the subtype targets when the auxiliary head is on."""
     splits = {
         s: _subset(read_manifest(cfg.manifest, s), cfg.limit, cfg.seed) for s in ("train", "val", "test")
     }
-    if cfg.subtype_weight > 0:  # checked before the images load: a wrong manifest fails at once
-        sub_names, sub_y = _subtype_targets(splits["train"])
+    # Checked before the images load: a wrong manifest fails at once.
+    subtypes = _subtype_targets(splits["train"]) if cfg.subtype_weight > 0 else None
     data = {s: load_images(items, cfg.side()) for s, items in splits.items()}
-    select = data["val"]
-    if cfg.mosaic > 0:
-        # Select epochs on what deployment sees: val fields and slide-like views of them
-        # (pure-class blocks, so every view keeps a hard label). The operating point is still
-        # set on whole val images below; slide-level bias is the tile rates' job (calibrate).
-        xv, yv = data["val"]
-        g_val = torch.Generator().manual_seed(cfg.seed + 1)
-        views, soft = mosaic(xv, yv, torch.arange(len(xv)), g_val, same_class_p=1.0)
-        views_u8 = (views * 255).round().byte().permute(0, 2, 3, 1)
-        select = (torch.cat([xv, views_u8]), torch.cat([yv, soft.round().long()]))
-    xtr, ytr = data["train"]
-    counts = torch.bincount(ytr, minlength=2).float()
-    # Class weights undo the 1:5 imbalance; without them early epochs call everything malignant.
-    class_w = (counts.sum() / (2 * counts.clamp(min=1))).to(device)
+    return splits, data, subtypes
 
+
+def _selection_images(
+    cfg: TrainConfig, val: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images epochs are selected on: val, plus slide-like views of it when training with them.
+
+    Selecting on what deployment sees: val fields and pure-class mosaics of them (so every view
+    keeps a hard label). The operating point is still set on whole val images; slide-level bias is
+    the tile rates' job (calibrate).
+    """
+    if cfg.mosaic <= 0:
+        return val
+    xv, yv = val
+    g_val = torch.Generator().manual_seed(cfg.seed + 1)
+    views, soft = mosaic(xv, yv, torch.arange(len(xv)), g_val, same_class_p=1.0)
+    views_u8 = (views * 255).round().byte().permute(0, 2, 3, 1)
+    return torch.cat([xv, views_u8]), torch.cat([yv, soft.round().long()])
+
+
+def _start_model(
+    cfg: TrainConfig, device: torch.device
+) -> tuple[nn.Module, nn.Linear, dict[str, Any] | None]:
+    """The network to train (fresh, pretrained or continued), on `device`, and its head."""
     model, init_from = _initial_model(cfg)
     model = model.to(device)
     head = submodule(model, get_spec(cfg.model).head)
@@ -398,13 +463,53 @@ def train(cfg: TrainConfig) -> ModelCard:
         # of std ~4, which costs the first epoch just unlearning confident nonsense.
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
-    model = model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last), head, init_from
+
+
+def _select_metrics(
+    model: nn.Module, card: ModelCard, select: tuple[torch.Tensor, torch.Tensor], device: torch.device
+) -> dict[str, float]:
+    """Metrics of `model` on the selection images at their own optimal threshold (the one we
+    deploy).
+    """
+    xv, yv = select
+    sv = torch.softmax(_predict_logits(model, card, xv, device), 1)[:, 1].numpy()
+    thr = best_threshold(yv.numpy(), sv)
+    return binary_metrics(yv.numpy(), sv >= thr, sv)
+
+
+def _checked_out(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    if is_release(out):
+        raise InvalidInput(
+            f"{out} is a model release: train into another folder (e.g. --out weights_train) and cut a "
+            "new release from it with `wbc-ray release`"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train(cfg: TrainConfig) -> ModelCard:
+    """Train one architecture; write <out>/<model>.safetensors and .json; return the card."""
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = _checked_out(cfg)
+    splits, data, subtypes = _training_data(cfg)
+    select = _selection_images(cfg, data["val"])
+    xtr, ytr = data["train"]
+    counts = torch.bincount(ytr, minlength=2).float()
+    # Class weights undo the 1:5 imbalance; without them early epochs call everything malignant.
+    class_w = (counts.sum() / (2 * counts.clamp(min=1))).to(device)
+
+    model, head, init_from = _start_model(cfg, device)
     # The EMA copy is taken before the auxiliary head hooks in: only the trained model feeds it.
     ema = _EMA(model, cfg.ema_decay)
     aux: _SubtypeHead | None = None
-    if cfg.subtype_weight > 0:
-        aux = _SubtypeHead(head, sub_y, len(sub_names)).to(device)
-        _log(cfg, f"auxiliary subtype head over {sub_names}, weight {cfg.subtype_weight}")
+    if subtypes is not None:
+        aux = _SubtypeHead(head, subtypes[1], len(subtypes[0])).to(device)
+        _log(cfg, f"auxiliary subtype head over {subtypes[0]}, weight {cfg.subtype_weight}")
     precision = training_precision(device, cfg.precision)
     _log(cfg, f"training on {device} in {precision}, channels_last")
     # AMP on CUDA autocasts to fp16, whose small gradients underflow to zero unless the loss is
@@ -414,127 +519,39 @@ def train(cfg: TrainConfig) -> ModelCard:
     card.manifest_hash = manifest_hash(splits["train"])
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
-    step = _Step(
-        cfg,
-        model,
-        aux,
-        xtr,
-        ytr,
-        sub_y if aux is not None else None,
-        class_w,
-        scaler,
-        device,
-        precision,
-        card,
-    )
+    sub_y = subtypes[1] if aux is not None and subtypes is not None else None
+    step = _Step(cfg, model, aux, xtr, ytr, sub_y, class_w, scaler, device, precision, card)
     state_path = out / f"{cfg.model}.last.pt"
-    epochs = cfg.n_epochs()
+    standing = _Standing(epochs=cfg.n_epochs())
     if cfg.minutes and not cfg.epochs and not state_path.exists():  # a resumed run keeps its plan
-        epochs = _epochs_in_budget(cfg, step, params, steps_per_epoch, len(select[0]))
+        standing.epochs = _epochs_in_budget(cfg, step, params, steps_per_epoch, len(select[0]))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
+        opt, max_lr=cfg.lr, total_steps=standing.epochs * steps_per_epoch, pct_start=0.1
     )
-    start, best_ba, best_epoch, best_state = 0, -1.0, -1, None
-    history: list[dict[str, float]] = []
+    run = _Run(cfg, model, ema, aux, opt, sched, scaler)
     if state_path.exists():
-        # Our own resume file; weights_only refuses anything but tensors and plain containers.
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        ema.model.load_state_dict(st["ema"])
-        if aux is not None and "aux" in st:
-            aux.load_state_dict(st["aux"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        if st.get("scaler"):  # empty when saved by a run without a scaler (CPU)
-            scaler.load_state_dict(st["scaler"])
-        start, best_ba, best_epoch = int(st["epoch"]) + 1, float(st["best_ba"]), int(st["best_epoch"])
-        epochs = int(st.get("epochs", epochs))
-        best_state = st.get("best")
-        history = list(st.get("history", []))
-        _log(cfg, f"resuming at epoch {start + 1}/{epochs} (best val BA {best_ba:.4f})")
-
-    g = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(start):  # the same shuffles and augmentations as an uninterrupted run
-        torch.randperm(len(xtr), generator=g)
-    t0 = time.perf_counter()
-    for epoch in range(start, epochs):
-        model.train()
-        perm = torch.randperm(len(xtr), generator=g)
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"{cfg.model} {epoch + 1}/{epochs}",
-            disable=not cfg.progress or not sys.stderr.isatty(),
-            leave=False,
-            mininterval=5,
-        )
-        loss_sum = 0.0
-        for i in bar:
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss = step(opt, idx, g)
-            sched.step()
-            ema.update(model, epoch * steps_per_epoch + i)
-            loss_sum += float(loss.detach())
-            bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}")
-        # Select on the EMA weights, at the validation-optimal threshold (the one we deploy).
-        xv, yv = select
-        lv = _predict_logits(ema.model, card, xv, device)
-        sv = torch.softmax(lv, 1)[:, 1].numpy()
-        thr = best_threshold(yv.numpy(), sv)
-        m = binary_metrics(yv.numpy(), sv >= thr, sv)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": loss_sum / steps_per_epoch,
-                "val_ba": m["balanced_accuracy"],
-                "val_auc": m["roc_auc"],
-                "val_images": len(yv),
-            }
-        )
-        improved = m["balanced_accuracy"] > best_ba + 1e-9
-        if improved:
-            best_ba, best_epoch = m["balanced_accuracy"], epoch
-            best_state = {k: v.detach().clone() for k, v in ema.model.state_dict().items()}
+        run.resume(state_path, standing)
         _log(
             cfg,
-            f"epoch {epoch + 1}/{epochs} loss {loss_sum / steps_per_epoch:.4f} val BA "
-            f"{m['balanced_accuracy']:.4f} AUC {m['roc_auc']:.4f}{' *' if improved else ''} "
-            f"({time.perf_counter() - t0:.0f} s)",
+            f"resuming at epoch {standing.start + 1}/{standing.epochs} (best val BA {standing.best_ba:.4f})",
         )
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "ema": ema.model.state_dict(),
-                **({"aux": aux.state_dict()} if aux is not None else {}),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "epochs": epochs,
-                "best_ba": best_ba,
-                "best_epoch": best_epoch,
-                "best": best_state,
-                "history": history,
-            },
-            state_path,
-        )
-        if epoch - best_epoch >= cfg.patience:
-            _log(cfg, f"early stop: no val improvement for {cfg.patience} epochs")
-            break
 
-    assert best_state is not None
+    t0 = time.perf_counter()
+    _epochs(run, step, standing, card, select, device, state_path, len(xtr), steps_per_epoch)
+    assert standing.best_state is not None
     final = build_model(cfg.model, num_classes=2)
-    final.load_state_dict(best_state)
+    final.load_state_dict(standing.best_state)
     final.eval()
     card = calibrate_and_evaluate(final, card, data, device)
     card.training = {
         **{k: v for k, v in asdict(cfg).items() if k not in {"progress", "extra"}},
         "input_size": cfg.side(),
-        "epochs_planned": epochs,
-        "epochs_run": len(history),
-        "best_epoch": best_epoch + 1,
+        "epochs_planned": standing.epochs,
+        "epochs_run": len(standing.history),
+        "best_epoch": standing.best_epoch + 1,
         "train_seconds": round(time.perf_counter() - t0, 1),
-        "history": history,
+        "history": standing.history,
         "train_counts": counts.int().tolist(),
         "precision_used": precision,
         "initialised_from": init_from,
@@ -549,6 +566,68 @@ def train(cfg: TrainConfig) -> ModelCard:
         f"AUC {card.metrics['test']['roc_auc']:.4f} -> {out / (cfg.model + '.safetensors')}",
     )
     return card
+
+
+def _epochs(
+    run: _Run,
+    step: _Step,
+    standing: _Standing,
+    card: ModelCard,
+    select: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    state_path: Path,
+    n_train: int,
+    steps_per_epoch: int,
+) -> None:
+    """The epochs left: train, select on the EMA weights, save the state, stop early."""
+    from tqdm import tqdm
+
+    cfg, epochs = run.cfg, standing.epochs
+    g = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(standing.start):  # the same shuffles and augmentations as an uninterrupted run
+        torch.randperm(n_train, generator=g)
+    t0 = time.perf_counter()
+    for epoch in range(standing.start, epochs):
+        run.model.train()
+        perm = torch.randperm(n_train, generator=g)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{cfg.model} {epoch + 1}/{epochs}",
+            disable=not cfg.progress or not sys.stderr.isatty(),
+            leave=False,
+            mininterval=5,
+        )
+        loss_sum = 0.0
+        for i in bar:
+            loss = step(run.opt, perm[i * cfg.batch_size : (i + 1) * cfg.batch_size], g)
+            run.sched.step()
+            run.ema.update(run.model, epoch * steps_per_epoch + i)
+            loss_sum += float(loss.detach())
+            bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}")
+        m = _select_metrics(run.ema.model, card, select, device)
+        standing.history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": loss_sum / steps_per_epoch,
+                "val_ba": m["balanced_accuracy"],
+                "val_auc": m["roc_auc"],
+                "val_images": len(select[1]),
+            }
+        )
+        improved = m["balanced_accuracy"] > standing.best_ba + 1e-9
+        if improved:
+            standing.best_ba, standing.best_epoch = m["balanced_accuracy"], epoch
+            standing.best_state = {k: v.detach().clone() for k, v in run.ema.model.state_dict().items()}
+        _log(
+            cfg,
+            f"epoch {epoch + 1}/{epochs} loss {loss_sum / steps_per_epoch:.4f} val BA "
+            f"{m['balanced_accuracy']:.4f} AUC {m['roc_auc']:.4f}{' *' if improved else ''} "
+            f"({time.perf_counter() - t0:.0f} s)",
+        )
+        run.save(state_path, epoch, standing)
+        if epoch - standing.best_epoch >= cfg.patience:
+            _log(cfg, f"early stop: no val improvement for {cfg.patience} epochs")
+            break
 
 
 def calibrate_and_evaluate(

@@ -1,7 +1,8 @@
 """The Gradio page: submit a slide, watch it run, read the verdict, look at the evidence.
 
 Its own process, talking to the REST API over HTTP only (Ray's Gradio ingress does not work with
-current Gradio, and a UI that restarts must not take the service down with it)."""
+current Gradio, and a UI that restarts must not take the service down with it).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +68,17 @@ def _downloads(api: ApiClient, job_id: str, result: dict[str, Any], tiles_csv: b
     return [str(folder / n) for n in files]
 
 
-def build_ui(api_url: str) -> gr.Blocks:
-    api = ApiClient(api_url)
+class _Handlers:
+    """The page's event handlers over one API client; each returns the outputs in `_Page.outputs`
+    order.
+    """
 
-    def shown(job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
-        """Everything the page shows for a finished job, in the order of `outputs` below."""
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    def shown(self, job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
+        """Everything the page shows for a finished job."""
+        api = self.api
         result = api.result(job_id)
         tiles_csv = api.download(job_id, "tiles.csv")
         rows = tile_rows(tiles_csv)
@@ -89,99 +97,153 @@ def build_ui(api_url: str) -> gr.Blocks:
             gr.update(choices=finished_jobs(api.jobs()), value=job_id),
         )
 
+    @staticmethod
     def message(text: str, job_id: str = "") -> tuple[Any, ...]:
         """The outputs with only the status line (and the job, if there is one) to show."""
         empty: tuple[Any, ...] = ("", None, None, None, gr.update(choices=[], value=None), [], None)
         return (text, *empty, job_id, gr.update())
 
-    def analyse(upload: str | None, path: str, fusion: str) -> Iterator[tuple[Any, ...]]:
+    def analyse(self, upload: str | None, path: str, fusion: str) -> Iterator[tuple[Any, ...]]:
+        """Submit a slide, then show its progress until it is done or failed."""
+        api = self.api
         try:
             if upload:
                 job_id = api.submit_upload(upload, fusion)
             elif path.strip():
                 job_id = api.submit_path(path.strip(), fusion)
             else:
-                yield message("**Choose a slide:** upload one or give its path on the server.")
+                yield self.message("**Choose a slide:** upload one or give its path on the server.")
                 return
-            yield message(f"**Submitted** as job `{job_id}`", job_id)
+            yield self.message(f"**Submitted** as job `{job_id}`", job_id)
             while (st := api.status(job_id))["status"] not in {"done", "failed"}:
-                yield message(progress_text(st), job_id)
+                yield self.message(progress_text(st), job_id)
                 time.sleep(POLL_S)
-            yield shown(job_id, st) if st["status"] == "done" else message(progress_text(st), job_id)
+            yield (
+                self.shown(job_id, st) if st["status"] == "done" else self.message(progress_text(st), job_id)
+            )
         except ApiError as exc:
-            yield message(f"**Error ({exc.status}):** {exc}")
+            yield self.message(f"**Error ({exc.status}):** {exc}")
 
-    def reopen(job_id: str | None) -> tuple[Any, ...]:
+    def reopen(self, job_id: str | None) -> tuple[Any, ...]:
+        """Show an earlier job again."""
         if not job_id:
-            return message("")
+            return self.message("")
         try:
-            return shown(job_id, api.status(job_id))
+            return self.shown(job_id, self.api.status(job_id))
         except ApiError as exc:
-            return message(f"**Error ({exc.status}):** {exc}")
+            return self.message(f"**Error ({exc.status}):** {exc}")
 
-    def earlier() -> Any:
+    def earlier(self) -> Any:
+        """The finished jobs, for the picker."""
         try:
-            return gr.update(choices=finished_jobs(api.jobs()))
+            return gr.update(choices=finished_jobs(self.api.jobs()))
         except ApiError:
             return gr.update(choices=[])
 
-    def explain(job_id: str, tile: int | None) -> list[tuple[Image.Image, str]]:
+    def explain(self, job_id: str, tile: int | None) -> list[tuple[Image.Image, str]]:
+        """Each model's Grad-CAM of one tile."""
         try:
-            names = [m["name"] for m in api.models()["models"]]
-            return _explain(api, job_id, tile, names)
+            names = [m["name"] for m in self.api.models()["models"]]
+            return _explain(self.api, job_id, tile, names)
         except ApiError as exc:
             raise gr.Error(str(exc)) from None
 
-    with gr.Blocks(title="wbc-ray: ALL screening") as ui:
-        gr.Markdown(
-            "# wbc-ray\nScreen a whole-slide scan of a blood or bone-marrow smear for acute "
-            "lymphoblastic leukemia. Three CNNs score every tissue tile; their fused calls give "
-            "the slide's malignant fraction, with an interval, against the threshold τ."
-        )
-        job = gr.State("")
-        with gr.Row():
-            with gr.Column(scale=1):
-                jobs = gr.Dropdown(label="Open an earlier analysis", choices=[], elem_id="jobs")
-                upload = gr.File(
-                    label="Slide file (TIFF, SVS, NDPI, MRXS zip, ...)", type="filepath", elem_id="slide-file"
-                )
-                path = gr.Textbox(label="...or its path on the server", elem_id="slide-path")
-                fusion = gr.Dropdown(list(FUSIONS), value=FUSIONS[0], label="Fusion")
-                run = gr.Button("Analyse", variant="primary", elem_id="analyse")
-                status = gr.Markdown(elem_id="status")
-                downloads = gr.File(
-                    label="Downloads (result JSON, tile CSV, QuPath GeoJSON)",
-                    file_count="multiple",
-                    elem_id="downloads",
-                )
-            with gr.Column(scale=2):
-                verdict = gr.Markdown(elem_id="verdict")
-                interval = gr.Image(show_label=False, type="pil", elem_id="interval", height=120)
-                heatmap = gr.Image(
-                    label="Fused malignant score per tile: blue 0 (benign), yellow 0.5, red 1 (malignant)",
-                    type="pil",
-                    elem_id="heatmap",
-                )
-                agree = gr.Dataframe(
-                    headers=["model", "malignant share", "agrees with fused"],
-                    label="Model agreement over the scored tiles",
-                    elem_id="agreement",
-                )
-        gr.Markdown("### Most suspicious tiles, with each model's Grad-CAM")
-        tile = gr.Dropdown(label="Tile", choices=[], elem_id="tile")
-        cams = gr.Gallery(label="Grad-CAM per model", columns=3, elem_id="gradcam")
 
-        outputs = [status, verdict, interval, heatmap, agree, tile, cams, downloads, job, jobs]
-        run.click(analyse, [upload, path, fusion], outputs)
+@dataclass
+class _Page:
+    """The page's components that handlers read or write."""
+
+    job: Any
+    jobs: Any
+    upload: Any
+    path: Any
+    fusion: Any
+    run: Any
+    status: Any
+    downloads: Any
+    verdict: Any
+    interval: Any
+    heatmap: Any
+    agree: Any
+    tile: Any
+    cams: Any
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [
+            self.status,
+            self.verdict,
+            self.interval,
+            self.heatmap,
+            self.agree,
+            self.tile,
+            self.cams,
+            self.downloads,
+            self.job,
+            self.jobs,
+        ]
+
+
+def _layout() -> _Page:
+    """Lay the page out (inside an open gr.Blocks): inputs left, results right, tiles below."""
+    gr.Markdown(
+        "# wbc-ray\nScreen a whole-slide scan of a blood or bone-marrow smear for acute "
+        "lymphoblastic leukemia. Three CNNs score every tissue tile; their fused calls give "
+        "the slide's malignant fraction, with an interval, against the threshold τ."
+    )
+    job = gr.State("")
+    with gr.Row():
+        with gr.Column(scale=1):
+            jobs = gr.Dropdown(label="Open an earlier analysis", choices=[], elem_id="jobs")
+            upload = gr.File(
+                label="Slide file (TIFF, SVS, NDPI, MRXS zip, ...)", type="filepath", elem_id="slide-file"
+            )
+            path = gr.Textbox(label="...or its path on the server", elem_id="slide-path")
+            fusion = gr.Dropdown(list(FUSIONS), value=FUSIONS[0], label="Fusion")
+            run = gr.Button("Analyse", variant="primary", elem_id="analyse")
+            status = gr.Markdown(elem_id="status")
+            downloads = gr.File(
+                label="Downloads (result JSON, tile CSV, QuPath GeoJSON)",
+                file_count="multiple",
+                elem_id="downloads",
+            )
+        with gr.Column(scale=2):
+            verdict = gr.Markdown(elem_id="verdict")
+            interval = gr.Image(show_label=False, type="pil", elem_id="interval", height=120)
+            heatmap = gr.Image(
+                label="Fused malignant score per tile: blue 0 (benign), yellow 0.5, red 1 (malignant)",
+                type="pil",
+                elem_id="heatmap",
+            )
+            agree = gr.Dataframe(
+                headers=["model", "malignant share", "agrees with fused"],
+                label="Model agreement over the scored tiles",
+                elem_id="agreement",
+            )
+    gr.Markdown("### Most suspicious tiles, with each model's Grad-CAM")
+    tile = gr.Dropdown(label="Tile", choices=[], elem_id="tile")
+    cams = gr.Gallery(label="Grad-CAM per model", columns=3, elem_id="gradcam")
+    return _Page(
+        job, jobs, upload, path, fusion, run, status, downloads, verdict, interval, heatmap, agree, tile, cams
+    )
+
+
+def build_ui(api_url: str) -> gr.Blocks:
+    """The page over the REST API at `api_url` (which it reaches only through `ApiClient`)."""
+    h = _Handlers(ApiClient(api_url))
+    with gr.Blocks(title="wbc-ray: ALL screening") as ui:
+        page = _layout()
+        page.run.click(h.analyse, [page.upload, page.path, page.fusion], page.outputs)
         # `select`, not `input`: a Gradio dropdown also fires `input` when it loses focus, which
         # reopened the last job picked while a new analysis was starting.
-        jobs.select(reopen, jobs, outputs)
-        tile.select(explain, [job, tile], cams)
-        ui.load(earlier, None, jobs)
+        page.jobs.select(h.reopen, page.jobs, page.outputs)
+        page.tile.select(h.explain, [page.job, page.tile], page.cams)
+        ui.load(h.earlier, None, page.jobs)
     return ui
 
 
 def launch(api_url: str, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+    """Serve the page on `host:port` (this machine only by default)."""
     ui = build_ui(api_url)
     ui.queue().launch(server_name=host, server_port=port, prevent_thread_lock=not block, footer_links=[])
     return ui

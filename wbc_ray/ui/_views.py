@@ -67,7 +67,8 @@ def model_names(rows: list[dict[str, Any]]) -> list[str]:
 
 def agreement(rows: list[dict[str, Any]], threshold: float = 0.5) -> list[list[Any]]:
     """Per model: share of tiles it calls malignant and how often it agrees with the fused call;
-    a last row for the tiles all models call alike."""
+    a last row for the tiles all models call alike.
+    """
     names = model_names(rows)
     if not rows:
         return []
@@ -85,7 +86,8 @@ def agreement(rows: list[dict[str, Any]], threshold: float = 0.5) -> list[list[A
 
 def suspicious(rows: list[dict[str, Any]], k: int = 8) -> list[tuple[str, int]]:
     """The k tiles with the highest fused score, as (label, tile index) dropdown choices. The label
-    gives the tile's tissue share: tiles partly on glass or across a gap lean malignant."""
+    gives the tile's tissue share: tiles partly on glass or across a gap lean malignant.
+    """
     top = sorted(rows, key=lambda r: -r["fused"])[:k]
     return [
         (
@@ -111,7 +113,8 @@ def finished_jobs(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def interval_picture(result: dict[str, Any], width_px: int = 640) -> Image.Image:
     """The malignant fraction on a 0-1 line: its interval as a band, the estimate as a dot, the
-    slide threshold τ as a line, coloured by the verdict."""
+    slide threshold τ as a line, coloured by the verdict.
+    """
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
 
     colour = {"malignant": "#b2182b", "benign": "#2166ac"}.get(result["verdict"], "#d6a400")

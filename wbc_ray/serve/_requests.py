@@ -1,0 +1,103 @@
+"""Checks and conversions of what clients send, kept apart from the routes: names, paths, patches."""
+
+import io
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException
+from pydantic import BaseModel
+
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_PATCH_PIXELS = 64_000_000
+
+
+class PathSubmission(BaseModel):
+    """A slide already on the server, by its absolute path under the configured slide folders."""
+
+    path: str
+    fusion: str | None = None
+
+
+def check_name(name: str) -> str:
+    """A client-supplied file name, refused when it could mean a path or break logs."""
+    if not name:
+        raise HTTPException(400, "upload has no file name")
+    if "\x00" in name:
+        raise HTTPException(400, "file name contains a NUL byte")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise HTTPException(400, "file name contains control characters")
+    if "/" in name or "\\" in name or name in {".", ".."}:
+        raise HTTPException(400, f"file name must not contain a path: {name[:80]!r}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise HTTPException(400, f"file name is longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def allowed_path(path: str, roots: list[Path]) -> Path:
+    """The real path of a submitted slide, refused unless it lies under one of `roots` (after
+    links are followed, so a link cannot lead out of them).
+    """
+    if "\x00" in path:
+        raise HTTPException(400, "path contains a NUL byte")
+    if len(path.encode("utf-8")) > MAX_PATH_BYTES:
+        raise HTTPException(400, f"path is longer than {MAX_PATH_BYTES} bytes")
+    if "://" in path:
+        raise HTTPException(
+            422,
+            f"URI scheme not supported here: {path.split('://')[0][:20]!r}; "
+            "give a path under the configured slide folders",
+        )
+    p = Path(path)
+    if not p.is_absolute():
+        raise HTTPException(
+            400, f"path must be absolute (the server's working folder is not yours): {path[:200]!r}"
+        )
+    try:
+        real = p.resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):
+        raise HTTPException(404, f"slide not found: {path[:200]!r}") from None
+    except OSError as exc:
+        raise HTTPException(400, f"cannot use path {path[:200]!r}: {exc.strerror}") from None
+    if not any(real.is_relative_to(r) for r in roots):
+        raise HTTPException(403, f"{path[:200]!r} is outside the slide folders this server may read")
+    return real
+
+
+def decode_patch(name: str, data: bytes, size: int) -> np.ndarray:
+    """An uploaded patch as an RGB uint8 array of `size` x `size`; anything else is a 413 or 422
+    naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PATCH_PIXELS:
+                raise HTTPException(413, f"{name}: {im.width}x{im.height} is too large for a patch")
+            img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise HTTPException(422, f"{name}: not an image ({type(exc).__name__})") from None
+    return np.asarray(img)
+
+
+def score_response(
+    names: list[str], res: dict[str, np.ndarray], model_names: list[str], fusion: str, threshold: float
+) -> dict[str, Any]:
+    """The /score answer: per patch, the fused score, its call and each model's probabilities."""
+    return {
+        "fusion": fusion,
+        "patches": [
+            {
+                "name": n,
+                "fused": float(res["fused"][i]),
+                "call": "malignant" if res["fused"][i] >= threshold else "benign",
+                "models": {
+                    m: {"benign": float(res["probs"][i, j, 0]), "malignant": float(res["probs"][i, j, 1])}
+                    for j, m in enumerate(model_names)
+                },
+            }
+            for i, n in enumerate(names)
+        ],
+    }
