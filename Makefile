@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup browser test lint docs bench demo models release clean
+.PHONY: setup browser test lint docs bench demo models release image manifests clean
 
 setup: $(STAMP)
 
@@ -72,6 +72,17 @@ models: setup
 release: setup
 	$(BIN)/wbc-ray release --from $(TRAINED) --out $(MODELS)
 	$(BIN)/wbc-ray release --readme README.md --out $(MODELS)
+
+# The container image, one recipe for both variants: VARIANT=cpu (default) or cuda. Needs a
+# Docker daemon and Docker Hub (the Ray base images).
+VARIANT ?= cpu
+image: setup
+	docker build --build-arg VARIANT=$(VARIANT) -f deploy/Dockerfile \
+	  -t wbc-ray:$$($(BIN)/python -c 'import wbc_ray; print(wbc_ray.__version__)')-$(VARIANT) .
+
+# KubeRay manifests in deploy/, rendered from configs/serve*.yaml and validated against the CRDs.
+manifests: setup
+	$(BIN)/wbc-ray deploy render
 
 demo: setup
 	$(BIN)/python -m wbc_ray.demo

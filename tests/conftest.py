@@ -161,3 +161,53 @@ def server(ray_local, models_dir, results_dir, slide_dir):
 def api(server):
     with httpx.Client(base_url=server, timeout=60) as c:
         yield c
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto in server mode) on 127.0.0.1, with the standard AWS
+    variables pointing at it, set before any Ray node starts so that its workers inherit them.
+    Yields the secret key, which must never show up in a record or a log."""
+    import secrets
+    import subprocess
+    import sys
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    secret = "wbc-test-" + secrets.token_hex(12)
+    env = {
+        "AWS_ACCESS_KEY_ID": "wbc-test-key",
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_ENDPOINT_URL": url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield secret
+    proc.terminate()
+    proc.wait(timeout=30)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

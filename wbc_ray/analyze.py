@@ -47,6 +47,32 @@ def _safe_stem(path: str) -> str:
     return stem
 
 
+class _Output:
+    """The results folder: local, or a URI (s3://bucket/prefix, through fsspec)."""
+
+    def __init__(self, where: str | os.PathLike[str]) -> None:
+        self.where = os.fspath(where)
+        self.remote = "://" in self.where
+        if self.remote:
+            from .slides import check_uri
+
+            check_uri(self.where)  # no credentials inside the URI
+        else:
+            Path(self.where).mkdir(parents=True, exist_ok=True)
+
+    def join(self, name: str) -> str:
+        return f"{self.where.rstrip('/')}/{name}" if self.remote else str(Path(self.where) / name)
+
+    def write(self, name: str, data: bytes) -> None:
+        if not self.remote:
+            Path(self.join(name)).write_bytes(data)
+            return
+        import fsspec
+
+        with fsspec.open(self.join(name), "wb") as fh:
+            fh.write(data)
+
+
 def ensure_app(
     models_dir: str, results_dir: str, fusion: str | None = None, serve_config: str | None = None
 ) -> None:
@@ -92,9 +118,9 @@ def analyze_many(
     from .store import heatmap_png
 
     s = settings or load_settings()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_app(models_dir, str(out), fusion, serve_config)
+    out = _Output(out_dir)
+    # The app's own job records stay on a local folder; a URI out_dir holds this run's results.
+    ensure_app(models_dir, str(s.results_dir) if out.remote else out_dir, fusion, serve_config)
     cards = ensemble_handle().models.remote().result()
     rates_record = ensemble_handle().tile_rates.remote().result()
     cfg = AnalysisSettings.from_settings(s, fusion=fusion, slide_mpp=slide_mpp)
@@ -119,15 +145,15 @@ def analyze_many(
         seen[stem] = seen.get(stem, 0) + 1
         if seen[stem] > 1:
             stem = f"{stem}-{seen[stem]}"
-        store = out / f"{stem}.zarr"
+        store = out.join(f"{stem}.zarr")
         try:
             r = analyze_slide(slide, store, cards, cfg, progress=progress, rates=rates)
         except (SlideError, FileExistsError, ValueError) as exc:
             results.append(SlideResult(slide=slide, error=str(exc)))
             continue
-        (out / f"{stem}.json").write_text(json.dumps(r, indent=2))
-        (out / f"{stem}.heatmap.png").write_bytes(heatmap_png(store))
-        results.append(SlideResult(slide=slide, store=str(store), result=r))
+        out.write(f"{stem}.json", json.dumps(r, indent=2).encode())
+        out.write(f"{stem}.heatmap.png", heatmap_png(store))
+        results.append(SlideResult(slide=slide, store=store, result=r))
     return results
 
 
@@ -148,7 +174,8 @@ def print_summary(results: list[SlideResult]) -> None:
             f"{name:<36} {r.result['verdict']:<14} {r.result['malignant_fraction']:>8.3f} "
             f"{f'[{lo:.3f}, {hi:.3f}]':>16} {raw_s:>6} {r.result['n_tiles']:>7}"
         )
-    print(f"\nresults in {Path(results[0].store).parent if results and results[0].store else '-'}")
+    where = results[0].store.rsplit("/", 1)[0] if results and results[0].store else "-"
+    print(f"\nresults in {where}")
 
 
 def analyze_slides(

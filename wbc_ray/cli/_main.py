@@ -10,9 +10,22 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import WbcRayError
-from . import analyze, calibrate, evaluate, info, make_slide, quantize, release, serve, tile, train, ui
+from . import (
+    analyze,
+    calibrate,
+    deploy,
+    evaluate,
+    info,
+    make_slide,
+    quantize,
+    release,
+    serve,
+    tile,
+    train,
+    ui,
+)
 
-# In the order `wbc-ray --help` lists them: inspect, analyse, serve, then the model life cycle.
+# In the order `wbc-ray --help` lists them: inspect, analyse, serve, the model life cycle, deploy.
 VERBS: tuple[ModuleType, ...] = (
     info,
     make_slide,
@@ -25,6 +38,7 @@ VERBS: tuple[ModuleType, ...] = (
     calibrate,
     quantize,
     release,
+    deploy,
 )
 
 

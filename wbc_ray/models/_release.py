@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._cache import cache_root
 from .._digest import file_sha256
 from ..errors import ReleaseError
 
@@ -38,13 +39,6 @@ class Release:
     models: tuple[str, ...]
     files: dict[str, dict[str, Any]]  # relative path -> {"sha256", "size"}
     info: dict[str, Any]  # the whole manifest
-
-
-def cache_root() -> Path:
-    """wbc-ray's folder in the user cache ($WBC_RAY_CACHE, else $XDG_CACHE_HOME/wbc-ray)."""
-    if os.environ.get("WBC_RAY_CACHE"):
-        return Path(os.environ["WBC_RAY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wbc-ray"
 
 
 def is_release(models_dir: str | os.PathLike[str]) -> bool:

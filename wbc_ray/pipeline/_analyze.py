@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = No
     start-up, and the Serve handle is cached per worker process).
     """
     chunk_px = batch["pixels"].shape[1]
-    probs, fused = [], []
+    probs, fused, nodes = [], [], []
     for j in range(len(batch["chunk"])):
         n = int(batch["n"][j])
         res = _score(app_name, batch["pixels"][j][:n], fusion)
@@ -36,11 +37,36 @@ def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = No
         p[:n], f[:n] = res["probs"], res["fused"]
         probs.append(p)
         fused.append(f)
+        nodes.append(json.dumps(res.get("nodes", {}), sort_keys=True))
     # Pixels are dropped here: only scores travel on to the writers.
-    return {"chunk": batch["chunk"], "n": batch["n"], "probs": np.stack(probs), "fused": np.stack(fused)}
+    return {
+        "chunk": batch["chunk"],
+        "n": batch["n"],
+        "probs": np.stack(probs),
+        "fused": np.stack(fused),
+        "score_nodes": np.array(nodes),
+    }
 
 
-def _score(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[str, np.ndarray]:
+# An Ensemble replica that dies mid-request (node lost, process killed) is replaced by Serve; the
+# work unit is sent again for about a minute before the job fails.
+RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8)
+
+
+def _score(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[str, Any]:
+    from ray.exceptions import RayActorError
+
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            return _score_once(app_name, tiles, fusion)
+        except RayActorError:
+            if delay is None:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _score_once(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[str, Any]:
     from ray import serve
     from ray.serve.exceptions import DeploymentUnavailableError
 
@@ -187,6 +213,7 @@ def analyze_slide(
             "tiles_per_s": round(len(fused) / seconds, 2) if seconds else 0,
             "chunks_run": job.chunks_run,
             "chunks": job.n_chunks,
+            "nodes": job.nodes,
         },
     }
     g.attrs.update(

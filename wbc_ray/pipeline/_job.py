@@ -7,6 +7,7 @@ carry only chunk ids and counts, never pixels.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .._digest import file_sha256
-from ..slides import GridSpec, Slide, TileGrid, open_slide, read_tile, tile_grid, tissue_mask
+from ..slides import GridSpec, Slide, TileGrid, local_path, open_slide, read_tile, tile_grid, tissue_mask
 from ..store import array, create_store, done_chunks, open_store, write_chunk
 
 Batch = dict[str, np.ndarray]
@@ -66,7 +67,7 @@ class WriteChunks:
     """Ray Data stage: writes every array column except bookkeeping into its chunk."""
 
     store: str
-    skip: tuple[str, ...] = ("chunk", "n", "coords")
+    skip: tuple[str, ...] = ("chunk", "n", "coords", "read_node", "score_nodes")
     keep_pixels: bool = True
 
     def __call__(self, batch: Batch) -> Batch:
@@ -78,7 +79,8 @@ class WriteChunks:
                 if k not in self.skip and (self.keep_pixels or k != "pixels")
             }
             write_chunk(self.store, int(chunk), arrays)
-        return {"chunk": batch["chunk"], "n": batch["n"]}
+        # Only bookkeeping goes back to the driver: counts and where the work ran.
+        return {k: v for k, v in batch.items() if k in ("chunk", "n", "read_node", "score_nodes")}
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,16 @@ class ReadTiles:
     score: Callable[[Batch], Batch] | None = None
 
     def __call__(self, batch: Batch) -> Batch:
+        import ray
+
+        # A task run again (its node lost, its worker killed) skips the units an earlier attempt
+        # finished: each tile is scored and written once.
+        done = done_chunks(self.write.store)
+        todo = np.array([not done[int(c)] for c in batch["chunk"]], bool)
+        if not todo.all():
+            batch = {k: v[todo] for k, v in batch.items()}
+            if not len(batch["chunk"]):
+                return self._nothing()
         slide = _cached_slide(self.slide_path, self.slide_mpp, self.default_mpp)
         coords, counts = batch["coords"], batch["n"]
         px = np.zeros((len(coords), coords.shape[1], self.tile_px, self.tile_px, 3), np.uint8)
@@ -107,10 +119,38 @@ class ReadTiles:
             for i in range(int(counts[j])):
                 x, y = coords[j, i]
                 px[j, i] = read_tile(slide, int(x), int(y), self.level, self.read_px, self.tile_px)
+        node = ray.get_runtime_context().get_node_id()
         out = {"chunk": batch["chunk"], "n": counts, "pixels": px}
         if self.score is not None:
             out = self.score(out)
+        out["read_node"] = np.array([node] * len(counts))
+        out.setdefault("score_nodes", np.array(["{}"] * len(counts)))
         return self.write(out)
+
+    @staticmethod
+    def _nothing() -> Batch:
+        return {
+            "chunk": np.zeros(0, np.int64),
+            "n": np.zeros(0, np.int64),
+            "read_node": np.array([], str),
+            "score_nodes": np.array([], str),
+        }
+
+
+class _NodeCount:
+    """Tiles per node that read them, and per model and node that scored them."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, Any] = {"read": {}, "score": {}}
+
+    def add(self, batch: Batch) -> None:
+        for j, n in enumerate(batch["n"]):
+            read = self.record["read"]
+            node = str(batch["read_node"][j])
+            read[node] = read.get(node, 0) + int(n)
+            for model, where in json.loads(str(batch["score_nodes"][j])).items():
+                per = self.record["score"].setdefault(model, {})
+                per[where] = per.get(where, 0) + int(n)
 
 
 def _work_rows(coords: np.ndarray, chunks: list[int], chunk_tiles: int) -> list[dict[str, Any]]:
@@ -131,6 +171,8 @@ class JobResult:
     chunks_run: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    # Where the work ran: {"read": {node_id: tiles}, "score": {model: {node_id: tiles}}}.
+    nodes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tiles_per_s(self) -> float:
@@ -181,7 +223,7 @@ def _prepare_store(
     n = len(grid)
     attrs = {
         "slide": plan.info,
-        "slide_sha256": file_sha256(plan.slide_path),
+        "slide_sha256": file_sha256(local_path(plan.slide_path)),
         "tiling": grid.settings(),
         "status": "running",
         **(extra_attrs or {}),
@@ -206,6 +248,11 @@ def _prepare_store(
     return todo, len(done), already
 
 
+# Times a task is run again after its worker or node died (system failures only: an error in
+# the code is not retried). Finished units are skipped on a rerun.
+RETRIES = 5
+
+
 def _dataset(
     stage: ReadTiles,
     rows: list[dict[str, Any]],
@@ -225,7 +272,9 @@ def _dataset(
     n_blocks = -(-len(rows) // per_task)
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
     if tiling_only:
-        return ds.map_batches(stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy")
+        return ds.map_batches(
+            stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy", max_retries=RETRIES
+        )
     # One stage, a chunk at a time: read, score, write. Separate read, score and write stages
     # moved pixels through the object store and tripled the tasks to schedule (slower on small
     # machines; docs/performance.md). The CPU work is in the Serve replicas, so the tasks reserve
@@ -237,6 +286,7 @@ def _dataset(
         num_cpus=0,
         compute=TaskPoolStrategy(size=max(1, min(score_tasks, n_blocks))),
         batch_format="numpy",
+        max_retries=RETRIES,
     )
 
 
@@ -281,6 +331,7 @@ def run_job(
         disable=not progress,
     )
     finished = already
+    nodes = _NodeCount()
     if todo:
         writer = WriteChunks(out, keep_pixels=store_pixels)
         stage = ReadTiles(
@@ -304,13 +355,15 @@ def run_job(
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             k = int(batch["n"].sum())
+            nodes.add(batch)
+            # A task that ran again after a failure may report units twice.
+            k = min(k, n - finished)
             finished += k
             bar.update(k)
             if on_progress:
                 on_progress(finished, n)
     bar.close()
     seconds = time.perf_counter() - t0
-    open_store(out, "r+").attrs.update(
-        {"status": "tiled" if score is None else "scored", "timings": {"plan_s": t_plan, "total_s": seconds}}
-    )
-    return JobResult(out, n, n_chunks, len(todo), seconds, {"plan_s": t_plan})
+    timings: dict[str, Any] = {"plan_s": t_plan, "total_s": seconds, "nodes": nodes.record}
+    open_store(out, "r+").attrs.update({"status": "tiled" if score is None else "scored", "timings": timings})
+    return JobResult(out, n, n_chunks, len(todo), seconds, {"plan_s": t_plan}, nodes.record)

@@ -28,6 +28,7 @@ api = FastAPI(
 )
 
 UPLOAD_CHUNK = 1 << 20
+JOB_RETRIES = 3
 
 
 def _slide_error(exc: SlideError, shown: str) -> HTTPException:
@@ -95,7 +96,10 @@ class Ingress:
             "progress": {"done": 0, "total": None, "eta_s": None},
         }
         self.store.write(job_id, record)
-        task = ray.remote(num_cpus=self.job_cpus, max_retries=0)(run_job_task)
+        # The job's driver is a task: if its node is lost it runs again elsewhere and resumes from
+        # the store (finished units are skipped), with the same results. Errors in the job itself
+        # are recorded by the task and not retried.
+        task = ray.remote(num_cpus=self.job_cpus, max_retries=JOB_RETRIES)(run_job_task)
         ref = task.remote(self.results_dir, job_id, slide, cards, settings, self.app_name, rates)
         self._tasks[job_id] = asyncio.get_running_loop().create_task(self._watch(job_id, ref))
         return {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}

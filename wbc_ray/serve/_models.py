@@ -45,7 +45,12 @@ class CNN:
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
+        import ray
+
         self.models_dir = models_dir
+        # Returned with every answer, so a job records which nodes scored its tiles.
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.actor = ray.get_runtime_context().get_actor_name()
         self.clf, self.note = Classifier.load_served(models_dir, name, precision)
         if self.note:
             logging.getLogger("ray.serve").warning("%s: %s", name, self.note)
@@ -81,18 +86,20 @@ class CNN:
         ]
         return np.concatenate(outs) if outs else self.clf.predict(tiles)
 
-    async def _batch(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+    async def _batch(self, batches: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
         sizes = [len(b) for b in batches]
         probs = await self._stepped(np.concatenate(batches))
-        return list(np.split(probs, np.cumsum(sizes)[:-1]))
+        return [(p, self.node_id) for p in np.split(probs, np.cumsum(sizes)[:-1])]
 
     @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.005, batch_size_fn=_tiles_in)
-    async def predict(self, batches: list[np.ndarray]) -> list[np.ndarray]:
-        """Bulk scoring (slide tiles): tiles of concurrent requests share batches."""
+    async def predict(self, batches: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
+        """Bulk scoring (slide tiles): tiles of concurrent requests share batches. Each request
+        gets its probabilities and the node id of the replica that computed them.
+        """
         return await self._batch(batches)
 
     @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.002, batch_size_fn=_tiles_in)
-    async def predict_now(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+    async def predict_now(self, batches: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
         """Interactive scoring (patches a person waits for): batched only with other interactive
         requests, so it waits at most for the slide-tile step in progress.
         """
@@ -124,12 +131,36 @@ class CNN:
         return {
             "name": self.name,
             "pid": os.getpid(),
+            "node_id": self.node_id,
+            "actor": self.actor,
             "device": str(self.clf.device),
             "precision": self.clf.precision,
             "tiles_scored": self.tiles_scored,
             "busy_s": self.busy_s,
             "note": self.note,
         }
+
+
+# A replica that dies mid-request (its node lost, its process killed) fails the request; Serve
+# starts a replacement, and the request is sent again, to a live replica, for about a minute.
+RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8)
+
+
+async def _call(handle: Any, method: str, *args: Any) -> Any:
+    """`handle.method.remote(*args)`, sent again while the replica serving it has died."""
+    from ray.exceptions import RayActorError
+
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            return await getattr(handle, method).remote(*args)
+        except RayActorError:
+            if delay is None:
+                raise
+            logging.getLogger("ray.serve").warning(
+                "%s: a replica died mid-request; retrying in %s s", method, delay
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 @serve.deployment(max_ongoing_requests=32)
@@ -157,21 +188,23 @@ class Ensemble:
 
     async def score(
         self, tiles: np.ndarray, fusion: str | None = None, interactive: bool = False
-    ) -> dict[str, np.ndarray]:
-        """Probs (N, M, K) in model-name order, fused malignant score (N,), call (N,).
+    ) -> dict[str, Any]:
+        """Probs (N, M, K) in model-name order, fused malignant score (N,), call (N,), and the
+        node each model's replica ran on (`nodes`).
 
         `interactive` requests (a person waiting) go ahead of queued slide tiles.
         """
         step = self.max_tiles
         parts = [tiles[i : i + step] for i in range(0, len(tiles), step)] or [tiles]
         method = "predict_now" if interactive else "predict"
-        outs = await asyncio.gather(
-            *(getattr(h, method).remote(t) for h in self.cnns.values() for t in parts)
-        )
+        outs = await asyncio.gather(*(_call(h, method, t) for h in self.cnns.values() for t in parts))
         k = len(parts)
-        return self._fused([np.concatenate(outs[m * k : (m + 1) * k]) for m in range(len(self.cnns))], fusion)
+        per_model = [np.concatenate([o[0] for o in outs[m * k : (m + 1) * k]]) for m in range(len(self.cnns))]
+        res = self._fused(per_model, fusion)
+        res["nodes"] = {name: outs[m * k][1] for m, name in enumerate(self.cnns)}
+        return res
 
-    def _fused(self, per_model: list[np.ndarray], fusion: str | None) -> dict[str, np.ndarray]:
+    def _fused(self, per_model: list[np.ndarray], fusion: str | None) -> dict[str, Any]:
         p = np.stack(per_model)  # (M, N, K)
         call, score = fuse(p, fusion or self.fusion)  # type: ignore[arg-type]
         return {

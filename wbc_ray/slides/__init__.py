@@ -1,6 +1,7 @@
-"""Opening slides, finding tissue, planning tile grids, composing test slides."""
+"""Opening slides (local or by URI), finding tissue, planning tile grids, composing test slides."""
 
 from ._compose import FIELD_PX, GAP_PX, GLASS_RGB, compose_slide
+from ._fetch import check_uri, evict, fetch, is_uri, local_path
 from ._grid import GridSpec, TileGrid, choose_level, tile_grid
 from ._preview import grid_preview
 from ._reader import Slide, SlideError, SlideInfo, open_slide
@@ -18,7 +19,12 @@ __all__ = [
     "TileGrid",
     "TissueMask",
     "choose_level",
+    "check_uri",
     "compose_slide",
+    "evict",
+    "fetch",
+    "is_uri",
+    "local_path",
     "grid_preview",
     "open_slide",
     "read_tile",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import WbcRayError
+from ._fetch import is_uri, local_path
 from ._tiff_direct import TiffTiles, open_direct
 
 # Plain images are decoded whole, so their size is capped; pyramidal slides are read lazily.
@@ -414,8 +415,9 @@ def open_slide(
 
     Parameters
     ----------
-    path : path
-        A slide OpenSlide opens (SVS, generic tiled TIFF, DICOM, ...) or a PNG/JPEG image.
+    path : path or URI
+        A slide OpenSlide opens (SVS, generic tiled TIFF, DICOM, ...) or a PNG/JPEG image; a
+        ``file://`` or ``s3://`` URI (any fsspec protocol) is read through this node's slide cache.
     mpp : float, optional
         Microns per pixel to use instead of what the file says.
     default_mpp : float, optional
@@ -434,7 +436,22 @@ def open_slide(
     SlideError
         For anything that cannot be read (never another exception type), naming the file.
     """
-    p = Path(os.fspath(path))
+    given = os.fspath(path)
+    if not is_uri(given):
+        return _open_local(Path(given), mpp, default_mpp, direct)
+    from ..errors import InvalidInput
+
+    try:
+        local = local_path(given)
+    except InvalidInput as exc:
+        raise SlideError(given, str(exc)) from None
+    slide = _open_local(local, mpp, default_mpp, direct)
+    # Records and messages name the URI the user gave, not this node's cache.
+    slide.info = replace(slide.info, path=given)
+    return slide
+
+
+def _open_local(p: Path, mpp: float | None, default_mpp: float | None, direct: bool) -> Slide:
     _check_file(p)
     try:
         slide = _open_openslide(p, mpp, default_mpp, direct)

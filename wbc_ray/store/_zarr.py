@@ -1,5 +1,8 @@
 """Zarr v3 result layout: one group per job, chunks along tiles aligned with work units.
 
+A store is a local folder or a URI (`s3://bucket/x.zarr`, through fsspec; credentials from the
+standard environment variables).
+
 Workers write disjoint chunk ranges, then flip their entry in `done`; a restarted job skips
 chunks already marked done. Attributes are written by the driver only.
 """
@@ -32,7 +35,7 @@ def create_store(
     """Create (or reopen for resume, when the layout matches) a job's group."""
     path = os.fspath(path)
     n_chunks = max(1, -(-n_tiles // chunk_tiles))
-    if os.path.exists(path):
+    if exists(path):
         g = zarr.open_group(path, mode="r+")
         same = g.attrs.get("layout") == _layout(n_tiles, chunk_tiles, tile_px, n_classes)
         if same:
@@ -46,6 +49,9 @@ def create_store(
     g.create_array("cells", shape=(n, 2), chunks=(c, 2), dtype="int64", fill_value=-1)
     g.create_array("tissue", shape=(n,), chunks=(c,), dtype="float32", fill_value=np.nan)
     g.create_array("done", shape=(n_chunks,), chunks=(1,), dtype="bool", fill_value=False)
+    # Times each tile's row was written: 1 everywhere once a job is done, also after a node or
+    # worker was lost mid-job (a rerun task skips finished units).
+    g.create_array("writes", shape=(n,), chunks=(c,), dtype="uint8", fill_value=0)
     if tile_px is not None:
         g.create_array(
             "pixels",
@@ -96,9 +102,25 @@ def write_chunk(path: str | os.PathLike[str], chunk: int, arrays: Mapping[str, n
     with zarr.config.set({"array.write_empty_chunks": True}):
         g = zarr.open_group(os.fspath(path), mode="r+")
         lo = chunk * int(layout(g)["chunk_tiles"])
+        n = 0
         for name, value in arrays.items():
             array(g, name)[lo : lo + len(value)] = value
+            n = len(value)
+        if "writes" in g and n:  # stores from before the counter have none
+            w = array(g, "writes")
+            w[lo : lo + n] = np.asarray(w[lo : lo + n]) + 1
         array(g, "done")[chunk] = True
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a store is at `path`: a local folder, or a group at a URI (s3://, file://...)."""
+    text = os.fspath(path)
+    if "://" not in text:
+        return os.path.exists(text)
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(text)
+    return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
 
 def done_chunks(path: str | os.PathLike[str]) -> np.ndarray:

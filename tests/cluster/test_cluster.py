@@ -1,0 +1,300 @@
+"""A real multi-node Ray cluster on this machine: a head and three worker nodes (separate raylets,
+fractional CPUs), the Serve app on it, and slides read from a real S3-compatible server.
+
+The module runs first in `make test` (tests/cluster sorts first): it needs a Ray of its own, which
+it shuts down at the end for the other modules' local Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import _free_port
+
+MODELS_NODE = "cnn_node"  # custom resource: the worker node that hosts every Serve replica
+
+
+def _options(autoscale: bool = False) -> dict[str, dict]:
+    """Every deployment on the models node (so losing a reader node loses no replica)."""
+    pin = {"resources": {MODELS_NODE: 0.01}}
+    cnn: dict = {"max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.2, **pin}}
+    if autoscale:
+        cnn["autoscaling_config"] = {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 0.5,
+            "downscale_delay_s": 4,
+            "look_back_period_s": 1,
+            "metrics_interval_s": 0.5,
+        }
+    else:
+        cnn["num_replicas"] = 1
+    small = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1, **pin}}
+    return {"mobilenet": cnn, "xception": cnn, "inception_v3": cnn, "Ensemble": small, "Ingress": small}
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, tmp_path_factory):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        pytest.fail("the cluster tests need a Ray of their own: run them first (as `make test` does)")
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    readers = [c.add_node(num_cpus=1, resources={"reader": 1}) for _ in range(2)]
+    models = c.add_node(num_cpus=2, resources={MODELS_NODE: 1})
+    c.wait_for_nodes()
+    from wbc_ray.pipeline import init_ray
+
+    init_ray(address=c.address)
+    yield {"cluster": c, "readers": readers, "models": models}
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+    for node in [*c.worker_nodes, c.head_node]:  # every raylet of it, even if one refuses
+        with contextlib.suppress(ValueError):
+            c.remove_node(node)
+
+
+@pytest.fixture(scope="module")
+def app(cluster, models_dir, tmp_path_factory):
+    """The Serve app on the cluster; analyses in small work units so a slide has many."""
+    from wbc_ray.serve import start
+
+    root = tmp_path_factory.mktemp("cluster")
+    settings = root / "settings.yaml"
+    settings.write_text("analysis:\n  chunk_tiles: 32\n  score_tasks: 4\n")
+    port = _free_port()
+    start(
+        port=port,
+        settings=str(settings),
+        models_dir=str(models_dir),
+        results_dir=str(root / "results"),
+        slide_roots=[str(root)],
+        deployment_options=_options(),
+    )
+    base = f"http://127.0.0.1:{port}"
+    _wait(lambda: httpx.get(f"{base}/health", timeout=5).status_code == 200, 180)
+    return {"base": base, "root": root, "settings": settings, "port": port}
+
+
+@pytest.fixture(scope="module")
+def small_slides(app, test_items) -> list[Path]:
+    """Three slides of about 190 tiles each, for a burst."""
+    from wbc_ray.slides import compose_slide
+
+    out = []
+    for i in range(3):
+        out.append(app["root"] / f"burst{i}.tiff")
+        compose_slide(test_items, out[-1], grid=(12, 12), malignant_fraction=0.3, seed=20 + i)
+    return out
+
+
+@pytest.fixture(scope="module")
+def slide(app, test_items) -> Path:
+    """A composed slide of about 770 tiles: some 24 work units of 32."""
+    from wbc_ray.slides import compose_slide
+
+    out = app["root"] / "cluster.tiff"
+    compose_slide(test_items, out, grid=(24, 24), malignant_fraction=0.3, seed=11)
+    return out
+
+
+def _wait(ok, timeout: float, step: float = 0.5) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if ok():
+                return
+        except Exception:
+            pass
+        time.sleep(step)
+    raise AssertionError(f"not reached within {timeout} s")
+
+
+def _submit(base: str, path: Path) -> str:
+    r = httpx.post(f"{base}/jobs", json={"path": str(path)}, timeout=60)
+    assert r.status_code == 202, r.text
+    return str(r.json()["job_id"])
+
+
+def _finish(base: str, job: str, timeout: float = 300) -> dict:
+    out: dict = {}
+
+    def done() -> bool:
+        out.update(httpx.get(f"{base}/jobs/{job}", timeout=30).json())
+        return out["status"] in {"done", "failed"}
+
+    _wait(done, timeout)
+    assert out["status"] == "done", out.get("error", out)
+    return out
+
+
+def _progress(app, job: str) -> int:
+    return int(httpx.get(f"{app['base']}/jobs/{job}", timeout=30).json()["progress"]["done"] or 0)
+
+
+def _store(app, job: str):  # type: ignore[no-untyped-def]
+    from wbc_ray.store import open_store
+
+    return open_store(app["root"] / "results" / "jobs" / f"{job}.zarr")
+
+
+def _fused(store) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from wbc_ray.store import array
+
+    return np.asarray(array(store, "fused")[:])
+
+
+@pytest.fixture(scope="module")
+def baseline(app, slide) -> dict:
+    """One undisturbed run: the scores every other run must reproduce, and where it ran."""
+    job = _submit(app["base"], slide)
+    _finish(app["base"], job)
+    store = _store(app, job)
+    return {"job": job, "fused": _fused(store), "attrs": dict(store.attrs)}
+
+
+def test_tiles_are_read_on_several_nodes_and_scored_on_the_models_node(cluster, baseline) -> None:
+    nodes = baseline["attrs"]["timings"]["nodes"]
+    models_node = cluster["models"].node_id
+    reads = nodes["read"]
+    assert len(reads) >= 2, reads  # read tasks spread over more than one node
+    assert sum(reads.values()) == len(baseline["fused"])
+    assert set(nodes["score"]) == {"mobilenet", "xception", "inception_v3"}
+    for model, where in nodes["score"].items():
+        assert set(where) == {models_node}, (model, where)
+    assert set(reads) - {models_node}, "tiles were also read off the models node"
+
+
+def test_a_reader_node_lost_mid_slide_still_scores_every_tile_once(app, cluster, slide, baseline) -> None:
+    from wbc_ray.store import array
+
+    c = cluster["cluster"]
+    job = _submit(app["base"], slide)
+    # Once a few units are done, take away one of the reader nodes, raylet and all.
+    _wait(lambda: _progress(app, job) >= 64, 120, 0.1)
+    victim = cluster["readers"][0]
+    c.remove_node(victim, allow_graceful=False)
+    assert _progress(app, job) < len(baseline["fused"]), "the slide was over before the node was lost"
+    try:
+        _finish(app["base"], job)
+        store = _store(app, job)
+        writes = np.asarray(array(store, "writes")[:])
+        assert (writes == 1).all(), np.bincount(writes)
+        print("reads per node with one lost:", dict(store.attrs)["timings"]["nodes"]["read"], victim.node_id)
+        np.testing.assert_array_equal(_fused(store), baseline["fused"])
+        assert (
+            dict(store.attrs)["result"]["malignant_fraction"]
+            == baseline["attrs"]["result"]["malignant_fraction"]
+        )
+    finally:
+        cluster["readers"][0] = c.add_node(num_cpus=1, resources={"reader": 1})
+        c.wait_for_nodes()
+
+
+def test_a_cnn_replica_killed_mid_slide_is_replaced_and_the_job_finishes(app, slide, baseline) -> None:
+    import ray
+    from ray import serve
+
+    cnn = serve.get_deployment_handle("inception_v3", app_name="wbc-ray")
+    before = cnn.stats.remote().result()
+    job = _submit(app["base"], slide)
+    _wait(lambda: _progress(app, job) > 0, 120, 0.1)
+    ray.kill(ray.get_actor(before["actor"], namespace="serve"), no_restart=True)
+    _finish(app["base"], job)
+    np.testing.assert_array_equal(_fused(_store(app, job)), baseline["fused"])
+    # Serve brought a new replica up in its place, and it is the one answering now.
+    assert cnn.stats.remote().result()["actor"] != before["actor"]
+
+
+def test_slides_and_results_by_s3_uri_on_every_node(app, slide, baseline, s3_server) -> None:
+    import fsspec
+
+    from wbc_ray.analyze import analyze_many
+    from wbc_ray.store import array, open_store
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("wbc-slides")
+    fs.mkdir("wbc-results")
+    fs.put_file(str(slide), "wbc-slides/in/cluster.tiff")
+    from wbc_ray.config import load_settings
+
+    (r,) = analyze_many(
+        ["s3://wbc-slides/in/cluster.tiff"],
+        models_dir=str(load_settings().models_dir),
+        out_dir="s3://wbc-results/run",
+        settings=load_settings(app["settings"]),
+        progress=False,
+    )
+    assert r.ok, r.error
+    assert r.store == "s3://wbc-results/run/cluster.tiff.zarr"
+    store = open_store(r.store)
+    np.testing.assert_array_equal(np.asarray(array(store, "fused")[:]), baseline["fused"])
+    assert len(dict(store.attrs)["timings"]["nodes"]["read"]) >= 2  # fetched and read on several nodes
+    assert fs.exists("wbc-results/run/cluster.tiff.json") and fs.exists(
+        "wbc-results/run/cluster.tiff.heatmap.png"
+    )
+    # The credentials are in no record and no log of the cluster.
+    record = (
+        fs.cat("wbc-results/run/cluster.tiff.json").decode()
+        + fs.cat("wbc-results/run/cluster.tiff.zarr/zarr.json").decode()
+    )
+    assert "s3://wbc-slides/in/cluster.tiff" in record and s3_server not in record
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    leaked = [p.name for p in logs.rglob("*") if p.is_file() and s3_server.encode() in p.read_bytes()]
+    assert not leaked, leaked
+
+
+def test_autoscaling_raises_replicas_under_a_burst_and_lowers_them_after(
+    app, cluster, models_dir, slide
+) -> None:
+    from ray import serve
+
+    from wbc_ray.serve import start
+
+    start(
+        port=app["port"],
+        settings=str(app["settings"]),
+        models_dir=str(models_dir),
+        results_dir=str(app["root"] / "results"),
+        slide_roots=[str(app["root"])],
+        deployment_options=_options(autoscale=True),
+    )
+
+    def running(name: str) -> int:
+        d = serve.status().applications["wbc-ray"].deployments[name]
+        return int(dict(d.replica_states).get("RUNNING", 0))
+
+    _wait(lambda: running("mobilenet") == 1, 120)
+    peak = {"mobilenet": 1, "xception": 1, "inception_v3": 1}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for name in peak:
+                with contextlib.suppress(Exception):  # status is briefly unreadable during updates
+                    peak[name] = max(peak[name], running(name))
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    jobs = [_submit(app["base"], s) for s in small_slides]
+    for job in jobs:
+        _finish(app["base"], job, timeout=600)
+    assert max(peak.values()) == 2, peak  # a burst of slides scaled some CNN up
+    # ...and once it is over, every CNN goes back to its minimum.
+    _wait(lambda: all(running(n) == 1 for n in peak), 120)
+    stop.set()
+    watcher.join()
