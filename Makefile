@@ -45,6 +45,7 @@ bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.tiling
 	$(BIN)/python -m benchmarks.inference
 	$(BIN)/python -m benchmarks.analyze
+	$(BIN)/python -m benchmarks.cluster
 
 # The trained models are a release committed in weights/ (checked against weights/release.json
 # whenever they load); everything uses it unless WBC_RAY_MODELS or --models says otherwise.

@@ -273,6 +273,18 @@ def target(value: float, op: str, bound: float, digits: int = 3) -> dict[str, An
     return {"value": round(value, digits), "target": f"{op} {bound}", "status": verdict(ok)}
 
 
+def finish(name: str, result: dict[str, Any], work: Path | None = None) -> int:
+    """Write the result JSON, print its targets, remove the scratch folder; the exit code."""
+    import shutil
+
+    path = write_result(name, result)
+    print_targets(result["targets"])
+    print(f"wrote {path}")
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def print_targets(targets: dict[str, dict[str, Any]]) -> None:
     for k, v in targets.items():
         print(f"{k:>32}: {v['value']} (target {v['target']}) {v['status']}")

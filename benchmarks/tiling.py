@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import RayMemory, print_targets, target, write_result
+from benchmarks._common import RayMemory, finish, target
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
 from wbc_ray.pipeline import init_ray, plan_slide, run_job
@@ -109,11 +109,7 @@ def main() -> int:
         "peak_process_memory_ratio_4x": target(mem_ratio, "<=", 1.2),
         "peak_worker_memory_ratio_4x": target(worker_ratio, "<=", 1.2),
     }
-    path = write_result("tiling", result)
-    print_targets(result["targets"])
-    print(f"wrote {path}")
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish("tiling", result, work)
 
 
 if __name__ == "__main__":

@@ -34,42 +34,21 @@ def test_unset_train_flags_leave_trainconfig_defaults() -> None:
     assert cfg.seed == 3 and cfg.batch_size == default.batch_size and cfg.lr == default.lr
 
 
+def _tile_with(config, out):  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "wbc_ray.cli", "--config", str(config), "tile", "x.svs", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_bad_settings_file_is_a_user_error_naming_it(tmp_path) -> None:
     bad = tmp_path / "settings.yaml"
     bad.write_text("tiling:\n  tile_px: -3\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wbc_ray.cli",
-            "--config",
-            str(bad),
-            "tile",
-            "x.svs",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _tile_with(bad, tmp_path / "o")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert str(bad) in r.stderr and "tile_px" in r.stderr
     bad.write_text("tiling: [unclosed\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wbc_ray.cli",
-            "--config",
-            str(bad),
-            "tile",
-            "x.svs",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _tile_with(bad, tmp_path / "o")
     assert r.returncode == 2 and "not valid YAML" in r.stderr, r.stderr

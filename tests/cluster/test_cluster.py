@@ -258,7 +258,7 @@ def test_slides_and_results_by_s3_uri_on_every_node(app, slide, baseline, s3_ser
 
 
 def test_autoscaling_raises_replicas_under_a_burst_and_lowers_them_after(
-    app, cluster, models_dir, slide
+    app, cluster, models_dir, small_slides
 ) -> None:
     from ray import serve
 
