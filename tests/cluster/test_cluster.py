@@ -8,6 +8,7 @@ it shuts down at the end for the other modules' local Ray.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ def _options(autoscale: bool = False) -> dict[str, dict]:
             "max_replicas": 2,
             "target_ongoing_requests": 1,
             "upscale_delay_s": 0.5,
-            "downscale_delay_s": 4,
+            "downscale_delay_s": 10,
             "look_back_period_s": 1,
             "metrics_interval_s": 0.5,
         }
@@ -48,6 +49,12 @@ def cluster(s3_server, tmp_path_factory):
 
     if ray.is_initialized():
         pytest.fail("the cluster tests need a Ray of their own: run them first (as `make test` does)")
+    # Serve's replicas and handles report load every 10 s by default; a test burst is shorter.
+    for var in (
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+    ):
+        os.environ[var] = "0.5"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     readers = [c.add_node(num_cpus=1, resources={"reader": 1}) for _ in range(2)]
     models = c.add_node(num_cpus=2, resources={MODELS_NODE: 1})
@@ -89,13 +96,13 @@ def app(cluster, models_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_slides(app, test_items) -> list[Path]:
-    """Three slides of about 190 tiles each, for a burst."""
+    """Three slides of about 340 tiles each, for a burst."""
     from wbc_ray.slides import compose_slide
 
     out = []
     for i in range(3):
         out.append(app["root"] / f"burst{i}.tiff")
-        compose_slide(test_items, out[-1], grid=(12, 12), malignant_fraction=0.3, seed=20 + i)
+        compose_slide(test_items, out[-1], grid=(16, 16), malignant_fraction=0.3, seed=20 + i)
     return out
 
 
@@ -274,8 +281,10 @@ def test_autoscaling_raises_replicas_under_a_burst_and_lowers_them_after(
     )
 
     def running(name: str) -> int:
-        d = serve.status().applications["wbc-ray"].deployments[name]
-        return int(dict(d.replica_states).get("RUNNING", 0))
+        """Replicas Serve keeps for `name`: running ones and ones it is starting (a new CNN
+        replica loads for some seconds on a busy 2-core machine)."""
+        states = dict(serve.status().applications["wbc-ray"].deployments[name].replica_states)
+        return int(states.get("RUNNING", 0)) + int(states.get("STARTING", 0))
 
     _wait(lambda: running("mobilenet") == 1, 120)
     peak = {"mobilenet": 1, "xception": 1, "inception_v3": 1}
