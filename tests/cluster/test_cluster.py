@@ -42,10 +42,20 @@ def _options(autoscale: bool = False) -> dict[str, dict]:
     return {"mobilenet": cnn, "xception": cnn, "inception_v3": cnn, "Ensemble": small, "Ingress": small}
 
 
+def _new_cluster() -> dict:
+    """A head and three worker nodes: two readers and one for every Serve replica."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    readers = [c.add_node(num_cpus=1, resources={"reader": 1}) for _ in range(2)]
+    models = c.add_node(num_cpus=2, resources={MODELS_NODE: 1})
+    c.wait_for_nodes()
+    return {"cluster": c, "readers": readers, "models": models}
+
+
 @pytest.fixture(scope="module")
 def cluster(s3_server, tmp_path_factory):
     import ray
-    from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
         pytest.fail("the cluster tests need a Ray of their own: run them first (as `make test` does)")
@@ -55,43 +65,52 @@ def cluster(s3_server, tmp_path_factory):
         "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
     ):
         os.environ[var] = "0.5"
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    readers = [c.add_node(num_cpus=1, resources={"reader": 1}) for _ in range(2)]
-    models = c.add_node(num_cpus=2, resources={MODELS_NODE: 1})
-    c.wait_for_nodes()
+    address = os.environ.get("RAY_ADDRESS")
+    state = _new_cluster()
     from wbc_ray.pipeline import init_ray
 
-    init_ray(address=c.address)
-    yield {"cluster": c, "readers": readers, "models": models}
+    init_ray(address=state["cluster"].address)
+    yield state
     from ray import serve
 
     serve.shutdown()
     ray.shutdown()
+    c = state["cluster"]  # the test that restarts the service replaces it
     for node in [*c.worker_nodes, c.head_node]:  # every raylet of it, even if one refuses
         with contextlib.suppress(ValueError):
             c.remove_node(node)
+    # ray.init(address=...) exported the address for child processes; the other modules' local
+    # Ray must not try to join this cluster.
+    if address is None:
+        os.environ.pop("RAY_ADDRESS", None)
+    else:
+        os.environ["RAY_ADDRESS"] = address
+
+
+def _start(app: dict, models_dir: Path, autoscale: bool = False) -> None:
+    from wbc_ray.serve import start
+
+    start(
+        port=app["port"],
+        settings=str(app["settings"]),
+        models_dir=str(models_dir),
+        results_dir=str(app["root"] / "results"),
+        slide_roots=[str(app["root"])],
+        deployment_options=_options(autoscale),
+    )
+    _wait(lambda: httpx.get(f"{app['base']}/health", timeout=5).status_code == 200, 180)
 
 
 @pytest.fixture(scope="module")
 def app(cluster, models_dir, tmp_path_factory):
     """The Serve app on the cluster; analyses in small work units so a slide has many."""
-    from wbc_ray.serve import start
-
     root = tmp_path_factory.mktemp("cluster")
     settings = root / "settings.yaml"
     settings.write_text("analysis:\n  chunk_tiles: 32\n  score_tasks: 4\n")
     port = _free_port()
-    start(
-        port=port,
-        settings=str(settings),
-        models_dir=str(models_dir),
-        results_dir=str(root / "results"),
-        slide_roots=[str(root)],
-        deployment_options=_options(),
-    )
-    base = f"http://127.0.0.1:{port}"
-    _wait(lambda: httpx.get(f"{base}/health", timeout=5).status_code == 200, 180)
-    return {"base": base, "root": root, "settings": settings, "port": port}
+    app = {"base": f"http://127.0.0.1:{port}", "root": root, "settings": settings, "port": port}
+    _start(app, models_dir)
+    return app
 
 
 @pytest.fixture(scope="module")
@@ -269,16 +288,7 @@ def test_autoscaling_raises_replicas_under_a_burst_and_lowers_them_after(
 ) -> None:
     from ray import serve
 
-    from wbc_ray.serve import start
-
-    start(
-        port=app["port"],
-        settings=str(app["settings"]),
-        models_dir=str(models_dir),
-        results_dir=str(app["root"] / "results"),
-        slide_roots=[str(app["root"])],
-        deployment_options=_options(autoscale=True),
-    )
+    _start(app, models_dir, autoscale=True)
 
     def running(name: str) -> int:
         """Replicas Serve keeps for `name`: running ones and ones it is starting (a new CNN
