@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parent.parent / "wbc_ray"
 
 # Leaves: small modules every package may use; they import only each other, and `ensemble`
 # (numpy only, importing nothing of wbc_ray), whose fusion names the settings take.
-LEAVES = {"_digest", "config", "errors", "manifest", "scale"}
+LEAVES = {"_cache", "_digest", "config", "errors", "manifest", "scale"}
 # Package -> the wbc_ray packages it may import (besides itself and the leaves).
 ALLOWED: dict[str, set[str]] = {
     "slides": set(),

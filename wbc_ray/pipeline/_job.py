@@ -189,7 +189,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
     if address:
         kwargs["address"] = address
     else:
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        # A cluster is joined only when named (RAY_ADDRESS or `address`): "local" keeps Ray from
+        # joining whatever cluster last ran here, which may be gone (its address file stays).
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
     ray.init(**kwargs)
     from ray.data import DataContext
 
