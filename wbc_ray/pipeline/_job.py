@@ -250,11 +250,6 @@ def _prepare_store(
     return todo, len(done), already
 
 
-# Times a task is run again after its worker or node died (system failures only: an error in
-# the code is not retried). Finished units are skipped on a rerun.
-RETRIES = 5
-
-
 def _dataset(
     stage: ReadTiles,
     rows: list[dict[str, Any]],
@@ -264,7 +259,11 @@ def _dataset(
     read_cpus: float,
     score_tasks: int,
 ) -> Any:
-    """The Ray Data pipeline over the work units still to do."""
+    """The Ray Data pipeline over the work units still to do.
+
+    Ray Data runs a task again when its worker or node dies (system failures, without limit; an
+    error in the code is not retried); a rerun skips the units an earlier attempt finished.
+    """
     import ray
     from ray.data import TaskPoolStrategy
 
@@ -274,9 +273,7 @@ def _dataset(
     n_blocks = -(-len(rows) // per_task)
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
     if tiling_only:
-        return ds.map_batches(
-            stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy", max_retries=RETRIES
-        )
+        return ds.map_batches(stage, batch_size=per_task, num_cpus=read_cpus, batch_format="numpy")
     # One stage, a chunk at a time: read, score, write. Separate read, score and write stages
     # moved pixels through the object store and tripled the tasks to schedule (slower on small
     # machines; docs/performance.md). The CPU work is in the Serve replicas, so the tasks reserve
@@ -288,7 +285,6 @@ def _dataset(
         num_cpus=0,
         compute=TaskPoolStrategy(size=max(1, min(score_tasks, n_blocks))),
         batch_format="numpy",
-        max_retries=RETRIES,
     )
 
 
