@@ -119,14 +119,17 @@ def slide_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("slides_in")
 
 
-def start_app(models_dir: Path, results_dir: Path, slide_dir: Path) -> str:
+def start_app(models_dir: Path, results_dir: Path, slide_dir: Path, service: dict | None = None) -> str:
     """Start the Serve app the REST tests run against and wait until it answers; its base URL."""
     from wbc_ray.serve import start
 
     # A settings file of its own (as `wbc-ray --config X serve` passes one): the REST tests check
     # that the app analyses with it, not with configs/default.yaml.
     settings = results_dir.parent / "api_settings.yaml"
-    settings.write_text(f"ensemble:\n  confidence: {API_CONFIDENCE}\n")
+    import yaml
+
+    extra = yaml.safe_dump({"service": service}) if service else ""
+    settings.write_text(f"ensemble:\n  confidence: {API_CONFIDENCE}\n" + extra)
     start(
         settings=str(settings),
         models_dir=str(models_dir),

@@ -148,7 +148,14 @@ def test_evaluate_served_scores_in_the_serve_configs_precisions(models_dir, tmp_
     assert "precision" in (tmp_path / "s" / "metrics.md").read_text()
     # One precision for all (how a release's fp32 figures are reproduced on any CPU).
     fp32 = cli(
-        "evaluate", "--models", str(models_dir), "--manifest", str(man), "--precision", "fp32", "--out",
+        "evaluate",
+        "--models",
+        str(models_dir),
+        "--manifest",
+        str(man),
+        "--precision",
+        "fp32",
+        "--out",
         str(tmp_path / "f"),
     )
     assert fp32.returncode == 0, fp32.stderr[-2000:]

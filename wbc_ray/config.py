@@ -71,6 +71,19 @@ class AnalysisRunSettings(_Strict):
     score_tasks: int = Field(4, ge=1)  # work units in flight to the ensemble
 
 
+class ServiceSettings(_Strict):
+    """The REST service: accounts, the job queue, disk and audit."""
+
+    # Bearer tokens (`wbc-ray token create`) on every route but /health. Off only on 127.0.0.1:
+    # `wbc-ray serve --host` elsewhere refuses to start without it.
+    auth: bool = False
+    max_running: int = Field(1, ge=1)  # slides analysed at once (more gain nothing on 2 cores)
+    max_queued: int = Field(20, ge=0)  # waiting slides; beyond, 429 with Retry-After
+    max_queued_per_user: int | None = Field(None, ge=1)  # queued + running per user
+    min_free_gb: float = Field(2.0, ge=0)  # uploads refused (507) below this much free disk
+    audit_log: bool = True  # <results_dir>/audit.log, JSON lines
+
+
 class Settings(_Strict):
     """All settings: folders, slides, tiling, ensemble, analysis (`configs/default.yaml`)."""
 
@@ -81,9 +94,12 @@ class Settings(_Strict):
     tiling: TilingSettings = TilingSettings()
     ensemble: EnsembleSettings = EnsembleSettings()
     analysis: AnalysisRunSettings = AnalysisRunSettings()
+    service: ServiceSettings = ServiceSettings()
 
 
 ENV_PATHS = {"WBC_RAY_DATA": "data_dir", "WBC_RAY_MODELS": "models_dir", "WBC_RAY_RESULTS": "results_dir"}
+# Settings a container or an operator turns on from the environment (WBC_RAY_AUTH=1).
+ENV_FLAGS = {"WBC_RAY_AUTH": ("service", "auth")}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -105,6 +121,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     for env, key in ENV_PATHS.items():
         if os.environ.get(env):
             raw[key] = os.environ[env]
+    for env, (section, name) in ENV_FLAGS.items():
+        if os.environ.get(env):
+            raw.setdefault(section, {})[name] = os.environ[env].lower() in {"1", "true", "yes", "on"}
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if name:

@@ -283,6 +283,38 @@ def test_slides_and_results_by_s3_uri_on_every_node(app, slide, baseline, s3_ser
     assert not leaked, leaked
 
 
+def test_a_service_restarted_mid_slide_requeues_and_finishes_the_same(
+    app, cluster, models_dir, slide, baseline
+) -> None:
+    """Ray and Serve killed while one slide runs and one waits; started again on the same results
+    folder, the service queues both again and they end as an undisturbed run does."""
+    import ray
+
+    from wbc_ray.pipeline import init_ray
+    from wbc_ray.serve import ServiceDB
+
+    running = _submit(app["base"], slide)
+    waiting = _submit(app["base"], slide)
+    _wait(lambda: _progress(app, running) >= 64, 120, 0.1)
+    assert _progress(app, running) < len(baseline["fused"]), "the slide was over before the restart"
+    # Killed, not stopped: the driver leaves, then every raylet of the cluster goes at once.
+    ray.shutdown()
+    old = cluster["cluster"]
+    for node in [*old.worker_nodes, old.head_node]:
+        with contextlib.suppress(ValueError):
+            old.remove_node(node, allow_graceful=False)
+    db = ServiceDB(app["root"] / "results" / "service.db")
+    assert db.job(running)["status"] == "running" and db.job(waiting)["status"] == "queued"
+    fresh = _new_cluster()
+    cluster.update(fresh)
+    init_ray(address=fresh["cluster"].address)
+    _start(app, models_dir)
+    for job in (running, waiting):
+        _finish(app["base"], job, timeout=400)
+        np.testing.assert_array_equal(_fused(_store(app, job)), baseline["fused"])
+    assert db.job(running)["attempts"] == 2 and db.job(waiting)["attempts"] == 1
+
+
 def test_autoscaling_raises_replicas_under_a_burst_and_lowers_them_after(
     app, cluster, models_dir, small_slides
 ) -> None:

@@ -21,6 +21,7 @@ from . import (
     release,
     serve,
     tile,
+    token,
     train,
     ui,
 )
@@ -32,6 +33,7 @@ VERBS: tuple[ModuleType, ...] = (
     tile,
     analyze,
     serve,
+    token,
     ui,
     train,
     evaluate,

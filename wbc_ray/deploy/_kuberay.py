@@ -50,20 +50,28 @@ def _container(image: str, cpu: str, memory: str, gpus: int = 0) -> dict[str, An
     return {
         "name": "ray",
         "image": image,
-        # The release is in the image (weights/, verified at load); results go to object storage
-        # (WBC_RAY_RESULTS=s3://...), credentials from a Secret through the standard variables.
+        # The release is in the image (weights/, verified at load). The service's results (the
+        # job database, uploads, Zarr stores) are on a volume every pod mounts (ReadWriteMany);
+        # slides may come from object storage, credentials from a Secret through the standard
+        # variables.
         "env": [
-            {"name": "WBC_RAY_RESULTS", "value": "s3://wbc-ray-results/jobs"},
+            {"name": "WBC_RAY_RESULTS", "value": "/results"},
             {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+            # Reachable beyond the pod: accounts on (tokens: `wbc-ray token create` in the head pod).
+            {"name": "WBC_RAY_AUTH", "value": "1"},
         ],
         "envFrom": [{"secretRef": {"name": "wbc-ray-s3", "optional": True}}],
         "ports": [{"containerPort": 8000, "name": "serve"}],
+        "volumeMounts": [{"name": "results", "mountPath": "/results"}],
         "resources": {"limits": limits, "requests": dict(limits)},
     }
 
 
 def _pod(container: dict[str, Any], gpu: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [container]}
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "results", "persistentVolumeClaim": {"claimName": "wbc-ray-results"}}],
+    }
     if gpu:
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     return {"spec": spec}

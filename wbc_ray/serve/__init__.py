@@ -1,7 +1,8 @@
 """Ray Serve deployments (CNN x3, Ensemble, FastAPI Ingress) and the app builder."""
 
+from ._db import Principal, ServiceDB
 from ._ingress import Ingress, api
-from ._jobs import JobStore
+from ._jobs import JobPaths, job_paths
 from ._models import CNN, Ensemble
 from .app import APP_NAME, AppArgs, app_from_config, build_app, ensemble_handle, start
 
@@ -11,10 +12,13 @@ __all__ = [
     "AppArgs",
     "Ensemble",
     "Ingress",
-    "JobStore",
+    "JobPaths",
+    "Principal",
+    "ServiceDB",
     "api",
     "app_from_config",
     "build_app",
     "ensemble_handle",
+    "job_paths",
     "start",
 ]

@@ -1,39 +1,104 @@
-"""FastAPI ingress: job submission (upload or path), status, results, exports, patch scoring."""
+"""FastAPI ingress: accounts and roles, a durable bounded job queue, results, exports, patches."""
 # No `from __future__ import annotations` here: FastAPI must resolve the route annotations
 # at run time inside the Serve replica.
 
-import asyncio
 import os
-import time
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from ray import serve
 
 from ..config import APP_NAME, VERSION
 from ..ensemble import DEFAULT_FUSION, FUSIONS
 from ..manifest import CLASSES
 from ..slides import SlideError, open_slide
-from ._jobs import JobStore, new_job_id, run_job_task
+from ._audit import AuditLog
+from ._db import ACTIVE, LOCAL, Principal, ServiceDB
+from ._jobs import job_paths, new_job_id, progress_of, run_job_task
+from ._queue import Runner
 from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
 
 api = FastAPI(
     title="wbc-ray",
     description="Whole-slide screening for acute lymphoblastic leukemia: three CNNs on Ray Serve "
-    "fused by a fuzzy rank ensemble into a slide verdict.",
+    "fused by a fuzzy rank ensemble into a slide verdict. With auth on, every route but /health "
+    "takes a bearer token (`wbc-ray token create`).",
     version=VERSION,
 )
+bearer = HTTPBearer(auto_error=False, description="a token from `wbc-ray token create`")
 
 UPLOAD_CHUNK = 1 << 20
 JOB_RETRIES = 3
 
 
+class Error(BaseModel):
+    """Every error answer: what went wrong, naming the input."""
+
+    detail: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "malformed request",
+        401: "no or unknown token",
+        403: "not allowed for this token, or outside the slide folders",
+        404: "no such job (or not yours), tile or model",
+        409: "the job has not finished",
+        410: "the job's slide can no longer be read",
+        413: "too large",
+        422: "invalid input",
+        429: "the queue is full; retry after the seconds in Retry-After",
+        507: "not enough free disk for the upload",
+    }
+    return {c: {"model": Error, "description": text[c]} for c in codes}
+
+
 def _slide_error(exc: SlideError, shown: str) -> HTTPException:
     # The message names what the client sent, never our internal storage path.
     return HTTPException(422, f"{shown}: {exc.reason.replace(exc.path, shown)}")
+
+
+def _binary(media: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"content": {media: {"schema": {"type": "string", "format": "binary"}}}, "description": "OK"}
+    }
+
+
+# Registered before the class: `serve.ingress` takes the app as it is at that point.
+@api.middleware("http")
+async def _allow_header(request: Request, call_next: Any) -> Any:
+    # A path with several routes (GET and POST /jobs; GET and DELETE /jobs/{id}) answers 405 from
+    # whichever route matched first, naming only its methods; name all the path has.
+    response = await call_next(request)
+    if response.status_code == 405:
+        path = request.url.path
+        methods = {
+            m
+            for r in api.routes
+            if getattr(r, "path_regex", None) and r.path_regex.match(path)  # type: ignore[attr-defined]
+            for m in (getattr(r, "methods", None) or ())
+        }
+        response.headers["Allow"] = ", ".join(sorted(methods))
+    return response
+
+
+@api.exception_handler(SlideError)
+async def _slide_errors(_: Request, exc: SlideError) -> JSONResponse:
+    return JSONResponse({"detail": f"{os.path.basename(exc.path)[:120]}: {exc.reason}"}, status_code=422)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # One shape for every error answer ({"detail": "..."}), as the schema says.
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()[:5]]
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -48,86 +113,150 @@ class Ingress:
         analysis: dict[str, Any] | None = None,
         app_name: str = APP_NAME,
         job_cpus: float = 0.05,
+        service: dict[str, Any] | None = None,
     ) -> None:
+        svc = service or {}
         self.ensemble = ensemble
-        self.store = JobStore(results_dir)
         self.results_dir = str(Path(results_dir).resolve())
-        self.roots = [Path(r).resolve() for r in (slide_roots or [])] + [self.store.uploads.resolve()]
+        self.paths = job_paths(self.results_dir)
+        self.db = ServiceDB(Path(self.results_dir) / "service.db")
+        self.audit = AuditLog(Path(self.results_dir) / "audit.log" if svc.get("audit_log", True) else None)
+        self.auth = bool(svc.get("auth", False))
+        self.max_queued = int(svc.get("max_queued", 20))
+        self.max_per_user = svc.get("max_queued_per_user")
+        self.min_free = float(svc.get("min_free_gb", 2.0)) * 1e9
+        self.roots = [Path(r).resolve() for r in (slide_roots or [])] + [self.paths.uploads.resolve()]
         self.max_upload = int(max_upload_mb * 2**20)
         self.analysis = analysis or {}
         self.app_name = app_name
         self.job_cpus = job_cpus
         self._cards: list[dict[str, Any]] | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.runner = Runner(self.db, self._launch, int(svc.get("max_running", 1)))
+        self.runner.start()
+
+    def __del__(self) -> None:
+        self.runner.stop()
 
     async def cards(self) -> list[dict[str, Any]]:
         if self._cards is None:
             self._cards = await self.ensemble.models.remote()
         return self._cards
 
-    # ---- jobs -------------------------------------------------------------------------------
-    async def _start(self, job_id: str, slide: str, shown: str, fusion: str | None) -> dict[str, Any]:
+    # ---- who is asking ----------------------------------------------------------------------
+    def _who(self, cred: HTTPAuthorizationCredentials | None, need: str = "read") -> Principal:
+        if not self.auth:
+            return LOCAL
+        if cred is None:
+            raise HTTPException(
+                401, "this service needs a bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        who = self.db.principal(cred.credentials)
+        if who is None:
+            raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        if need == "submit" and who.role not in ("submit", "admin"):
+            raise HTTPException(403, f"role {who.role!r} may not submit slides")
+        return who
+
+    def _log(self, who: Principal, action: str, **detail: Any) -> None:
+        self.audit.write(who.user, who.role, action, token_id=who.token_id, **detail)
+
+    def _job(self, job_id: str, who: Principal) -> dict[str, Any]:
+        """The job if it exists and `who` may see it; another user's job is a 404, as if absent."""
+        try:
+            job = self.db.job(job_id)
+        except KeyError:
+            raise HTTPException(404, f"no job {job_id[:40]!r}") from None
+        if not who.admin and job["user"] != who.user:
+            raise HTTPException(404, f"no job {job_id[:40]!r}")
+        return job
+
+    # ---- the queue --------------------------------------------------------------------------
+    def _admit(self, who: Principal) -> None:
+        """429 with Retry-After when this user's share of the queue, or the queue, is full."""
+        retry = {"Retry-After": str(self._retry_after())}
+        if self.max_per_user is not None and self.db.count(ACTIVE, who.user) >= int(self.max_per_user):
+            raise HTTPException(
+                429,
+                f"{who.user} has {self.max_per_user} slides queued or running, the most one user may have",
+                headers=retry,
+            )
+        queued = self.db.count(("queued",))
+        if queued >= self.max_queued:
+            raise HTTPException(429, f"the queue is full ({queued} slides waiting)", headers=retry)
+
+    def _retry_after(self) -> int:
+        done = [
+            j for j in self.db.jobs()[-20:] if j["status"] == "done" and j["started_at"] and j["finished_at"]
+        ]
+        per_job = np.median([j["finished_at"] - j["started_at"] for j in done]) if done else 30.0
+        return int(min(600, max(5, per_job)))
+
+    def _launch(self, job: dict[str, Any]) -> Any:
+        """Start a claimed job as a Ray task (called by the runner thread)."""
         import ray
 
+        from ..lifecycle import rates_for
+
+        settings = dict(self.analysis)
+        if job["fusion"]:
+            settings["fusion"] = job["fusion"]
+        cards = self.ensemble.models.remote().result()
+        rates = rates_for(self.ensemble.tile_rates.remote().result(), settings["fusion"])
+        # The job's driver is a task: if its node is lost it runs again elsewhere and resumes from
+        # the store (finished units are skipped), with the same results.
+        task = ray.remote(num_cpus=self.job_cpus, max_retries=JOB_RETRIES)(run_job_task)
+        store = str(self.paths.store(job["job_id"]))
+        return task.remote(store, job["job_id"], job["path"], cards, settings, self.app_name, rates)
+
+    async def _submit(
+        self, who: Principal, job_id: str, path: str, shown: str, fusion: str | None, upload: bool
+    ) -> dict[str, Any]:
         try:
-            with open_slide(slide, default_mpp=self.analysis.get("default_mpp")) as s:
+            with open_slide(path, default_mpp=self.analysis.get("default_mpp")) as s:
                 info = s.info.to_dict()
         except SlideError as exc:
             raise _slide_error(exc, shown) from None
-        settings = dict(self.analysis)
-        if fusion:
-            if fusion not in FUSIONS:
-                raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}, not {fusion[:40]!r}")
-            settings["fusion"] = fusion
-        cards = await self.cards()
-        from ..lifecycle import rates_for
-
-        rates = rates_for(await self.ensemble.tile_rates.remote(), settings["fusion"])
-        now = time.time()
-        record = {
-            "job_id": job_id,
-            "status": "queued",
-            "slide": shown,
-            "submitted_at": now,
-            "updated_at": now,
-            "vendor": info["vendor"],
-            "dimensions": info["dimensions"],
-            "mpp": info["mpp"],
-            "progress": {"done": 0, "total": None, "eta_s": None},
-        }
-        self.store.write(job_id, record)
-        # The job's driver is a task: if its node is lost it runs again elsewhere and resumes from
-        # the store (finished units are skipped), with the same results. Errors in the job itself
-        # are recorded by the task and not retried.
-        task = ray.remote(num_cpus=self.job_cpus, max_retries=JOB_RETRIES)(run_job_task)
-        ref = task.remote(self.results_dir, job_id, slide, cards, settings, self.app_name, rates)
-        self._tasks[job_id] = asyncio.get_running_loop().create_task(self._watch(job_id, ref))
+        if fusion and fusion not in FUSIONS:
+            raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}, not {fusion[:40]!r}")
+        keep = {k: info[k] for k in ("vendor", "dimensions", "mpp")}
+        self.db.add_job(job_id, who.user, shown, path, upload, fusion, keep)
+        self._log(who, "submit", job_id=job_id, slide=shown)
         return {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
 
-    async def _watch(self, job_id: str, ref: Any) -> None:
-        try:
-            await ref
-        except Exception as exc:  # the task records its own errors; this covers a dead worker
-            rec = self.store.read(job_id)
-            if rec.get("status") != "failed":
-                self.store.update(job_id, status="failed", error=f"job worker died: {type(exc).__name__}")
-        finally:
-            self._tasks.pop(job_id, None)
-
-    @api.post("/jobs", status_code=202, summary="Submit a slide by path on the server's slide folders")
-    async def submit_path(self, body: PathSubmission) -> dict[str, Any]:
-        real = allowed_path(body.path, self.roots)
-        return await self._start(new_job_id(), str(real), body.path, body.fusion)
-
-    @api.post("/jobs/upload", status_code=202, summary="Submit a slide by upload")
-    async def submit_upload(
-        self, file: UploadFile = File(...), fusion: str | None = Query(None)
+    @api.post(
+        "/jobs",
+        status_code=202,
+        summary="Submit a slide by path on the server's slide folders",
+        responses=_errors(400, 401, 403, 404, 422, 429),
+    )
+    async def submit_path(
+        self, body: PathSubmission, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> dict[str, Any]:
+        who = self._who(cred, "submit")
+        real = allowed_path(body.path, self.roots)
+        self._admit(who)
+        return await self._submit(who, new_job_id(), str(real), body.path, body.fusion, upload=False)
+
+    @api.post(
+        "/jobs/upload",
+        status_code=202,
+        summary="Submit a slide by upload",
+        responses=_errors(400, 401, 403, 413, 422, 429, 507),
+    )
+    async def submit_upload(
+        self,
+        request: Request,
+        file: UploadFile = File(...),
+        fusion: str | None = Query(None),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> dict[str, Any]:
+        who = self._who(cred, "submit")
         name = check_name(file.filename or "")
+        self._admit(who)
         job_id = new_job_id()
         suffix = "".join(Path(name).suffixes[-2:]).lower()
         suffix = suffix if suffix.replace(".", "").isalnum() and len(suffix) <= 12 else ""
-        dest = self.store.uploads / f"{job_id}{suffix}"
+        dest = self.paths.uploads / f"{job_id}{suffix}"
         size = 0
         try:
             with open(dest, "wb") as fh:
@@ -135,59 +264,129 @@ class Ingress:
                     size += len(chunk)
                     if size > self.max_upload:
                         raise HTTPException(413, f"upload is over the {self.max_upload / 2**20:.0f} MB limit")
+                    if shutil.disk_usage(dest.parent).free - len(chunk) < self.min_free:
+                        raise HTTPException(
+                            507,
+                            f"not enough free disk for {name[:80]!r}: the service keeps "
+                            f"{self.min_free / 1e9:.1f} GB free (setting service.min_free_gb)",
+                        )
                     fh.write(chunk)
-            return await self._start(job_id, str(dest), name, fusion)
+            return await self._submit(who, job_id, str(dest), name, fusion, upload=True)
         except HTTPException:
             dest.unlink(missing_ok=True)
             raise
 
-    @api.get("/jobs", summary="All jobs, oldest first")
-    async def list_jobs(self) -> list[dict[str, Any]]:
-        return [
-            {k: r.get(k) for k in ("job_id", "status", "slide", "submitted_at", "progress")}
-            for r in self.store.list()
-        ]
+    @api.get("/jobs", summary="Your jobs (an admin's: everyone's), oldest first", responses=_errors(401))
+    async def list_jobs(
+        self, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> list[dict[str, Any]]:
+        who = self._who(cred)
+        jobs = self.db.jobs(None if who.admin else who.user)
+        keep = ("job_id", "status", "slide", "submitted_at", "user")
+        return [{**{k: j[k] for k in keep}, "progress": progress_of(j, self.paths)} for j in jobs]
 
-    def _record(self, job_id: str) -> dict[str, Any]:
-        try:
-            return self.store.read(job_id)
-        except KeyError:
-            raise HTTPException(404, f"no job {job_id[:40]!r}") from None
-
-    @api.get("/jobs/{job_id}", summary="Job status with progress (tiles done/total, ETA)")
-    async def job_status(self, job_id: str) -> dict[str, Any]:
-        rec = self._record(job_id)
-        rec.pop("result", None)
-        p = rec.get("progress") or {}
-        if p.get("total"):
-            p["fraction"] = round(p["done"] / p["total"], 4)
-        return rec
-
-    def _done(self, job_id: str) -> tuple[dict[str, Any], Path]:
-        rec = self._record(job_id)
-        if rec["status"] != "done":
-            raise HTTPException(
-                409, f"job {job_id} is {rec['status']}" + (f": {rec['error']}" if rec.get("error") else "")
+    @api.get(
+        "/jobs/{job_id}",
+        summary="Job status with queue position and progress (tiles done/total, ETA)",
+        responses=_errors(401, 404),
+    )
+    async def job_status(
+        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> dict[str, Any]:
+        who = self._who(cred)
+        job = self._job(job_id, who)
+        out = {
+            k: job[k]
+            for k in (
+                "job_id",
+                "status",
+                "slide",
+                "user",
+                "submitted_at",
+                "updated_at",
+                "started_at",
+                "finished_at",
             )
-        return rec, self.store.zarr_path(job_id)
+        }
+        out.update(job["info"])
+        out["progress"] = progress_of(job, self.paths)
+        if job["status"] == "queued":
+            out["position"] = self.db.position(job_id)
+        if job["error"]:
+            out["error"] = job["error"]
+        return out
 
-    @api.get("/jobs/{job_id}/result", summary="Verdict, malignant fraction with interval, models, timings")
-    async def job_result(self, job_id: str) -> dict[str, Any]:
-        rec, _ = self._done(job_id)
-        return {**rec["result"], "slide": rec["slide"]}
+    @api.delete(
+        "/jobs/{job_id}",
+        summary="Cancel a queued or running job, or remove a finished one; its files go with it",
+        responses=_errors(401, 403, 404),
+    )
+    async def delete_job(
+        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> dict[str, Any]:
+        who = self._who(cred, "submit")
+        job = self._job(job_id, who)
+        if job["status"] in ACTIVE:
+            self.db.cancel(job_id)
+            outcome = "cancelled"
+        else:
+            self.db.remove(job_id)
+            outcome = "removed"
+        self.paths.remove(job_id, job["path"] if job["upload"] else None)
+        self._log(who, "delete", job_id=job_id, outcome=outcome)
+        return {"job_id": job_id, "status": outcome}
 
-    @api.get("/jobs/{job_id}/heatmap.png", summary="Fused malignant score over the thumbnail")
-    async def job_heatmap(self, job_id: str) -> Response:
+    def _done(self, job_id: str, who: Principal) -> tuple[dict[str, Any], Path]:
+        job = self._job(job_id, who)
+        if job["status"] != "done":
+            raise HTTPException(
+                409, f"job {job_id} is {job['status']}" + (f": {job['error']}" if job.get("error") else "")
+            )
+        return job, self.paths.store(job_id)
+
+    @api.get(
+        "/jobs/{job_id}/result",
+        summary="Verdict, malignant fraction with interval, models, timings",
+        responses=_errors(401, 404, 409),
+    )
+    async def job_result(
+        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> dict[str, Any]:
+        who = self._who(cred)
+        job, _ = self._done(job_id, who)
+        self._log(who, "view", job_id=job_id, what="result")
+        return {**job["result"], "slide": job["slide"]}
+
+    @api.get(
+        "/jobs/{job_id}/heatmap.png",
+        summary="Fused malignant score over the thumbnail",
+        response_class=Response,
+        responses={**_binary("image/png"), **_errors(401, 404, 409)},
+    )
+    async def job_heatmap(
+        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> Response:
         from ..store import heatmap_png
 
-        _, z = self._done(job_id)
+        who = self._who(cred)
+        _, z = self._done(job_id, who)
+        self._log(who, "download", job_id=job_id, what="heatmap.png")
         return Response(heatmap_png(z), media_type="image/png")
 
-    @api.get("/jobs/{job_id}/geojson", summary="Tiles as QuPath detections with class and scores")
-    async def job_geojson(self, job_id: str) -> Response:
+    @api.get(
+        "/jobs/{job_id}/geojson",
+        summary="Tiles as QuPath detections with class and scores",
+        response_class=Response,
+        responses={**_binary("application/geo+json"), **_errors(401, 404, 409)},
+    )
+    async def job_geojson(
+        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> Response:
         from ..store import geojson_text
 
-        _, z = self._done(job_id)
+        who = self._who(cred)
+        _, z = self._done(job_id, who)
+        self._log(who, "download", job_id=job_id, what="geojson")
         return Response(
             geojson_text(z),
             media_type="application/geo+json",
@@ -195,19 +394,31 @@ class Ingress:
         )
 
     @api.get(
-        "/jobs/{job_id}/tiles.csv", summary="One row per tile: position, tissue, per-model and fused scores"
+        "/jobs/{job_id}/tiles.csv",
+        summary="One row per tile: position, tissue, per-model and fused scores",
+        response_class=Response,
+        responses={**_binary("text/csv"), **_errors(401, 404, 409)},
     )
-    async def job_csv(self, job_id: str) -> PlainTextResponse:
+    async def job_csv(
+        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> PlainTextResponse:
         from ..store import tiles_csv
 
-        _, z = self._done(job_id)
+        who = self._who(cred)
+        _, z = self._done(job_id, who)
+        self._log(who, "download", job_id=job_id, what="tiles.csv")
         return PlainTextResponse(
             tiles_csv(z),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
         )
 
-    @api.get("/jobs/{job_id}/tiles/{tile}/gradcam.png", summary="Grad-CAM of one tile for one model")
+    @api.get(
+        "/jobs/{job_id}/tiles/{tile}/gradcam.png",
+        summary="Grad-CAM of one tile for one model",
+        response_class=Response,
+        responses={**_binary("image/png"), **_errors(401, 404, 409, 410)},
+    )
     async def job_gradcam(
         self,
         job_id: str,
@@ -216,6 +427,7 @@ class Ingress:
         target: str = Query(
             "called", pattern="^(called|malignant|benign)$", description="the class to explain"
         ),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> Response:
         """The tile with the model's evidence for a class over it. By default the class the model
         called for this tile: a map for the other class is often empty (no evidence at all).
@@ -223,9 +435,10 @@ class Ingress:
         and `X-Evidence: none` when the map is empty.
         """
         from ..slides import read_tile
-        from ..store import array, attrs, open_store
+        from ..store import array, attrs, open_store, overlay_png
 
-        _, z = self._done(job_id)
+        who = self._who(cred)
+        job, z = self._done(job_id, who)
         g = open_store(z)
         n = array(g, "coords").shape[0]
         if not 0 <= tile < n:
@@ -233,14 +446,12 @@ class Ingress:
         x, y = (int(v) for v in np.asarray(array(g, "coords")[tile]))
         meta = attrs(g)
         t = meta["tiling"]
-        rec = self._record(job_id)
-        slide_path = meta["slide"]["path"]
         try:
-            with open_slide(slide_path, default_mpp=self.analysis.get("default_mpp")) as s:
+            with open_slide(job["path"], default_mpp=self.analysis.get("default_mpp")) as s:
                 px = read_tile(s, x, y, int(t["level"]), int(t["read_px"]), int(t["tile_px"]))
         except SlideError as exc:
             raise HTTPException(
-                410, f"slide of job {job_id} ({rec['slide']}) can no longer be read: {exc.reason}"
+                410, f"slide of job {job_id} ({job['slide']}) can no longer be read: {exc.reason}"
             ) from None
         names = [m["name"] for m in meta.get("models", [])]
         if model not in names:
@@ -251,8 +462,7 @@ class Ingress:
             cam = await self.ensemble.gradcam.remote(model, px, cls)
         except KeyError:
             raise HTTPException(404, f"no model {model[:40]!r}") from None
-        from ..store import overlay_png
-
+        self._log(who, "download", job_id=job_id, what=f"gradcam tile {tile} {model}")
         headers = {
             "X-Explained-Class": CLASSES[cls],
             "X-Model-Probability-Malignant": f"{p_mal:.4f}",
@@ -261,10 +471,18 @@ class Ingress:
         return Response(overlay_png(px, cam), media_type="image/png", headers=headers)
 
     # ---- models and patches -----------------------------------------------------------------
-    @api.post("/score", summary="Score raw patches: per-model probabilities and the fused score")
+    @api.post(
+        "/score",
+        summary="Score raw patches: per-model probabilities and the fused score",
+        responses=_errors(400, 401, 403, 413, 422),
+    )
     async def score(
-        self, files: list[UploadFile] = File(...), fusion: str | None = Query(None)
+        self,
+        files: list[UploadFile] = File(...),
+        fusion: str | None = Query(None),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> dict[str, Any]:
+        who = self._who(cred, "submit")
         cards = await self.cards()
         size = max(int(c["input_size"]) for c in cards)
         tiles, names = [], []
@@ -278,6 +496,7 @@ class Ingress:
         if fusion and fusion not in FUSIONS:
             raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}")
         res = await self.ensemble.score.remote(np.stack(tiles), fusion, interactive=True)
+        self._log(who, "score", patches=len(names))
         return score_response(
             names,
             res,
@@ -286,8 +505,11 @@ class Ingress:
             self.analysis.get("tile_threshold", 0.5),
         )
 
-    @api.get("/models", summary="Models with versions and metrics, and their replicas")
-    async def models(self) -> dict[str, Any]:
+    @api.get(
+        "/models", summary="Models with versions and metrics, and their replicas", responses=_errors(401)
+    )
+    async def models(self, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
+        self._who(cred)
         cards = await self.cards()
         replicas: dict[str, Any] = {}
         try:
@@ -306,12 +528,13 @@ class Ingress:
             "stats": await self.ensemble.stats.remote(),
         }
 
-    @api.get("/health", summary="Liveness and readiness")
+    @api.get("/health", summary="Liveness and readiness (no token needed)")
     async def health(self) -> dict[str, Any]:
         cards = await self.cards()
-        return {"status": "ok", "models": [c["name"] for c in cards], "jobs_running": len(self._tasks)}
-
-
-@api.exception_handler(SlideError)
-async def _slide_errors(_: Request, exc: SlideError) -> JSONResponse:
-    return JSONResponse({"detail": f"{os.path.basename(exc.path)[:120]}: {exc.reason}"}, status_code=422)
+        return {
+            "status": "ok",
+            "models": [c["name"] for c in cards],
+            "jobs_running": self.db.count(("running",)),
+            "jobs_queued": self.db.count(("queued",)),
+            "auth": self.auth,
+        }

@@ -1,18 +1,21 @@
-"""Job records on disk (small JSON beside each job's Zarr store) and the Ray task that runs a job.
+"""Where a job's files live, its progress (read from its Zarr store), and the Ray task that runs it.
 
-The record is the source of truth for status and progress, so any ingress replica (or a
-restarted one) can answer for any job.
+The records are in the service database (`_db`); a job task writes only its Zarr store, whose
+done flags are the progress, and returns the result, which the runner records.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -21,52 +24,67 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-class JobStore:
-    def __init__(self, results_dir: str | os.PathLike[str]) -> None:
-        self.root = Path(results_dir)
-        self.jobs = self.root / "jobs"
-        self.uploads = self.root / "uploads"
-        self.jobs.mkdir(parents=True, exist_ok=True)
-        self.uploads.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class JobPaths:
+    """The results folder's layout: `jobs/<id>.zarr` per job, `uploads/` for uploaded slides."""
 
-    def record_path(self, job_id: str) -> Path:
+    root: Path
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    def store(self, job_id: str) -> Path:
         if not JOB_ID.match(job_id):
             raise KeyError(job_id)
-        return self.jobs / f"{job_id}.json"
+        return self.jobs / f"{job_id}.zarr"
 
-    def zarr_path(self, job_id: str) -> Path:
-        return self.record_path(job_id).with_suffix(".zarr")
+    def remove(self, job_id: str, upload: str | None) -> None:
+        """A job's files: its store, and its slide when the service holds it as an upload."""
+        shutil.rmtree(self.store(job_id), ignore_errors=True)
+        if upload and Path(upload).resolve().is_relative_to(self.uploads.resolve()):
+            Path(upload).unlink(missing_ok=True)
 
-    def read(self, job_id: str) -> dict[str, Any]:
-        p = self.record_path(job_id)
-        if not p.exists():
-            raise KeyError(job_id)
-        return json.loads(p.read_text())
 
-    def write(self, job_id: str, record: dict[str, Any]) -> None:
-        p = self.record_path(job_id)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, p)  # readers never see half a record
+def job_paths(results_dir: str | os.PathLike[str]) -> JobPaths:
+    p = JobPaths(Path(results_dir))
+    p.jobs.mkdir(parents=True, exist_ok=True)
+    p.uploads.mkdir(parents=True, exist_ok=True)
+    return p
 
-    def update(self, job_id: str, **changes: Any) -> dict[str, Any]:
-        rec = self.read(job_id)
-        rec.update(changes, updated_at=time.time())
-        self.write(job_id, rec)
-        return rec
 
-    def list(self) -> list[dict[str, Any]]:
-        out = []
-        for p in sorted(self.jobs.glob("*.json"), key=lambda q: q.stat().st_mtime):
-            try:
-                out.append(json.loads(p.read_text()))
-            except (OSError, ValueError):
-                continue
-        return out
+def progress_of(job: dict[str, Any], paths: JobPaths) -> dict[str, Any]:
+    """Tiles done and in all (from the store's done flags), the fraction and an ETA."""
+    if job["status"] == "done" and job.get("result"):
+        n = int(job["result"]["n_tiles"]) + int(job["result"].get("n_excluded", 0))
+        return {"done": n, "total": n, "fraction": 1.0, "eta_s": 0}
+    store = paths.store(job["job_id"])
+    if not (store / "zarr.json").exists():
+        return {"done": 0, "total": None, "fraction": 0.0, "eta_s": None}
+    from ..store import done_chunks, layout, open_store
+
+    try:
+        lay = layout(open_store(store))
+        done = done_chunks(store)
+    except Exception:  # being created this very moment
+        return {"done": 0, "total": None, "fraction": 0.0, "eta_s": None}
+    n, unit = int(lay["n_tiles"]), int(lay["chunk_tiles"])
+    idx = np.flatnonzero(done)
+    finished = int(sum(min(unit, n - int(i) * unit) for i in idx))
+    frac = finished / n if n else 1.0
+    eta = None
+    if job["status"] == "running" and job.get("started_at") and 0 < frac < 1:
+        spent = time.time() - float(job["started_at"])
+        eta = round(spent * (1 - frac) / frac, 1)
+    return {"done": finished, "total": n, "fraction": round(frac, 4), "eta_s": eta}
 
 
 def run_job_task(
-    results_dir: str,
+    store: str,
     job_id: str,
     slide: str,
     cards: list[dict[str, Any]],
@@ -74,51 +92,21 @@ def run_job_task(
     app_name: str,
     rates: Any = None,  # ensemble.TileRates, or None for the raw share of malignant tiles
 ) -> dict[str, Any]:
-    """Body of the Ray task that analyses one submitted slide."""
+    """Body of the Ray task that analyses one submitted slide into `store`; its result record.
+
+    Run again (a lost node, a restarted service), it resumes: finished work units are skipped.
+    """
     from ..pipeline import AnalysisSettings, analyze_slide
 
-    store = JobStore(results_dir)
-    started = time.time()
-    store.update(job_id, status="running", started_at=started)
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.time()
-        if now - last[0] < 0.5 and done < total:
-            return
-        last[0] = now
-        rate = done / max(now - started, 1e-6)
-        store.update(
-            job_id,
-            progress={
-                "done": done,
-                "total": total,
-                "eta_s": round((total - done) / rate, 1) if rate > 0 else None,
-            },
-        )
-
-    try:
-        result = analyze_slide(
-            slide,
-            store.zarr_path(job_id),
-            cards,
-            AnalysisSettings(**settings),
-            app_name=app_name,
-            progress=False,
-            on_progress=progress,
-            extra_attrs={"job_id": job_id},
-            rates=rates,
-        )
-    except Exception as exc:
-        store.update(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    result["job_id"] = job_id
-    n = result["n_tiles"] + result["n_excluded"]
-    store.update(
-        job_id,
-        status="done",
-        finished_at=time.time(),
-        result=result,
-        progress={"done": n, "total": n, "eta_s": 0},
+    result = analyze_slide(
+        slide,
+        store,
+        cards,
+        AnalysisSettings(**settings),
+        app_name=app_name,
+        progress=False,
+        extra_attrs={"job_id": job_id},
+        rates=rates,
     )
+    result["job_id"] = job_id
     return result

@@ -1,6 +1,7 @@
 """Checks and conversions of what clients send, kept apart from the routes: names, paths, patches."""
 
 import io
+import os
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ def allowed_path(path: str, roots: list[Path]) -> Path:
             "give a path under the configured slide folders",
         )
     p = Path(path)
+    if p.is_absolute() and not any(Path(os.path.normpath(p)).is_relative_to(r) for r in roots):
+        # Outside, said before the disk is looked at: a missing and an existing file outside
+        # the folders get the same answer.
+        raise HTTPException(403, f"{path[:200]!r} is outside the slide folders this server may read")
     if not p.is_absolute():
         raise HTTPException(
             400, f"path must be absolute (the server's working folder is not yours): {path[:200]!r}"

@@ -84,7 +84,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     )
     roots = a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir]
     return Ingress.options(**opts.get("Ingress", {})).bind(  # type: ignore[attr-defined]
-        ensemble, results_dir, roots, a.max_upload_mb, analysis, a.app_name
+        ensemble, results_dir, roots, a.max_upload_mb, analysis, a.app_name, 0.05, s.service.model_dump()
     )
 
 
@@ -139,6 +139,7 @@ def start(
 
     from ..pipeline import init_ray
 
+    check_exposure(host, load_settings(overrides.get("settings")).service.auth)
     init_ray()
     serve.start(http_options={"host": host, "port": port})
     return serve.run(
@@ -147,6 +148,19 @@ def start(
         route_prefix="/",
         blocking=blocking,
     )
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_exposure(host: str, auth: bool) -> None:
+    """Refuse to serve beyond this machine without accounts."""
+    if host not in LOOPBACK and not auth:
+        raise InvalidInput(
+            f"refusing to serve on {host} without accounts: anyone who reaches it could read every "
+            "slide's results. Turn them on (settings `service: {auth: true}` or WBC_RAY_AUTH=1), "
+            "create tokens with `wbc-ray token create --user NAME --role submit`, or bind 127.0.0.1"
+        )
 
 
 def default_serve_config() -> Path:

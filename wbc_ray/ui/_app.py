@@ -73,12 +73,19 @@ class _Handlers:
     order.
     """
 
-    def __init__(self, api: ApiClient) -> None:
-        self.api = api
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+        self._clients: dict[str, ApiClient] = {}
 
-    def shown(self, job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
+    def client(self, token: str | None) -> ApiClient:
+        """A client that sends this token (the page passes each visitor's own)."""
+        key = (token or "").strip()
+        if key not in self._clients:
+            self._clients[key] = ApiClient(self.api_url, token=key or None)
+        return self._clients[key]
+
+    def shown(self, api: ApiClient, job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
         """Everything the page shows for a finished job."""
-        api = self.api
         result = api.result(job_id)
         tiles_csv = api.download(job_id, "tiles.csv")
         rows = tile_rows(tiles_csv)
@@ -103,9 +110,11 @@ class _Handlers:
         empty: tuple[Any, ...] = ("", None, None, None, gr.update(choices=[], value=None), [], None)
         return (text, *empty, job_id, gr.update())
 
-    def analyse(self, upload: str | None, path: str, fusion: str) -> Iterator[tuple[Any, ...]]:
+    def analyse(
+        self, upload: str | None, path: str, fusion: str, token: str = ""
+    ) -> Iterator[tuple[Any, ...]]:
         """Submit a slide, then show its progress until it is done or failed."""
-        api = self.api
+        api = self.client(token)
         try:
             if upload:
                 job_id = api.submit_upload(upload, fusion)
@@ -115,36 +124,37 @@ class _Handlers:
                 yield self.message("**Choose a slide:** upload one or give its path on the server.")
                 return
             yield self.message(f"**Submitted** as job `{job_id}`", job_id)
-            while (st := api.status(job_id))["status"] not in {"done", "failed"}:
+            while (st := api.status(job_id))["status"] not in {"done", "failed", "cancelled"}:
                 yield self.message(progress_text(st), job_id)
                 time.sleep(POLL_S)
-            yield (
-                self.shown(job_id, st) if st["status"] == "done" else self.message(progress_text(st), job_id)
-            )
+            done = st["status"] == "done"
+            yield self.shown(api, job_id, st) if done else self.message(progress_text(st), job_id)
         except ApiError as exc:
             yield self.message(f"**Error ({exc.status}):** {exc}")
 
-    def reopen(self, job_id: str | None) -> tuple[Any, ...]:
+    def reopen(self, job_id: str | None, token: str = "") -> tuple[Any, ...]:
         """Show an earlier job again."""
         if not job_id:
             return self.message("")
+        api = self.client(token)
         try:
-            return self.shown(job_id, self.api.status(job_id))
+            return self.shown(api, job_id, api.status(job_id))
         except ApiError as exc:
             return self.message(f"**Error ({exc.status}):** {exc}")
 
-    def earlier(self) -> Any:
+    def earlier(self, token: str = "") -> Any:
         """The finished jobs, for the picker."""
         try:
-            return gr.update(choices=finished_jobs(self.api.jobs()))
+            return gr.update(choices=finished_jobs(self.client(token).jobs()))
         except ApiError:
             return gr.update(choices=[])
 
-    def explain(self, job_id: str, tile: int | None) -> list[tuple[Image.Image, str]]:
+    def explain(self, job_id: str, tile: int | None, token: str = "") -> list[tuple[Image.Image, str]]:
         """Each model's Grad-CAM of one tile."""
+        api = self.client(token)
         try:
-            names = [m["name"] for m in self.api.models()["models"]]
-            return _explain(self.api, job_id, tile, names)
+            names = [m["name"] for m in api.models()["models"]]
+            return _explain(api, job_id, tile, names)
         except ApiError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -154,6 +164,7 @@ class _Page:
     """The page's components that handlers read or write."""
 
     job: Any
+    token: Any
     jobs: Any
     upload: Any
     path: Any
@@ -194,6 +205,9 @@ def _layout() -> _Page:
     job = gr.State("")
     with gr.Row():
         with gr.Column(scale=1):
+            token = gr.Textbox(
+                label="Access token (where the service has accounts)", type="password", elem_id="token"
+            )
             jobs = gr.Dropdown(label="Open an earlier analysis", choices=[], elem_id="jobs")
             upload = gr.File(
                 label="Slide file (TIFF, SVS, NDPI, MRXS zip, ...)", type="filepath", elem_id="slide-file"
@@ -224,21 +238,36 @@ def _layout() -> _Page:
     tile = gr.Dropdown(label="Tile", choices=[], elem_id="tile")
     cams = gr.Gallery(label="Grad-CAM per model", columns=3, elem_id="gradcam")
     return _Page(
-        job, jobs, upload, path, fusion, run, status, downloads, verdict, interval, heatmap, agree, tile, cams
+        job,
+        token,
+        jobs,
+        upload,
+        path,
+        fusion,
+        run,
+        status,
+        downloads,
+        verdict,
+        interval,
+        heatmap,
+        agree,
+        tile,
+        cams,
     )
 
 
 def build_ui(api_url: str) -> gr.Blocks:
     """The page over the REST API at `api_url` (which it reaches only through `ApiClient`)."""
-    h = _Handlers(ApiClient(api_url))
+    h = _Handlers(api_url)
     with gr.Blocks(title="wbc-ray: ALL screening") as ui:
         page = _layout()
-        page.run.click(h.analyse, [page.upload, page.path, page.fusion], page.outputs)
+        page.run.click(h.analyse, [page.upload, page.path, page.fusion, page.token], page.outputs)
         # `select`, not `input`: a Gradio dropdown also fires `input` when it loses focus, which
         # reopened the last job picked while a new analysis was starting.
-        page.jobs.select(h.reopen, page.jobs, page.outputs)
-        page.tile.select(h.explain, [page.job, page.tile], page.cams)
+        page.jobs.select(h.reopen, [page.jobs, page.token], page.outputs)
+        page.tile.select(h.explain, [page.job, page.tile, page.token], page.cams)
         ui.load(h.earlier, None, page.jobs)
+        page.token.change(h.earlier, page.token, page.jobs)
     return ui
 
 

@@ -1,0 +1,95 @@
+"""The job queue's runner: at most `max_running` slides at once, the rest in submission order.
+
+A thread in each Ingress replica: it claims queued jobs from the database (atomically, so
+several replicas never run one job twice), starts each as a Ray task, vouches for the jobs it
+runs (a heartbeat), records how they end, stops the ones cancelled meanwhile, and queues again
+running jobs that nobody has vouched for lately: after a restart of the service (Ray and Serve
+killed) they resume from their Zarr stores, where finished work units are skipped, and end with
+the results an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._db import ServiceDB
+
+STALE_S = 15.0  # a running job no replica vouched for this long is queued again
+TICK_S = 0.5
+
+log = logging.getLogger("ray.serve")
+
+
+class Runner:
+    """Starts, watches and ends jobs; `launch(job) -> ObjectRef` starts one."""
+
+    def __init__(self, db: ServiceDB, launch: Callable[[dict[str, Any]], Any], max_running: int) -> None:
+        self.db = db
+        self.launch = launch
+        self.max_running = max_running
+        self.refs: dict[str, Any] = {}  # job_id -> ObjectRef of the task running it here
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="wbc-ray-jobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the runner must outlive any one bad tick
+                log.exception("job runner tick failed")
+            self._stop.wait(TICK_S)
+
+    def tick(self) -> None:
+        self.db.heartbeat(list(self.refs))
+        for job_id in self.db.requeue_stale(STALE_S):
+            log.warning("job %s: its runner is gone; queued again to resume", job_id)
+        self._reap()
+        self._stop_cancelled()
+        while (job := self.db.claim_next(self.max_running)) is not None:
+            try:
+                self.refs[job["job_id"]] = self.launch(job)
+            except Exception as exc:
+                self.db.finish(job["job_id"], "failed", error=f"could not start: {type(exc).__name__}: {exc}")
+
+    def _reap(self) -> None:
+        import ray
+
+        if not self.refs:
+            return
+        ready, _ = ray.wait(list(self.refs.values()), num_returns=len(self.refs), timeout=0)
+        for ref in ready:
+            job_id = next(j for j, r in self.refs.items() if r == ref)
+            del self.refs[job_id]
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.TaskCancelledError:
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if exc.cause is not None else exc
+                self.db.finish(job_id, "failed", error=f"{type(cause).__name__}: {cause}")
+                continue
+            except Exception as exc:  # the worker died and retries ran out
+                self.db.finish(job_id, "failed", error=f"job worker died: {type(exc).__name__}")
+                continue
+            self.db.finish(job_id, "done", result=result)
+
+    def _stop_cancelled(self) -> None:
+        import ray
+
+        for job_id, ref in list(self.refs.items()):
+            try:
+                status = self.db.job(job_id)["status"]
+            except KeyError:
+                status = "cancelled"
+            if status == "cancelled":
+                ray.cancel(ref, force=True, recursive=True)
+                del self.refs[job_id]
