@@ -46,6 +46,7 @@ bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.inference
 	$(BIN)/python -m benchmarks.analyze
 	$(BIN)/python -m benchmarks.cluster
+	$(BIN)/python -m benchmarks.load
 
 # The trained models are a release committed in weights/ (checked against weights/release.json
 # whenever they load); everything uses it unless WBC_RAY_MODELS or --models says otherwise.
