@@ -21,7 +21,7 @@ from PIL import Image
 
 from .._digest import file_sha256
 from ..slides import GridSpec, Slide, TileGrid, local_path, open_slide, read_tile, tile_grid, tissue_mask
-from ..store import array, create_store, done_chunks, open_store, write_chunk
+from ..store import array, create_store, done_chunks, done_tiles, open_store, write_chunk
 
 Batch = dict[str, np.ndarray]
 
@@ -246,7 +246,7 @@ def _prepare_store(
         array(g, "cells")[:] = grid.cells
         array(g, "tissue")[:] = grid.tissue
     todo = [int(i) for i in np.flatnonzero(~done)] if n else []
-    already = sum(min(chunk_tiles, n - int(i) * chunk_tiles) for i in np.flatnonzero(done)) if n else 0
+    already = done_tiles(done, n, chunk_tiles) if n else 0
     return todo, len(done), already
 
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -65,7 +63,7 @@ def progress_of(job: dict[str, Any], paths: JobPaths) -> dict[str, Any]:
     store = paths.store(job["job_id"])
     if not (store / "zarr.json").exists():
         return {"done": 0, "total": None, "fraction": 0.0, "eta_s": None}
-    from ..store import done_chunks, layout, open_store
+    from ..store import done_chunks, done_tiles, layout, open_store
 
     try:
         lay = layout(open_store(store))
@@ -73,8 +71,7 @@ def progress_of(job: dict[str, Any], paths: JobPaths) -> dict[str, Any]:
     except Exception:  # being created this very moment
         return {"done": 0, "total": None, "fraction": 0.0, "eta_s": None}
     n, unit = int(lay["n_tiles"]), int(lay["chunk_tiles"])
-    idx = np.flatnonzero(done)
-    finished = int(sum(min(unit, n - int(i) * unit) for i in idx))
+    finished = done_tiles(done, n, unit)
     frac = finished / n if n else 1.0
     eta = None
     if job["status"] == "running" and job.get("started_at") and 0 < frac < 1:

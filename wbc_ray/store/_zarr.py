@@ -123,6 +123,11 @@ def exists(path: str | os.PathLike[str]) -> bool:
     return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
 
+def done_tiles(done: np.ndarray, n_tiles: int, chunk_tiles: int) -> int:
+    """Tiles in the chunks marked done (the last chunk may be partial)."""
+    return int(sum(min(chunk_tiles, n_tiles - int(i) * chunk_tiles) for i in np.flatnonzero(done)))
+
+
 def done_chunks(path: str | os.PathLike[str]) -> np.ndarray:
     g = zarr.open_group(os.fspath(path), mode="r")
     return np.asarray(array(g, "done")[:])
