@@ -2,74 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-CHROMIUM = os.environ.get("WBC_RAY_CHROMIUM", "/usr/bin/chromium")
+from tests._browser import browser_page, ui_process, wait_status
+
 UI_PORT = 8124
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.fixture(scope="module")
 def ui(server):
     """`wbc-ray ui` started as the operator would, against the test app."""
-    if not Path(CHROMIUM).exists():
-        why = f"no Chromium at {CHROMIUM} (`make browser` installs it; or set WBC_RAY_CHROMIUM)"
-        if os.environ.get("WBC_RAY_REQUIRE_BROWSER") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    assert _free(UI_PORT), f"port {UI_PORT} is taken"
-    exe = shutil.which("wbc-ray", path=str(Path(sys.executable).parent))
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen(
-        [exe or "wbc-ray", "ui", "--api", server, "--port", str(UI_PORT)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{UI_PORT}"
-    deadline = time.time() + 90
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"`wbc-ray ui` did not come up:\n{proc.stdout.read() if proc.stdout else ''}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with ui_process(server, UI_PORT) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(ui):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-background-networking"]
-        )
-        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
-        pg.goto(ui, wait_until="domcontentloaded")
-        pg.wait_for_selector("#analyse", timeout=60_000)
+    with browser_page(ui) as pg:
         yield pg
-        browser.close()
 
 
 def _upload(page, path: Path) -> None:
@@ -85,22 +40,11 @@ def _upload(page, path: Path) -> None:
     )
 
 
-def _wait_status(page, pattern: str, timeout_s: float = 300) -> str:
-    deadline = time.time() + timeout_s
-    text = ""
-    while time.time() < deadline:
-        text = page.inner_text("#status")
-        if re.search(pattern, text):
-            return text
-        time.sleep(0.3)
-    raise AssertionError(f"status never matched {pattern!r}; last: {text!r}")
-
-
 def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, composed) -> None:
     _upload(page, composed)
     page.click("#analyse")
-    seen = {_wait_status(page, r"Running — \d+ / \d+ tiles|Done")}  # live progress (or already done)
-    done = _wait_status(page, r"Done")
+    seen = {wait_status(page, r"Running — \d+ / \d+ tiles|Done")}  # live progress (or already done)
+    done = wait_status(page, r"Done")
     job = re.search(r"job ([0-9a-f]{16})", done)
     assert job, done
     res = httpx.get(f"{server}/jobs/{job.group(1)}/result", timeout=30).json()
@@ -160,7 +104,7 @@ def test_an_earlier_analysis_reopens_after_a_reload(page, ui, server, composed) 
     assert "Verdict" not in page.inner_text("#verdict")
     page.click("#jobs input")
     page.get_by_role("option", name=re.compile(re.escape(composed.name))).first.click()
-    done = _wait_status(page, rf"job {mine['job_id']}", timeout_s=120)
+    done = wait_status(page, rf"job {mine['job_id']}", timeout_s=120)
     assert "Done" in done
     card = page.inner_text("#verdict")
     assert f"Verdict: {res['verdict'].upper()}" in card and f"{res['malignant_fraction']:.3f}" in card
@@ -172,7 +116,7 @@ def test_a_bad_upload_is_named_and_the_page_keeps_working(page, server, tmp_path
     junk.write_bytes(b"this is not a slide\n" * 100)
     _upload(page, junk)
     page.click("#analyse")
-    text = _wait_status(page, r"Error \(4\d\d\)", timeout_s=60)
+    text = wait_status(page, r"Error \(4\d\d\)", timeout_s=60)
     assert "notes.tiff: not a slide" in text  # says which file and why
     assert httpx.get(f"{server}/health", timeout=10).status_code == 200
 
@@ -186,7 +130,7 @@ def test_a_slide_by_its_path_on_the_server(page, server, slide_dir, composed) ->
     page.fill("#slide-path textarea, #slide-path input", str(target))
     before = {j["job_id"] for j in httpx.get(f"{server}/jobs", timeout=30).json()}
     page.click("#analyse")
-    done = _wait_status(page, r"Done — .* job [0-9a-f]{16}", timeout_s=180)
+    done = wait_status(page, r"Done — .* job [0-9a-f]{16}", timeout_s=180)
     job = re.search(r"job ([0-9a-f]{16})", done)
     assert job and job.group(1) not in before, done
     rec = httpx.get(f"{server}/jobs/{job.group(1)}", timeout=30).json()

@@ -163,6 +163,23 @@ class ServiceDB:
             q, args = q + " WHERE user = ?", (user,)
         return [_record(r) for r in self._conn().execute(q + " ORDER BY seq", args)]
 
+    def active(self) -> list[dict[str, Any]]:
+        """Running jobs, then queued ones in queue order."""
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE status IN ('running', 'queued')"
+            " ORDER BY status = 'queued', COALESCE(started_at, 0), seq"
+        )
+        return [_record(r) for r in rows]
+
+    def recent_durations(self, n: int = 20) -> list[float]:
+        """How long the last `n` finished jobs ran, in seconds."""
+        rows = self._conn().execute(
+            "SELECT finished_at - started_at FROM jobs WHERE status = 'done'"
+            " AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            (n,),
+        )
+        return [float(r[0]) for r in rows]
+
     def count(self, status: tuple[str, ...], user: str | None = None) -> int:
         marks = ",".join("?" * len(status))
         q = f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})"

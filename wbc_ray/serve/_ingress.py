@@ -2,8 +2,10 @@
 # No `from __future__ import annotations` here: FastAPI must resolve the route annotations
 # at run time inside the Serve replica.
 
+import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from ..slides import SlideError, open_slide
 from ._audit import AuditLog
 from ._db import ACTIVE, LOCAL, Principal, ServiceDB
 from ._jobs import job_paths, new_job_id, progress_of, run_job_task
-from ._queue import Runner
+from ._queue import Runner, finish_times
 from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
 
 api = FastAPI(
@@ -173,23 +175,30 @@ class Ingress:
     # ---- the queue --------------------------------------------------------------------------
     def _admit(self, who: Principal) -> None:
         """429 with Retry-After when this user's share of the queue, or the queue, is full."""
-        retry = {"Retry-After": str(self._retry_after())}
         if self.max_per_user is not None and self.db.count(ACTIVE, who.user) >= int(self.max_per_user):
             raise HTTPException(
                 429,
                 f"{who.user} has {self.max_per_user} slides queued or running, the most one user may have",
-                headers=retry,
+                headers={"Retry-After": str(self._retry_after(who.user))},
             )
         queued = self.db.count(("queued",))
         if queued >= self.max_queued:
-            raise HTTPException(429, f"the queue is full ({queued} slides waiting)", headers=retry)
+            raise HTTPException(
+                429,
+                f"the queue is full ({queued} slides waiting)",
+                headers={"Retry-After": str(self._retry_after())},
+            )
 
-    def _retry_after(self) -> int:
-        done = [
-            j for j in self.db.jobs()[-20:] if j["status"] == "done" and j["started_at"] and j["finished_at"]
-        ]
-        per_job = np.median([j["finished_at"] - j["started_at"] for j in done]) if done else 30.0
-        return int(min(600, max(5, per_job)))
+    def _retry_after(self, user: str | None = None) -> int:
+        """Seconds until a place is likely free: the first active job (of `user`, where the limit is
+        theirs) to end, from the queue's order and recent jobs' durations.
+        """
+        active = self.db.active()
+        running = [j["started_at"] or time.time() for j in active if j["status"] == "running"]
+        queued, slots = len(active) - len(running), self.runner.max_running
+        ends = finish_times(running, queued, slots, self.db.recent_durations(), time.time())
+        mine = [t for j, t in zip(active, ends, strict=True) if user is None or j["user"] == user]
+        return int(min(3600, max(1, math.ceil(min(mine, default=1.0)))))
 
     def _launch(self, job: dict[str, Any]) -> Any:
         """Start a claimed job as a Ray task (called by the runner thread)."""
@@ -259,22 +268,28 @@ class Ingress:
         dest = self.paths.uploads / f"{job_id}{suffix}"
         size = 0
         try:
+            # A declared size is checked before a byte is written; a streamed one as it comes.
+            self._check_disk(int(request.headers.get("content-length") or 0), name)
             with open(dest, "wb") as fh:
                 while chunk := await file.read(UPLOAD_CHUNK):
                     size += len(chunk)
                     if size > self.max_upload:
                         raise HTTPException(413, f"upload is over the {self.max_upload / 2**20:.0f} MB limit")
-                    if shutil.disk_usage(dest.parent).free - len(chunk) < self.min_free:
-                        raise HTTPException(
-                            507,
-                            f"not enough free disk for {name[:80]!r}: the service keeps "
-                            f"{self.min_free / 1e9:.1f} GB free (setting service.min_free_gb)",
-                        )
+                    self._check_disk(len(chunk), name)
                     fh.write(chunk)
             return await self._submit(who, job_id, str(dest), name, fusion, upload=True)
         except HTTPException:
             dest.unlink(missing_ok=True)
             raise
+
+    def _check_disk(self, incoming: int, name: str) -> None:
+        """507 when writing `incoming` more bytes would leave less than the threshold free."""
+        if shutil.disk_usage(self.paths.uploads).free - incoming < self.min_free:
+            raise HTTPException(
+                507,
+                f"not enough free disk for {name[:80]!r}: the service keeps "
+                f"{self.min_free / 1e9:.1f} GB free (setting service.min_free_gb)",
+            )
 
     @api.get("/jobs", summary="Your jobs (an admin's: everyone's), oldest first", responses=_errors(401))
     async def list_jobs(

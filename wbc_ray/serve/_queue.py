@@ -10,9 +10,11 @@ the results an uninterrupted run gives.
 
 from __future__ import annotations
 
+import heapq
 import logging
+import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._db import ServiceDB
@@ -21,6 +23,31 @@ STALE_S = 15.0  # a running job no replica vouched for this long is queued again
 TICK_S = 0.5
 
 log = logging.getLogger("ray.serve")
+DEFAULT_JOB_S = 30.0  # the guess for a job's length before any job has finished
+
+
+def finish_times(
+    running_started: Sequence[float], queued: int, slots: int, durations: Sequence[float], now: float
+) -> list[float]:
+    """When each active job is likely to end, in seconds from `now`: running jobs first (in the
+    order given), then the queued ones in queue order.
+
+    A job is assumed to take the median of recent jobs' durations; `slots` run side by side, and a
+    queued job starts when the earliest slot frees (the runner's own order), so a client told to
+    come back is told when a place will really be free, not one job's length whatever the queue.
+    """
+    typical = statistics.median(durations) if durations else DEFAULT_JOB_S
+    ends = [max(1.0, started + typical - now) for started in running_started]
+    # With more running than slots (the setting was lowered), a slot frees only as the last of the
+    # surplus ends.
+    ordered = sorted(ends)
+    free = ordered[len(ends) - slots :] if len(ends) >= slots else ordered + [0.0] * (slots - len(ends))
+    heapq.heapify(free)
+    for _ in range(queued):
+        start = heapq.heappop(free)
+        ends.append(start + typical)
+        heapq.heappush(free, start + typical)
+    return ends
 
 
 class Runner:
