@@ -8,7 +8,10 @@ see the service as a lab runs it.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -230,3 +233,41 @@ def test_schemathesis_finds_no_5xx_and_no_contract_violation(lab) -> None:
                 raise
             failures.append(f"{op.method.upper()} {op.path}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_serving_beyond_loopback_without_accounts_is_refused(tmp_path) -> None:
+    exe = str(Path(sys.executable).parent / "wbc-ray")
+    r = subprocess.run(
+        [exe, "serve", "--host", "0.0.0.0", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WBC_RAY_AUTH": "0"},
+    )
+    assert r.returncode == 2, r.stderr
+    assert "refusing to serve on 0.0.0.0 without accounts" in r.stderr and "WBC_RAY_AUTH=1" in r.stderr
+
+
+def test_what_schemathesis_found_stays_fixed(lab) -> None:
+    """Regressions of the contract faults Schemathesis found, each asked for directly."""
+    root = client(lab, "root")
+    paths = root.get("/openapi.json").json()["paths"]
+    # Binary answers carry their content types in the schema.
+    assert "image/png" in paths["/jobs/{job_id}/heatmap.png"]["get"]["responses"]["200"]["content"]
+    assert "application/geo+json" in paths["/jobs/{job_id}/geojson"]["get"]["responses"]["200"]["content"]
+    assert "text/csv" in paths["/jobs/{job_id}/tiles.csv"]["get"]["responses"]["200"]["content"]
+    # Every error a route gives is documented on it.
+    for code in ("401", "404", "409"):
+        assert code in paths["/jobs/{job_id}/result"]["get"]["responses"]
+    assert {"413", "429", "507"} <= set(paths["/jobs/upload"]["post"]["responses"])
+    # A validation error is one {"detail": str}, as the Error model says, not FastAPI's list.
+    r = root.post("/jobs", json={"path": 5})
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str) and "path" in r.json()["detail"]
+    # 405 names every method the path has, not only the first route's.
+    r = root.request("PATCH", "/jobs/0123456789abcdef")
+    assert r.status_code == 405 and set(r.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "DELETE"}
+    # Outside the slide folders is 403 whether or not the file exists (no existence oracle).
+    assert root.post("/jobs", json={"path": "/etc/passwd"}).status_code == 403
+    assert root.post("/jobs", json={"path": "/etc/no-such-file"}).status_code == 403
+    # Another user's job list shows no server paths.
+    assert all("path" not in j for j in client(lab, "ana").get("/jobs").json())

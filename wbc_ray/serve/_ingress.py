@@ -4,6 +4,7 @@
 
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -77,18 +78,23 @@ def _binary(media: str) -> dict[int | str, dict[str, Any]]:
 @api.middleware("http")
 async def _allow_header(request: Request, call_next: Any) -> Any:
     # A path with several routes (GET and POST /jobs; GET and DELETE /jobs/{id}) answers 405 from
-    # whichever route matched first, naming only its methods; name all the path has.
+    # whichever route matched first, naming only its methods; name all the path has. Read from the
+    # app's own schema: in a replica the routes sit inside Serve's included router, whose shape is
+    # FastAPI's private business.
     response = await call_next(request)
     if response.status_code == 405:
-        path = request.url.path
         methods = {
-            m
-            for r in api.routes
-            if getattr(r, "path_regex", None) and r.path_regex.match(path)  # type: ignore[attr-defined]
-            for m in (getattr(r, "methods", None) or ())
+            method.upper()
+            for template, ops in request.app.openapi()["paths"].items()
+            if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), request.url.path)
+            for method in ops
+            if method in _HTTP_METHODS
         }
         response.headers["Allow"] = ", ".join(sorted(methods))
     return response
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 @api.exception_handler(SlideError)
