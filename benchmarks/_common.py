@@ -250,6 +250,23 @@ def plot_cpu_timeline(summary: dict[str, Any], path: Path, title: str) -> Path:
     return path
 
 
+def cpu_description() -> str:
+    """The CPU's model, its core count and the vector extensions that decide CPU inference speed
+    (read from /proc/cpuinfo: these machines change under the project).
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {'+'.join(ext) or 'no AVX2'}"
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     result = {

@@ -5,9 +5,12 @@ Same run, same slide, same machine:
   isolated     each model alone on real tiles in its serving precision (configs/serve.yaml),
                combined as 1 / sum(1 / rate_i): the ceiling for running all three per tile
   end to end   Ray Data read -> Serve ensemble (three CNN replicas) -> Zarr, via analyze_slide
-Targets (2-core CPU): end to end >= 3x the plain loop and >= 75% of the isolated ceiling; peak
-memory flat as the slide doubles; p50/p99 latency of /score under 8 concurrent clients, and of
-one client's /score calls while a slide is being analysed.
+Targets, on any CPU: end to end >= 0.9 of the isolated ceiling (the models themselves set the
+pace; what the pipeline around them costs is what is held to account); peak memory flat as the
+slide doubles. The plain-loop ratio is reported, not a target: it is a property of the CPU (int8
+pays 1.8-3.8x over fp32 only where there is VNNI, bf16 only where it is native). Also p50/p99
+latency of /score under 8 concurrent clients, and of one client's /score calls while a slide is
+being analysed.
 """
 
 from __future__ import annotations
@@ -153,9 +156,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="wbc_bench_an_"))
     names = available(models_dir)
     fp32 = [Classifier.load(models_dir, n, precision="fp32", channels_last=False) for n in names]
-    # Isolated throughput in the precisions the Serve app runs (configs/serve.yaml).
+    # Isolated throughput in the precisions the Serve app runs (configs/serve.yaml), falling back
+    # as its replicas do: where `wbc-ray quantize` kept no int8 model, the default precision.
     app_args = config_args()
-    fast = [Classifier.load(models_dir, n, precision=app_args.precision_of(n)) for n in names]
+    served = [Classifier.load_served(models_dir, n, app_args.precision_of(n)) for n in names]
+    fast = [c for c, _ in served]
+    for c, note in served:
+        if note:
+            print(f"{c.name}: {note}", flush=True)
     cards = [c.card.__dict__ for c in fast]
     mpp, px_side = tile_scale(cards)
     spec = GridSpec(tile_px=px_side, mpp=mpp, min_tissue=s.tiling.min_tissue)
@@ -227,9 +235,9 @@ def main() -> int:
     plain = result["plain_loop"]["tiles_per_s"]
     # Ray's worker processes only: this benchmark's own driver also holds the comparison models.
     mem_ratio = runs["2x"]["memory"]["peak_worker_mb"] / runs["base"]["memory"]["peak_worker_mb"]
+    result["vs_plain_loop"] = round(e2e / plain, 3)  # reported: it measures the CPU as much as us
     result["targets"] = {
-        "vs_plain_loop": target(e2e / plain, ">=", 3),
-        "vs_isolated_ceiling": target(e2e / ceiling, ">=", 0.75),
+        "vs_isolated_ceiling": target(e2e / ceiling, ">=", 0.9),
         "peak_worker_memory_ratio_2x": target(mem_ratio, "<=", 1.2),
     }
     out = write_result("analyze", result)

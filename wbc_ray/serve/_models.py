@@ -25,6 +25,40 @@ def _tiles_in(items: list[np.ndarray]) -> int:
 # them; smaller steps shorten that wait without slowing slides (docs/performance.md, "Why the
 # code is as it is").
 STEP_TILES = 32
+# A replica with more threads allowed takes them for a step only when the rest of its node left
+# the cores free during its last step: at a slide's end the other models are done and one
+# replica still works through its queue on one core while the other idles. The replica's own
+# CPU time is taken out, or its own wide steps would read as a busy node and it would flip back.
+OTHERS_SLACK_CORES = 0.5
+
+
+class _NodeLoad:
+    """Cores that other processes on this node kept busy since the last reading (/proc/stat less
+    this process's own CPU time).
+    """
+
+    def __init__(self) -> None:
+        self.cores = os.cpu_count() or 1
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, int, int, float] | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None  # not Linux: the extra threads are never taken
+        cpu = os.times()
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return time.monotonic(), idle, sum(fields), cpu.user + cpu.system
+
+    def others(self) -> float:
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[2] <= last[2] or now[0] <= last[0]:
+            return float(self.cores)
+        busy = self.cores * (1 - (now[1] - last[1]) / (now[2] - last[2]))
+        return max(0.0, busy - (now[3] - last[3]) / (now[0] - last[0]))
 
 
 @serve.deployment(max_ongoing_requests=16)
@@ -38,6 +72,7 @@ class CNN:
         precision: str | None = None,
         torch_threads: int = 0,
         max_batch_tiles: int = 256,
+        tail_threads: int = 0,
     ) -> None:
         import torch
 
@@ -68,8 +103,27 @@ class CNN:
         # One thread does all the model work, first come first served, step by step; the event
         # loop stays free to take requests meanwhile.
         self._compute = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-compute")
+        # Threads to take while the node idles (0: never). Torch's thread pool resizes between
+        # steps; an OpenVINO int8 model has its threads fixed when compiled, so it keeps them.
+        self.threads = torch.get_num_threads()
+        self.tail_threads = tail_threads if self.clf.precision != "int8" else 0
+        self.tail_steps = 0
+        self._load = _NodeLoad()
+
+    def _threads_for_step(self) -> None:
+        import torch
+
+        if self.tail_threads <= self.threads:
+            return
+        free = self._load.cores - self._load.others()
+        wide = free >= self.tail_threads - OTHERS_SLACK_CORES
+        want = self.tail_threads if wide else self.threads
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+        self.tail_steps += int(wide)
 
     def _run(self, tiles: np.ndarray) -> np.ndarray:
+        self._threads_for_step()
         t0 = time.perf_counter()
         probs = self.clf.predict(tiles, batch_size=self.step_tiles)
         self.busy_s += time.perf_counter() - t0
@@ -137,6 +191,7 @@ class CNN:
             "precision": self.clf.precision,
             "tiles_scored": self.tiles_scored,
             "busy_s": self.busy_s,
+            "tail_steps": self.tail_steps,  # steps run with the tail's extra threads
             "note": self.note,
         }
 

@@ -34,6 +34,9 @@ class AppArgs(BaseModel):
     # measure with benchmarks/inference.py.
     precision: str | dict[str, str] | None = None
     torch_threads: int | dict[str, int] = 1  # per CNN replica (or per model); replicas run side by side
+    # Threads a CNN replica may take for a step while its node's cores idle (a slide's tail, when
+    # the other models are done); 0 never. Torch precisions only (int8 threads are compiled in).
+    tail_threads: int = 0
     max_batch_tiles: int = 256  # Serve batch cap per CNN replica, counted in tiles
     slide_roots: list[str] | None = None  # folders path submissions may read (plus uploads)
     max_upload_mb: float = 2048
@@ -75,7 +78,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
     def cnn(name: str) -> Any:
         d = CNN.options(name=name, **opts.get(name, {}))  # type: ignore[attr-defined]
-        return d.bind(models_dir, name, a.precision_of(name), a.threads_of(name), a.max_batch_tiles)
+        return d.bind(
+            models_dir, name, a.precision_of(name), a.threads_of(name), a.max_batch_tiles, a.tail_threads
+        )
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
     analysis = asdict(AnalysisSettings.from_settings(s, fusion=a.fusion))
