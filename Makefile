@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup browser test lint docs bench demo models release image manifests clean
+.PHONY: setup browser test lint docs bench bench-peers gpu-check demo models release image manifests clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,18 @@ bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.analyze
 	$(BIN)/python -m benchmarks.cluster
 	$(BIN)/python -m benchmarks.load
+	$(BIN)/python -m benchmarks.tail
+
+# wbc-ray against TIAToolbox and WSInfer on one slide (each peer in a venv of its own under
+# .peers/, made once: about 6 GB each, as each holds its own torch), then the README's table.
+bench-peers: setup
+	$(BIN)/python -m benchmarks.peers
+	$(BIN)/python -m benchmarks.peers --readme
+
+# On a machine with an NVIDIA GPU: installs what is missing, GPU tests, benchmarks, a short
+# training run; bench_results/gpu/gpu_check.json.
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 # The trained models are a release committed in weights/ (checked against weights/release.json
 # whenever they load); everything uses it unless WBC_RAY_MODELS or --models says otherwise.

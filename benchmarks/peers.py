@@ -441,7 +441,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.bar(
             names,
             [runs[n]["tiles_per_s"] for n in names],
-            color=["#c0392b" if n == "wbc-ray" else "#7f8c8d" for n in names],
+            color=["#c0392b" if n.startswith("wbc-ray") else "#7f8c8d" for n in names],
         )
         for i, n in enumerate(names):
             ax.text(
@@ -499,10 +499,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", type=int, default=40, help="fields per side of the composed slide")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--readme", action="store_true", help="regenerate the README's table from the JSON")
+    ap.add_argument(
+        "--readme", action="store_true", help="regenerate the README's table and the plot from the JSON"
+    )
     args = ap.parse_args()
-    if args.readme:
-        write_readme(readme_table(json.loads((OUT_DIR / "peers.json").read_text())))
+    if args.readme:  # the README's table and the plot, from the last run's JSON
+        result = json.loads((OUT_DIR / "peers.json").read_text())
+        write_readme(readme_table(result))
+        plot(result, OUT_DIR / "peers.png")
         return 0
     for name in PEERS:
         ensure_venv(name)
