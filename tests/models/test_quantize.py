@@ -110,3 +110,18 @@ def test_an_unusable_int8_model_still_serves_and_says_so(int8_models: Path, tmp_
     fine, none = Classifier.load_served(int8_models, NAME, "int8", device="cpu")
     assert fine.precision == "int8" and none == ""
     assert fine.precision_id == f"int8:{fine.model.id}" and len(fine.model.id) == 12
+
+
+def test_an_int8_model_switches_thread_counts_and_back(int8_models: Path) -> None:
+    """A replica widens its steps in a slide's tail (`tail_threads`): an int8 model keeps one
+    compiled model per thread count, answers alike on both, and the same bits on its own again."""
+    int8 = Classifier.load(int8_models, NAME, device="cpu", precision="int8")
+    model = int8.model
+    x = load_images(read_manifest(MANIFEST, "test")[:16], int8.card.input_size)[0].numpy()
+    narrow = int8.logits(x).numpy()
+    model.use_threads(model.threads + 1)
+    assert model.compiled is not model._compiled[model.threads]
+    wide = int8.logits(x).numpy()
+    np.testing.assert_allclose(wide, narrow, atol=1e-3)
+    model.use_threads(model.threads)
+    np.testing.assert_array_equal(int8.logits(x).numpy(), narrow)

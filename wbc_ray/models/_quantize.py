@@ -111,16 +111,34 @@ class Int8Model(nn.Module):
         # the process's torch setting, and threads are not pinned (OpenVINO pins by default,
         # and four replicas would pile onto the same core). fp32 for the layers left in float,
         # also where the CPU has bf16, so answers do not change with the machine.
+        self.ov_model = ov_model
+        self.threads = threads or torch.get_num_threads()
+        self._compiled = {self.threads: self._compile(self.threads)}
+        self.compiled = self._compiled[self.threads]
+        self.id = _meta(ov_model).get("id", "")
+        self._local = threading.local()  # an infer request per calling thread and thread count
+
+    def _compile(self, threads: int) -> Any:
         config = {
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False,
             "INFERENCE_PRECISION_HINT": "f32",
         }
-        self.compiled = _core().compile_model(ov_model, "CPU", config)
-        self.id = _meta(ov_model).get("id", "")
-        self._local = threading.local()  # an infer request per calling thread
+        return _core().compile_model(self.ov_model, "CPU", config)
+
+    def use_threads(self, threads: int) -> None:
+        """Run the next calls on `threads` threads. OpenVINO fixes a compiled model's threads, so
+        each count has a compiled model of its own (made on first use; `prepare` to do it ahead).
+        """
+        if threads not in self._compiled:
+            self._compiled[threads] = self._compile(threads)
+        self.compiled = self._compiled[threads]
+
+    def prepare(self, threads: int) -> None:
+        if threads not in self._compiled:
+            self._compiled[threads] = self._compile(threads)
 
     def train(self, mode: bool = True) -> Int8Model:
         if mode:
@@ -128,9 +146,12 @@ class Int8Model(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        request = getattr(self._local, "request", None)
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        request = requests.get(id(self.compiled))
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            request = requests[id(self.compiled)] = self.compiled.create_infer_request()
         x = x.detach().float().contiguous(memory_format=torch.contiguous_format)
         out = request.infer([x.numpy()])
         return torch.from_numpy(np.array(next(iter(out.values())), copy=True))

@@ -76,7 +76,7 @@ class CNN:
     ) -> None:
         import torch
 
-        from ..models import Classifier
+        from ..models import Classifier, Int8Model
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
@@ -104,9 +104,13 @@ class CNN:
         # loop stays free to take requests meanwhile.
         self._compute = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-compute")
         # Threads to take while the node idles (0: never). Torch's thread pool resizes between
-        # steps; an OpenVINO int8 model has its threads fixed when compiled, so it keeps them.
-        self.threads = torch.get_num_threads()
-        self.tail_threads = tail_threads if self.clf.precision != "int8" else 0
+        # steps; an OpenVINO int8 model fixes its threads when compiled, so it holds a second
+        # compiled model for the wide steps, made here rather than in the tail.
+        self.int8: Int8Model | None = self.clf.model if isinstance(self.clf.model, Int8Model) else None
+        self.threads: int = self.int8.threads if self.int8 is not None else torch.get_num_threads()
+        self.tail_threads = tail_threads
+        if self.int8 is not None and tail_threads > self.threads:
+            self.int8.prepare(tail_threads)
         self.tail_steps = 0
         self._load = _NodeLoad()
 
@@ -118,7 +122,9 @@ class CNN:
         free = self._load.cores - self._load.others()
         wide = free >= self.tail_threads - OTHERS_SLACK_CORES
         want = self.tail_threads if wide else self.threads
-        if torch.get_num_threads() != want:
+        if self.int8 is not None:
+            self.int8.use_threads(want)
+        elif torch.get_num_threads() != want:
             torch.set_num_threads(want)
         self.tail_steps += int(wide)
 
