@@ -236,7 +236,8 @@ class Bench:
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def _scores(self, store: str | Path, names: list[str]) -> tuple[dict[str, Any], dict[str, dict]]:
+    def _run(self, store: str | Path, names: list[str], wall: float, peak: float) -> dict[str, Any]:
+        """A wbc-ray run's record: its times and each model's score per tile, from its store."""
         from wbc_ray.store import array, attrs, open_store
 
         g = open_store(store)
@@ -246,7 +247,13 @@ class Bench:
         scores = {
             n: {self.key(*c): float(probs[i, order.index(n), 1]) for i, c in enumerate(coords)} for n in names
         }
-        return meta, scores
+        return {
+            "wall_s": wall,
+            "peak_rss_mb": peak,
+            "tiles": len(coords),
+            "compute_s": meta["result"]["timings"]["total_s"],
+            "scores": scores,
+        }
 
     def wbc_ray(self, names: list[str], tag: str) -> dict[str, Any]:
         """`wbc-ray analyze` as a one-off command: Ray and the Serve app start, then the slide."""
@@ -256,14 +263,7 @@ class Bench:
         cmd = [exe, "analyze", str(self.slide), "--out", str(out), "--json"]
         cmd += ["--serve-config", str(self._serve_config(names))]
         wall, peak, output = timed(cmd, env={**os.environ, "RAY_ADDRESS": ""})
-        meta, scores = self._scores(json.loads(output[output.index("[") :])[0]["result"], names)
-        return {
-            "wall_s": wall,
-            "peak_rss_mb": peak,
-            "tiles": len(next(iter(scores.values()))),
-            "compute_s": meta["result"]["timings"]["total_s"],
-            "scores": scores,
-        }
+        return self._run(json.loads(output[output.index("[") :])[0]["result"], names, wall, peak)
 
     def wbc_ray_service(self, names: list[str]) -> dict[str, Any]:
         """The slide submitted to a running `wbc-ray serve` (a lab's set-up: Ray and the models
@@ -310,14 +310,7 @@ class Bench:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        meta, scores = self._scores(results / "jobs" / f"{job}.zarr", names)
-        return {
-            "wall_s": wall,
-            "peak_rss_mb": peak,
-            "tiles": len(next(iter(scores.values()))),
-            "compute_s": meta["result"]["timings"]["total_s"],
-            "scores": scores,
-        }
+        return self._run(results / "jobs" / f"{job}.zarr", names, wall, peak)
 
     def _job(self, api: Any, results: Path) -> str:
         path = str(results / "slides" / self.slide.name)
