@@ -107,18 +107,18 @@ class Int8Model(nn.Module):
 
     def __init__(self, ov_model: Any, threads: int | None = None) -> None:
         super().__init__()
-        # A Serve replica runs one thread beside three others on two cores: the thread count is
-        # the process's torch setting, and threads are not pinned (OpenVINO pins by default,
-        # and four replicas would pile onto the same core). fp32 for the layers left in float,
-        # also where the CPU has bf16, so answers do not change with the machine.
         self.ov_model = ov_model
         self.threads = threads or torch.get_num_threads()
-        self._compiled = {self.threads: self._compile(self.threads)}
-        self.compiled = self._compiled[self.threads]
+        self._compiled: dict[int, Any] = {}
+        self.use_threads(self.threads)
         self.id = _meta(ov_model).get("id", "")
         self._local = threading.local()  # an infer request per calling thread and thread count
 
     def _compile(self, threads: int) -> Any:
+        # A Serve replica runs one thread beside three others on two cores: the thread count is
+        # the process's torch setting, and threads are not pinned (OpenVINO pins by default,
+        # and four replicas would pile onto the same core). fp32 for the layers left in float,
+        # also where the CPU has bf16, so answers do not change with the machine.
         config = {
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1,
@@ -132,8 +132,7 @@ class Int8Model(nn.Module):
         """Run the next calls on `threads` threads. OpenVINO fixes a compiled model's threads, so
         each count has a compiled model of its own (made on first use; `prepare` to do it ahead).
         """
-        if threads not in self._compiled:
-            self._compiled[threads] = self._compile(threads)
+        self.prepare(threads)
         self.compiled = self._compiled[threads]
 
     def prepare(self, threads: int) -> None:
