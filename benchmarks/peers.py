@@ -180,16 +180,14 @@ class Bench:
     def __init__(self, work: Path, grid: int) -> None:
         from wbc_ray.config import load_settings
         from wbc_ray.manifest import read_manifest
-        from wbc_ray.models import ModelCard, available, tile_scale
+        from wbc_ray.models import available, load_card, tile_scale
         from wbc_ray.pipeline import plan_slide
         from wbc_ray.slides import GridSpec, compose_slide
 
         s = load_settings()
         self.work, self.models_dir = work, str(s.models_dir)
         self.names = available(self.models_dir)
-        self.cards = {
-            n: ModelCard.from_json((Path(self.models_dir) / f"{n}.json").read_text()) for n in self.names
-        }
+        self.cards = {n: load_card(self.models_dir, n) for n in self.names}
         self.mpp, self.tile_px = tile_scale([c.__dict__ for c in self.cards.values()])
         self.slide = work / "slides" / "smear.tiff"
         self.slide.parent.mkdir(parents=True)
@@ -407,14 +405,15 @@ def agreement(ours: dict[str, dict], theirs: dict[str, dict]) -> dict[str, Any]:
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     walls = [r["wall_s"] for r in runs]
+    wall, compute = statistics.median(walls), statistics.median(r["compute_s"] for r in runs)
     mid = runs[walls.index(statistics.median_low(walls))]
     return {
-        "wall_s": round(statistics.median(walls), 2),
+        "wall_s": round(wall, 2),
         "walls_s": [round(w, 2) for w in walls],
-        "compute_s": round(statistics.median(r["compute_s"] for r in runs), 2),
+        "compute_s": round(compute, 2),
         "tiles": mid["tiles"],
-        "tiles_per_s": round(mid["tiles"] / statistics.median(walls), 2),
-        "compute_tiles_per_s": round(mid["tiles"] / statistics.median(r["compute_s"] for r in runs), 2),
+        "tiles_per_s": round(mid["tiles"] / wall, 2),
+        "compute_tiles_per_s": round(mid["tiles"] / compute, 2),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
     }
 

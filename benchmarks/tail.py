@@ -24,7 +24,7 @@ import httpx
 from benchmarks._common import OUT_DIR, CpuAccount, cpu_description, finish, plot_cpu_timeline, target
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
-from wbc_ray.models import ModelCard, available, tile_scale
+from wbc_ray.models import available, load_card, tile_scale
 from wbc_ray.pipeline import AnalysisSettings, analyze_slide
 from wbc_ray.slides import compose_slide
 
@@ -65,9 +65,7 @@ def main() -> int:
     args = ap.parse_args()
     s = load_settings()
     models_dir = Path(s.models_dir)
-    cards = [
-        ModelCard.from_json((models_dir / f"{n}.json").read_text()).__dict__ for n in available(models_dir)
-    ]
+    cards = [load_card(models_dir, n).__dict__ for n in available(models_dir)]
     work = Path(tempfile.mkdtemp(prefix="wbc_bench_tail_"))
     slide = work / "slide.tiff"
     items = read_manifest(s.data_dir / "all_taleqani" / "split.csv", "test")

@@ -1,7 +1,7 @@
 """Architecture registry, preprocessing, checkpoints (safetensors + model card), Grad-CAM."""
 
 from ..scale import tile_scale
-from ._checkpoint import ModelCard, available, default_card, load_checkpoint, save_checkpoint
+from ._checkpoint import ModelCard, available, default_card, load_card, load_checkpoint, save_checkpoint
 from ._classifier import Classifier, autocast, default_device, training_precision
 from ._cpu import cpu_has_bf16
 from ._gradcam import gradcam
@@ -38,6 +38,7 @@ __all__ = [
     "autocast",
     "available",
     "build_model",
+    "load_card",
     "cpu_has_bf16",
     "default_card",
     "default_device",
