@@ -112,6 +112,7 @@ def analyze_many(
     The CLI's `analyze`; `analyze_slides` is the notebook form. A slide that cannot be read
     is reported in its `SlideResult` and the others still run.
     """
+    from .domain import DomainFile
     from .lifecycle import rates_for
     from .pipeline import AnalysisSettings, analyze_slide
     from .serve import ensemble_handle
@@ -123,6 +124,14 @@ def analyze_many(
     ensure_app(models_dir, str(s.results_dir) if out.remote else out_dir, fusion, serve_config)
     cards = ensemble_handle().models.remote().result()
     rates_record = ensemble_handle().tile_rates.remote().result()
+    domain_record = ensemble_handle().domain.remote().result()
+    domain = DomainFile.from_dict(domain_record) if domain_record else None
+    if domain is None and progress and s.domain.check:
+        print(
+            "note: the release has no domain.json: tiles are quality-controlled but not checked "
+            "against the training images (`wbc-ray domain` fits it)",
+            file=sys.stderr,
+        )
     cfg = AnalysisSettings.from_settings(s, fusion=fusion, slide_mpp=slide_mpp)
     rates = rates_for(rates_record, cfg.fusion)
     if rates is None and progress:
@@ -147,7 +156,7 @@ def analyze_many(
             stem = f"{stem}-{seen[stem]}"
         store = out.join(f"{stem}.zarr")
         try:
-            r = analyze_slide(slide, store, cards, cfg, progress=progress, rates=rates)
+            r = analyze_slide(slide, store, cards, cfg, progress=progress, rates=rates, domain=domain)
         except (SlideError, FileExistsError, ValueError) as exc:
             results.append(SlideResult(slide=slide, error=str(exc)))
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -71,6 +71,32 @@ class AnalysisRunSettings(_Strict):
     score_tasks: int = Field(4, ge=1)  # work units in flight to the ensemble
 
 
+class QcSettings(_Strict):
+    """Tile quality control before scoring (thresholds set on the training images: no training
+    image fails them; docs/domain.md).
+    """
+
+    enabled: bool = True
+    min_content: float = Field(0.08, ge=0, le=1)  # share of stained or coloured pixels; below: background
+    min_sharpness: float = -4.1  # log mean |Laplacian| over the content; below: blur
+    max_ink: float = Field(0.15, ge=0, le=1)  # share of pen-coloured pixels; above: ink
+    max_debris: float = Field(0.05, ge=0, le=1)  # share of near-black pixels; above: debris
+    # A slide with fewer usable tiles than this, or a smaller share of its tissue tiles usable,
+    # gets the verdict "insufficient".
+    min_usable_tiles: int = Field(20, ge=1)
+    min_usable_share: float = Field(0.25, ge=0, le=1)
+
+
+class DomainSettings(_Strict):
+    """The domain check and stain normalisation (their statistics come from the release)."""
+
+    check: bool = True
+    # Share of usable tiles outside the release's domain above which a slide is "out_of_scope".
+    max_out_of_range: float = Field(0.3, ge=0, le=1)
+    # none | macenko | reinhard, or "release": the method the release's measurements chose.
+    stain: Literal["release", "none", "macenko", "reinhard"] = "release"
+
+
 class ServiceSettings(_Strict):
     """The REST service: accounts, the job queue, disk and audit."""
 
@@ -95,6 +121,8 @@ class Settings(_Strict):
     ensemble: EnsembleSettings = EnsembleSettings()
     analysis: AnalysisRunSettings = AnalysisRunSettings()
     service: ServiceSettings = ServiceSettings()
+    qc: QcSettings = QcSettings()
+    domain: DomainSettings = DomainSettings()
 
 
 ENV_PATHS = {"WBC_RAY_DATA": "data_dir", "WBC_RAY_MODELS": "models_dir", "WBC_RAY_RESULTS": "results_dir"}

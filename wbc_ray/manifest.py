@@ -1,4 +1,6 @@
-"""Labelled image manifests: CSV with `path` (relative to the CSV), `label`, optional `split`."""
+"""Labelled image manifests: CSV with `path` (relative to the CSV), `label`, optional `split`,
+`subtype` and `mpp` (the image's microns per pixel, where known).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Item:
     label: int  # 0 benign, 1 malignant
     split: str | None
     subtype: str | None
+    mpp: float | None = None  # microns per pixel; None: not given (the caller says what it assumes)
 
 
 def read_manifest(csv_path: str | os.PathLike[str], split: str | None = None) -> list[Item]:
@@ -39,6 +42,7 @@ def read_manifest(csv_path: str | os.PathLike[str], split: str | None = None) ->
             if label not in CLASSES:
                 raise InvalidInput(f"{csv_path}:{line}: label {label!r} is not one of {CLASSES}")
             row_split = (row.get("split") or "").strip() or None
+            mpp = _mpp(row.get("mpp"), f"{csv_path}:{line}")
             if split is not None and row_split != split:
                 continue
             items.append(
@@ -47,11 +51,24 @@ def read_manifest(csv_path: str | os.PathLike[str], split: str | None = None) ->
                     label=CLASSES.index(label),
                     split=row_split,
                     subtype=(row.get("subtype") or "").strip() or None,
+                    mpp=mpp,
                 )
             )
     if not items:
         raise InvalidInput(f"{csv_path}: no rows" + (f" in split {split!r}" if split else ""))
     return items
+
+
+def _mpp(text: str | None, where: str) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"{where}: mpp {text!r} is not a number (microns per pixel)") from None
+    if not 0.01 <= value <= 100:
+        raise InvalidInput(f"{where}: mpp {value} is outside 0.01-100 microns per pixel")
+    return value
 
 
 def manifest_hash(items: list[Item]) -> str:

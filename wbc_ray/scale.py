@@ -7,8 +7,10 @@ from typing import Any
 
 from .errors import InvalidInput
 
-# The training images carry no scale; they are taken as 0.5 um/px at 224 px.
+# The training images carry no scale; they are taken as 0.5 um/px at 224 px (a white cell of
+# 12-18 um spans 25-35 px there): one field is FIELD_PX x TRAINING_MPP = 112 um.
 FIELD_PX = 224
+TRAINING_MPP = 0.5
 
 
 def tile_scale(cards: Sequence[Mapping[str, Any]]) -> tuple[float, int]:

@@ -14,6 +14,7 @@ from . import (
     analyze,
     calibrate,
     deploy,
+    domain,
     evaluate,
     info,
     make_slide,
@@ -39,6 +40,7 @@ VERBS: tuple[ModuleType, ...] = (
     evaluate,
     calibrate,
     quantize,
+    domain,
     release,
     deploy,
 )

@@ -1,7 +1,7 @@
 """Ensemble math (pure numpy): tile-level fusion and tile-to-slide verdicts."""
 
 from ._fusion import DEFAULT_FUSION, FUSIONS, Fusion, fuse, fuzzy_rank_scores, fuzzy_ranks
-from ._slide import SlideVerdict, TileRates, slide_verdict, wilson_interval
+from ._slide import SlideVerdict, TileRates, TileScreening, slide_verdict, wilson_interval
 
 __all__ = [
     "DEFAULT_FUSION",
@@ -9,6 +9,7 @@ __all__ = [
     "Fusion",
     "SlideVerdict",
     "TileRates",
+    "TileScreening",
     "fuse",
     "fuzzy_rank_scores",
     "fuzzy_ranks",

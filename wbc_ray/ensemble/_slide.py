@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Verdict = Literal["malignant", "benign", "indeterminate"]
+Verdict = Literal["malignant", "benign", "indeterminate", "out_of_scope", "insufficient"]
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -78,6 +78,17 @@ class TileRates:
 
 
 @dataclass(frozen=True)
+class TileScreening:
+    """What screening found on a slide's tiles, and the limits the verdict holds it to."""
+
+    usable: np.ndarray  # (N,) bool: passed quality control
+    out_of_range: np.ndarray | None = None  # (N,) bool: outside the domain check's range
+    max_out_of_range: float = 1.0  # share of usable tiles out of range above which: out_of_scope
+    min_usable_tiles: int = 1  # fewer usable tiles: insufficient
+    min_usable_share: float = 0.0  # or a smaller share of the tissue tiles usable
+
+
+@dataclass(frozen=True)
 class SlideVerdict:
     verdict: Verdict
     malignant_fraction: float
@@ -89,6 +100,9 @@ class SlideVerdict:
     n_excluded: int  # tiles below the tissue threshold
     raw_fraction: float | None = None  # share of malignant calls before adjustment
     adjusted_by: dict[str, float] | None = None  # the TileRates used, if any
+    n_rejected: int = 0  # tissue tiles quality control rejected (not scored, not counted)
+    n_out_of_range: int = 0  # counted tiles outside the domain check's range
+    out_of_range_share: float | None = None  # n_out_of_range / n_tiles; None: not checked
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,8 +118,14 @@ def slide_verdict(
     confidence: float = 0.95,
     min_tissue: float = 0.0,
     rates: TileRates | None = None,
+    screen: TileScreening | None = None,
 ) -> SlideVerdict:
     """Malignant if the interval's lower bound >= tau, benign if its upper bound < tau.
+
+    With `screen`, tiles quality control rejected are left out (counted in `n_rejected`); a
+    slide with too few usable tiles is "insufficient", and one whose share of usable tiles
+    outside the domain check's range exceeds its limit is "out_of_scope" (the estimate is still
+    given, for the reviewer, but no call is made on it).
 
     The interval is Wilson's for the share of malignant tile calls. With `rates`, the share is
     mapped through the adjusted count, and the interval first widens for the rates' own error
@@ -115,7 +135,8 @@ def slide_verdict(
     true 0, and 0.084 [0.047, 0.127] for 0.041; now [0, 0.129] and [0.008, 0.147]).
     """
     calls = np.asarray(tile_calls).astype(bool)
-    keep = np.ones(len(calls), bool) if tissue is None else np.asarray(tissue) >= min_tissue
+    tissue_ok = np.ones(len(calls), bool) if tissue is None else np.asarray(tissue) >= min_tissue
+    keep = tissue_ok if screen is None else tissue_ok & screen.usable
     n, k = int(keep.sum()), int(calls[keep].sum())
     lo, hi = wilson_interval(k, n, confidence)
     raw = k / n if n else float("nan")
@@ -134,6 +155,16 @@ def slide_verdict(
         verdict = "benign"
     else:
         verdict = "indeterminate"
+    n_far, far_share = 0, None
+    if screen is not None:
+        n_tissue = int(tissue_ok.sum())
+        if screen.out_of_range is not None:
+            n_far = int((screen.out_of_range & keep).sum())
+            far_share = n_far / n if n else None
+        if n < screen.min_usable_tiles or (n_tissue and n / n_tissue < screen.min_usable_share):
+            verdict = "insufficient"
+        elif far_share is not None and far_share > screen.max_out_of_range:
+            verdict = "out_of_scope"
     return SlideVerdict(
         verdict=verdict,
         malignant_fraction=frac,
@@ -142,7 +173,10 @@ def slide_verdict(
         confidence=confidence,
         n_tiles=n,
         n_malignant=k,
-        n_excluded=int(len(calls) - n),
+        n_excluded=int(len(calls) - tissue_ok.sum()),
         raw_fraction=raw,
         adjusted_by=None if rates is None else asdict(rates),
+        n_rejected=int((tissue_ok & ~keep).sum()),
+        n_out_of_range=n_far,
+        out_of_range_share=far_share,
     )

@@ -13,11 +13,11 @@ from torch import nn
 from .._digest import file_sha256
 from ..errors import MissingInput
 from ..manifest import CLASSES
+from ..scale import FIELD_PX, TRAINING_MPP
 from ._registry import build_model, get_spec
 from ._release import is_release, verify_release
 
-TRAINING_MPP = 0.5  # the training images carry no scale; they are taken as 0.5 um/px at 224 px
-TRAINING_PX = 224
+TRAINING_PX = FIELD_PX
 
 
 @dataclass

@@ -7,36 +7,61 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ..config import APP_NAME, Settings
+from ..domain import DomainFile, QcThresholds, TileScreen
 from ..ensemble import TileRates, slide_verdict
 from ..scale import tile_scale
 from ..slides import GridSpec
 from ..store import array, open_store
 from ._job import Batch, plan_slide, run_job
+from ._screening import ScreenSettings, build_screen, screening_of
 
 _HANDLES: dict[str, Any] = {}
 
 
-def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = None) -> Batch:
+def score_chunks(
+    batch: Batch,
+    app_name: str = APP_NAME,
+    fusion: str | None = None,
+    screen: TileScreen | None = None,
+    n_models: int = 3,
+) -> Batch:
     """Pixel chunks -> per-model probs and fused score, via the Serve Ensemble (runs inside the
     job's Ray Data tasks: task workers are pooled across jobs, so a new slide pays no actor
     start-up, and the Serve handle is cached per worker process).
+
+    With `screen`, each chunk is screened first: tiles quality control rejects are not sent to
+    the models (their scores stay NaN), the others are sent as normalised, and each tile's QC
+    code and domain distance go to the store beside its scores.
     """
     chunk_px = batch["pixels"].shape[1]
-    probs, fused, nodes = [], [], []
+    probs, fused, nodes, codes, dists = [], [], [], [], []
     for j in range(len(batch["chunk"])):
         n = int(batch["n"][j])
-        res = _score(app_name, batch["pixels"][j][:n], fusion)
-        p = np.full((chunk_px, *res["probs"].shape[1:]), np.nan, np.float32)
+        tiles = batch["pixels"][j][:n]
+        p = np.full((chunk_px, n_models, 2), np.nan, np.float32)
         f = np.full(chunk_px, np.nan, np.float32)
-        p[:n], f[:n] = res["probs"], res["fused"]
+        qc = np.zeros(chunk_px, np.uint8)
+        dist = np.full(chunk_px, np.nan, np.float32)
+        keep = np.ones(n, bool)
+        if screen is not None:
+            sc = screen(tiles)
+            tiles, keep = sc.tiles, sc.usable
+            qc[:n], dist[:n] = sc.qc, sc.domain
+        where = np.flatnonzero(keep)
+        res: dict[str, Any] = {}
+        if len(where):
+            res = _score(app_name, tiles[where], fusion)
+            p[where], f[where] = res["probs"], res["fused"]
         probs.append(p)
         fused.append(f)
+        codes.append(qc)
+        dists.append(dist)
         nodes.append(json.dumps(res.get("nodes", {}), sort_keys=True))
     # Pixels are dropped here: only scores travel on to the writers.
     return {
@@ -44,6 +69,8 @@ def score_chunks(batch: Batch, app_name: str = APP_NAME, fusion: str | None = No
         "n": batch["n"],
         "probs": np.stack(probs),
         "fused": np.stack(fused),
+        "qc": np.stack(codes),
+        "domain": np.stack(dists),
         "score_nodes": np.array(nodes),
     }
 
@@ -108,6 +135,21 @@ class AnalysisSettings:
     tile_mpp: float | None = None  # None: the models' scale from their cards
     slide_mpp: float | None = None
     default_mpp: float | None = None
+    screen: ScreenSettings = ScreenSettings(
+        qc=QcThresholds(**_DEFAULTS.qc.model_dump(include=set(QcThresholds.__dataclass_fields__))),
+        stain=_DEFAULTS.domain.stain,
+        domain_check=_DEFAULTS.domain.check,
+        max_out_of_range=_DEFAULTS.domain.max_out_of_range,
+        min_usable_tiles=_DEFAULTS.qc.min_usable_tiles,
+        min_usable_share=_DEFAULTS.qc.min_usable_share,
+    )
+
+    def __post_init__(self) -> None:
+        # Settings travel to the service's job tasks as plain dicts (asdict); rebuild the parts.
+        if isinstance(self.screen, dict):
+            sc = dict(self.screen)
+            sc["qc"] = QcThresholds(**sc["qc"]) if sc.get("qc") is not None else None
+            object.__setattr__(self, "screen", ScreenSettings(**sc))
 
     @classmethod
     def from_settings(cls, s: Settings, **overrides: Any) -> AnalysisSettings:
@@ -121,8 +163,22 @@ class AnalysisSettings:
             "chunk_tiles": s.analysis.chunk_tiles,
             "score_tasks": s.analysis.score_tasks,
             "default_mpp": s.slides.default_mpp,
+            "screen": screen_settings(s),
         }
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def screen_settings(s: Settings, stain: str | None = None) -> ScreenSettings:
+    """The screening part of the settings (`stain` overrides the settings' normalisation)."""
+    qc = QcThresholds(**s.qc.model_dump(include=set(QcThresholds.__dataclass_fields__)))
+    return ScreenSettings(
+        qc=qc if s.qc.enabled else None,
+        stain=stain or s.domain.stain,
+        domain_check=s.domain.check,
+        max_out_of_range=s.domain.max_out_of_range,
+        min_usable_tiles=s.qc.min_usable_tiles,
+        min_usable_share=s.qc.min_usable_share,
+    )
 
 
 def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:
@@ -146,11 +202,15 @@ def analyze_slide(
     extra_attrs: dict[str, Any] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     rates: TileRates | None = None,
+    domain: DomainFile | None = None,
 ) -> dict[str, Any]:
-    """Tile, score and aggregate one slide into the Zarr group `out`; return the result record.
+    """Tile, screen, score and aggregate one slide into the Zarr group `out`; return the result
+    record.
 
     `rates` (from `wbc-ray calibrate`) turn the share of malignant tile calls into an adjusted
-    estimate of the malignant fraction; without them the raw share is reported.
+    estimate of the malignant fraction; without them the raw share is reported. `domain` (the
+    release's domain file) holds the domain check and the stain references; without it tiles are
+    still quality-controlled, but not checked against the training images' domain.
     """
     t0 = time.perf_counter()
     tile_mpp, tile_px = tile_scale(cards)
@@ -162,16 +222,19 @@ def analyze_slide(
     attrs = {
         "models": models,
         "fusion": settings.fusion,
-        "analysis": settings.__dict__,
+        "analysis": asdict(settings),
         **(extra_attrs or {}),
     }
+    screen = build_screen(settings.screen, domain)
     job = run_job(
         plan,
         out,
         chunk_tiles=unit,
         store_pixels=False,
         chunks_per_task=settings.chunks_per_task,
-        score=functools.partial(score_chunks, app_name=app_name, fusion=settings.fusion),
+        score=functools.partial(
+            score_chunks, app_name=app_name, fusion=settings.fusion, screen=screen, n_models=len(cards)
+        ),
         score_tasks=settings.score_tasks,
         n_classes=2,
         extra_attrs=attrs,
@@ -186,6 +249,9 @@ def analyze_slide(
     fused = np.asarray(array(g, "fused")[:])
     tissue = np.asarray(array(g, "tissue")[:])
     cells = np.asarray(array(g, "cells")[:])
+    screening, screen_record = screening_of(
+        settings.screen, domain, np.asarray(array(g, "qc")[:]), np.asarray(array(g, "domain")[:])
+    )
     if len(fused):
         heat = np.full(plan.grid.shape, np.nan, np.float32)
         heat[cells[:, 0], cells[:, 1]] = fused
@@ -197,6 +263,7 @@ def analyze_slide(
         confidence=settings.confidence,
         min_tissue=settings.min_tissue,
         rates=rates,
+        screen=screening,
     )
     seconds = time.perf_counter() - t0
     result = {
@@ -208,6 +275,7 @@ def analyze_slide(
         "tile_px": tile_px,
         "tile_mpp": spec.mpp,
         "models": models,
+        **screen_record,
         "timings": {
             "total_s": round(seconds, 3),
             "tiles_per_s": round(len(fused) / seconds, 2) if seconds else 0,

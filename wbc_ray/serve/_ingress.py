@@ -217,11 +217,12 @@ class Ingress:
             settings["fusion"] = job["fusion"]
         cards = self.ensemble.models.remote().result()
         rates = rates_for(self.ensemble.tile_rates.remote().result(), settings["fusion"])
+        domain = self.ensemble.domain.remote().result()
         # The job's driver is a task: if its node is lost it runs again elsewhere and resumes from
         # the store (finished units are skipped), with the same results.
         task = ray.remote(num_cpus=self.job_cpus, max_retries=JOB_RETRIES)(run_job_task)
         store = str(self.paths.store(job["job_id"]))
-        return task.remote(store, job["job_id"], job["path"], cards, settings, self.app_name, rates)
+        return task.remote(store, job["job_id"], job["path"], cards, settings, self.app_name, rates, domain)
 
     async def _submit(
         self, who: Principal, job_id: str, path: str, shown: str, fusion: str | None, upload: bool

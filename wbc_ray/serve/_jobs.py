@@ -58,7 +58,8 @@ def job_paths(results_dir: str | os.PathLike[str]) -> JobPaths:
 def progress_of(job: dict[str, Any], paths: JobPaths) -> dict[str, Any]:
     """Tiles done and in all (from the store's done flags), the fraction and an ETA."""
     if job["status"] == "done" and job.get("result"):
-        n = int(job["result"]["n_tiles"]) + int(job["result"].get("n_excluded", 0))
+        r = job["result"]
+        n = int(r["n_tiles"]) + int(r.get("n_excluded", 0)) + int(r.get("n_rejected", 0))
         return {"done": n, "total": n, "fraction": 1.0, "eta_s": 0}
     store = paths.store(job["job_id"])
     if not (store / "zarr.json").exists():
@@ -88,11 +89,13 @@ def run_job_task(
     settings: dict[str, Any],
     app_name: str,
     rates: Any = None,  # ensemble.TileRates, or None for the raw share of malignant tiles
+    domain: dict[str, Any] | None = None,  # the release's domain file (Ensemble.domain)
 ) -> dict[str, Any]:
     """Body of the Ray task that analyses one submitted slide into `store`; its result record.
 
     Run again (a lost node, a restarted service), it resumes: finished work units are skipped.
     """
+    from ..domain import DomainFile
     from ..pipeline import AnalysisSettings, analyze_slide
 
     result = analyze_slide(
@@ -104,6 +107,7 @@ def run_job_task(
         progress=False,
         extra_attrs={"job_id": job_id},
         rates=rates,
+        domain=DomainFile.from_dict(domain) if domain else None,
     )
     result["job_id"] = job_id
     return result

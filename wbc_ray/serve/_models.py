@@ -285,6 +285,15 @@ class Ensemble:
             return None
         return load_tile_rates(self.models_dir, await self.models())
 
+    async def domain(self) -> dict[str, Any] | None:
+        """The release's domain file (domain check, stain references) as JSON, if it has one."""
+        from ..domain import load_domain
+
+        if self.models_dir is None:
+            return None
+        found = await asyncio.to_thread(load_domain, self.models_dir)
+        return None if found is None else found.to_dict()
+
     async def gradcam(self, model: str, tile: np.ndarray, target: int = 1) -> np.ndarray:
         if model not in self.cnns:
             raise KeyError(model)

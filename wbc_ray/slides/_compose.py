@@ -59,25 +59,61 @@ class _FieldCache:
 
     def __init__(self, paths: list[Path], capacity: int = 4096) -> None:
         self._paths = paths
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, str | None], np.ndarray] = OrderedDict()
         self._capacity = capacity
 
-    def get(self, idx: int, side: int) -> np.ndarray:
-        key = (idx, side)
+    def get(self, idx: int, side: int, defect: str | None = None) -> np.ndarray:
+        key = (idx, side, defect)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
         with Image.open(self._paths[idx]) as im:
             arr = np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR))
+        if defect is not None:
+            arr = _with_defect(arr, defect)
         self._cache[key] = arr
         if len(self._cache) > self._capacity:
             self._cache.popitem(last=False)
         return arr
 
 
+# Faults a composed slide can carry in chosen fields, to test quality control on known areas.
+DEFECTS = ("blur", "ink", "blank")
+INK_RGB = (25, 105, 60)  # a green marker
+
+
+def _with_defect(field: np.ndarray, defect: str) -> np.ndarray:
+    """A field image with a fault: out of focus, under a marker stroke, or left empty (glass)."""
+    from PIL import ImageDraw, ImageFilter
+
+    side = field.shape[0]
+    if defect == "blank":
+        out = np.empty_like(field)
+        out[:] = GLASS_RGB
+        return out
+    im = Image.fromarray(field)
+    if defect == "blur":
+        # sigma 3 px at the field's full 224 px: far softer than any training image.
+        return np.asarray(im.filter(ImageFilter.GaussianBlur(3.0 * side / FIELD_PX)))
+    if defect == "ink":
+        # A broad stroke across the whole field, as a pen circling a region leaves on the glass.
+        d = ImageDraw.Draw(im)
+        d.rectangle((0, 0, side, side), fill=INK_RGB)
+        return np.asarray(im)
+    raise InvalidInput(f"unknown defect {defect!r}; known: {', '.join(DEFECTS)}")
+
+
 def _render(
-    layout: Layout, order: np.ndarray, cache: _FieldCache, ds: int, x: int, y: int, w: int, h: int
+    layout: Layout,
+    order: np.ndarray,
+    cache: _FieldCache,
+    ds: int,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    defects: dict[int, str] | None = None,
 ) -> np.ndarray:
     """Region (x, y, w, h) in pixels of the level with downsample `ds`."""
     out = np.empty((h, w, 3), np.uint8)
@@ -94,7 +130,8 @@ def _render(
             ax1, ay1 = min(fx + side, x + w), min(fy + side, y + h)
             if ax1 <= ax0 or ay1 <= ay0:
                 continue
-            img = cache.get(int(order[r * layout.cols + c]), side)
+            k = r * layout.cols + c
+            img = cache.get(int(order[k]), side, (defects or {}).get(k))
             out[ay0 - y : ay1 - y, ax0 - x : ax1 - x] = img[ay0 - fy : ay1 - fy, ax0 - fx : ax1 - fx]
     return out
 
@@ -139,6 +176,7 @@ def _write_pyramid(
     mpp: float,
     jpeg_quality: int,
     progress: bool,
+    defects: dict[int, str] | None = None,
 ) -> None:
     """The tiled JPEG pyramid (4x steps down to about 512 px), written to a .part file and moved
     into place, so a reader never sees half a slide.
@@ -159,7 +197,7 @@ def _write_pyramid(
             lw, lh = -(-width // ds), -(-height // ds)
 
             def render(x: int, y: int, w: int, h: int, ds: int = ds) -> np.ndarray:
-                return _render(layout, order, cache, ds, x, y, w, h)
+                return _render(layout, order, cache, ds, x, y, w, h, defects)
 
             def counted(it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
                 for t in it:
@@ -197,8 +235,13 @@ def compose_slide(
     margin_px: int = 256,
     jpeg_quality: int = 90,
     progress: bool = False,
+    defects: dict[tuple[int, int], str] | None = None,
 ) -> dict[str, object]:
-    """Write `out` (tiled pyramidal TIFF) and `out` with suffix .json (ground truth); return the truth."""
+    """Write `out` (tiled pyramidal TIFF) and `out` with suffix .json (ground truth); return the truth.
+
+    `defects` maps (row, col) of a field to a fault drawn into it ("blur", "ink", "blank"); the
+    truth lists each field's.
+    """
     if not 0.0 <= malignant_fraction <= 1.0:
         raise InvalidInput(f"malignant fraction must be within [0, 1], got {malignant_fraction}")
     rows, cols = grid
@@ -207,15 +250,26 @@ def compose_slide(
     n = rows * cols
     labels, order = _field_order(items, n, malignant_fraction, seed)
     layout = Layout(rows, cols, field_px, gap_px, margin_px)
+    faults = {}
+    for (r, c), kind in (defects or {}).items():
+        if kind not in DEFECTS or not (0 <= r < rows and 0 <= c < cols):
+            raise InvalidInput(
+                f"defect {kind!r} at ({r}, {c}): defects are {DEFECTS}, inside the {rows}x{cols} grid"
+            )
+        faults[r * cols + c] = kind
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_pyramid(out, layout, order, _FieldCache([it.path for it in items]), mpp, jpeg_quality, progress)
+    cache = _FieldCache([it.path for it in items])
+    _write_pyramid(out, layout, order, cache, mpp, jpeg_quality, progress, faults)
 
     fields = []
     for r in range(rows):
         for c in range(cols):
             it = items[int(order[r * cols + c])]
-            fields.append({"box": list(layout.box(r, c)), "label": CLASSES[it.label], "image": it.path.name})
+            field = {"box": list(layout.box(r, c)), "label": CLASSES[it.label], "image": it.path.name}
+            if r * cols + c in faults:
+                field["defect"] = faults[r * cols + c]
+            fields.append(field)
     frac = float(labels.mean()) if n else 0.0
     width, height = layout.size
     truth: dict[str, object] = {

@@ -40,6 +40,8 @@ def create_store(
         same = g.attrs.get("layout") == _layout(n_tiles, chunk_tiles, tile_px, n_classes)
         if same:
             g.attrs.update(dict(attrs))
+            if n_classes is not None:
+                _screen_arrays(g, max(n_tiles, 0), max(1, chunk_tiles))  # stores from before them
             return g
         raise OutputExists(f"{path} exists with a different layout; choose another output path")
     g = zarr.open_group(path, mode="w")
@@ -66,10 +68,19 @@ def create_store(
             "probs", shape=(n, 3, n_classes), chunks=(c, 3, n_classes), dtype="float32", fill_value=np.nan
         )
         g.create_array("fused", shape=(n,), chunks=(c,), dtype="float32", fill_value=np.nan)
+        _screen_arrays(g, n, c)
     if grid_shape is not None:
         g.create_array("heatmap", shape=grid_shape, chunks=grid_shape, dtype="float32", fill_value=np.nan)
     g.attrs.update({**dict(attrs), "layout": _layout(n_tiles, chunk_tiles, tile_px, n_classes)})
     return g
+
+
+def _screen_arrays(g: zarr.Group, n: int, c: int) -> None:
+    """Per tile: the quality-control reason code (0 usable) and the domain check's distance."""
+    if "qc" not in g:
+        g.create_array("qc", shape=(n,), chunks=(c,), dtype="uint8", fill_value=0)
+    if "domain" not in g:
+        g.create_array("domain", shape=(n,), chunks=(c,), dtype="float32", fill_value=np.nan)
 
 
 def _layout(n: int, chunk: int, tile_px: int | None, n_classes: int | None) -> dict[str, Any]:

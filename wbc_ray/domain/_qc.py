@@ -1,0 +1,80 @@
+"""Tile quality control before scoring: glass, blur, pen ink and debris.
+
+Each tile gets one reason code (0: usable). The checks are simple pixel statistics at the
+models' tile scale, with thresholds in `QcSettings` set on the training images (each passes
+nearly all of them: docs/domain.md has the figures). A rejected tile is not scored, is
+drawn on the heatmap and is counted in the result, so the slide estimate rests on usable
+tiles only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._features import at_feature_size, laplacian, optical_density
+
+# Codes stored per tile in the results (uint8); names as the result and the CSV give them.
+REASONS: tuple[str, ...] = ("ok", "background", "blur", "ink", "debris")
+OK = 0
+
+
+@dataclass(frozen=True)
+class QcThresholds:
+    """Limits of the tile checks (defaults in config.QcSettings, set on the training images)."""
+
+    min_content: float  # share of pixels darker or more coloured than glass
+    min_sharpness: float  # log mean |Laplacian| of the content (gray 0..1)
+    max_ink: float  # share of pixels in pen colours (green, cyan, blue, black marker)
+    max_debris: float  # share of near-black pixels (dirt, dust, black marker, a bubble's rim)
+
+
+def qc_stats(tiles: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-tile statistics the checks compare with their limits (each (N,) float)."""
+    tiles = at_feature_size(np.asarray(tiles, np.uint8))
+    x = tiles.astype(np.float32) / 255.0
+    od = optical_density(tiles).sum(-1)
+    mx, mn = x.max(-1), x.min(-1)
+    chroma = mx - mn
+    content = (od > 0.15) | (chroma > 0.12)
+    gray = x.mean(-1)
+    lap = laplacian(gray)
+    inner = content[:, 1:-1, 1:-1]
+    sharp = (lap * inner).sum((1, 2)) / np.maximum(inner.sum((1, 2)), 1)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    # Romanowsky stains are pink to violet (red and blue above green); pen ink is dense green or
+    # deep blue. Some training fields have pale green or blue glass, hence "dense" (no channel
+    # near white): at most 6 % of a training image's pixels pass either rule.
+    green = (chroma > 0.25) & (g > r + 0.05) & (mx < 0.75)
+    blue = (chroma > 0.3) & (b - np.maximum(r, g) > 0.3) & (mx < 0.85) & (r < 0.45)
+    pen = green | blue
+    black = mx < 0.16
+    return {
+        "content": content.mean((1, 2)),
+        "sharpness": np.log(sharp + 1e-4),
+        "ink": pen.mean((1, 2)),
+        "debris": black.mean((1, 2)),
+    }
+
+
+def tile_qc(tiles: np.ndarray, limits: QcThresholds) -> np.ndarray:
+    """A reason code per tile (index into REASONS; 0 usable), the first check that fails."""
+    s = qc_stats(tiles)
+    code = np.zeros(len(s["content"]), np.uint8)
+    # In order of precedence: the first reason that applies is the one recorded.
+    checks = [
+        (s["ink"] > limits.max_ink, "ink"),
+        (s["debris"] > limits.max_debris, "debris"),
+        (s["content"] < limits.min_content, "background"),
+        (s["sharpness"] < limits.min_sharpness, "blur"),
+    ]
+    for failed, reason in reversed(checks):
+        code[failed] = REASONS.index(reason)
+    return code
+
+
+def reason_counts(codes: np.ndarray) -> dict[str, int]:
+    """Rejected tiles per reason (reasons with none left out)."""
+    counts = np.bincount(np.asarray(codes, np.int64), minlength=len(REASONS))
+    return {REASONS[i]: int(c) for i, c in enumerate(counts) if i != OK and c}

@@ -1,0 +1,76 @@
+"""Fitting a release's domain file: the domain check on the training images' statistics (its
+threshold on the validation images') and the stain references, written into the release.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._digest import file_sha256
+from ..domain import FEATURE_PX, DomainFile, fit_check, fit_references, image_stats, read_fields, write_domain
+from ..manifest import read_manifest
+from ..models._release import verify_release, write_manifest
+
+# In-domain images flagged: about 1 - QUANTILE of the validation images, by construction.
+QUANTILE = 0.975
+# Training images behind the stain references, half of each class (the classes' backgrounds
+# differ in this data set; a reference from one class would pull the other towards it).
+REFERENCE_IMAGES = 64
+
+
+def fit_domain(manifest: str | os.PathLike[str], stain_default: str = "none", log: Any = print) -> DomainFile:
+    """The domain file for models trained on `manifest`'s train split (images at the training
+    scale: each image is one field).
+    """
+    train = read_manifest(manifest, "train")
+    val = read_manifest(manifest, "val")
+    log(f"image statistics of {len(train)} training and {len(val)} validation images ...")
+    x_train = read_fields([it.path for it in train], None, FEATURE_PX)
+    x_val = read_fields([it.path for it in val], None, FEATURE_PX)
+    check = fit_check(
+        image_stats(x_train), image_stats(x_val), QUANTILE, manifest_sha256=file_sha256(Path(manifest))
+    )
+    labels = np.array([it.label for it in train])
+    rng = np.random.default_rng(0)
+    pick = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), REFERENCE_IMAGES // 2, replace=False) for c in (0, 1)]
+    )
+    refs = fit_references(x_train[np.sort(pick)])
+    log(f"domain check threshold {check.threshold:.3f} (validation quantile {QUANTILE})")
+    return DomainFile(check, refs, stain_default, {"created": _now()})
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def add_domain(
+    release_dir: str | os.PathLike[str],
+    manifest: str | os.PathLike[str],
+    stain_default: str = "none",
+    version: str | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Fit the domain file and add it to the release in `release_dir` as a new release version
+    (the models unchanged); returns the new manifest.
+    """
+    rel = verify_release(release_dir)
+    domain = fit_domain(manifest, stain_default, log)
+    write_domain(release_dir, domain)
+    info = {k: v for k, v in rel.info.items() if k not in {"format", "files"}}
+    new_version = version or (str(int(rel.version) + 1) if rel.version.isdigit() else f"{rel.version}.1")
+    info.update(
+        version=new_version,
+        replaces=rel.version,
+        created=_now(),
+        changes=f"release {rel.version}'s models with the domain check and stain references (domain.json)",
+    )
+    out = write_manifest(release_dir, info)
+    verify_release(release_dir)
+    log(f"release {new_version} in {release_dir}: domain.json added ({len(out['files'])} files)")
+    return out
