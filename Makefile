@@ -44,6 +44,8 @@ docs: setup
 bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.tiling
 	$(BIN)/python -m benchmarks.inference
+	$(BIN)/python -m benchmarks.screening
+	$(BIN)/python -m benchmarks.domain_choice
 	$(BIN)/python -m benchmarks.analyze
 	$(BIN)/python -m benchmarks.cluster
 	$(BIN)/python -m benchmarks.load
@@ -85,7 +87,7 @@ models: setup
 
 release: setup
 	$(BIN)/wbc-ray release --from $(TRAINED) --out $(MODELS)
-	$(BIN)/wbc-ray release --readme README.md --out $(MODELS)
+	$(BIN)/wbc-ray release --readme README.md docs/domain.md --out $(MODELS)
 
 # The container image, one recipe for both variants: VARIANT=cpu (default) or cuda. Needs a
 # Docker daemon and Docker Hub (the Ray base images).

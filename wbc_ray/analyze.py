@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings, load_settings
+from .ensemble import VERDICT_MEANING
 from .slides import SlideError
 
 
@@ -37,6 +38,8 @@ class SlideResult:
             "malignant_fraction": r.get("malignant_fraction"),
             "interval": r.get("interval"),
             "n_tiles": r.get("n_tiles"),
+            "n_rejected": r.get("n_rejected"),
+            "out_of_range_share": r.get("out_of_range_share"),
             "result": self.store,
             **({"error": self.error} if self.error else {}),
         }
@@ -106,6 +109,7 @@ def analyze_many(
     slide_mpp: float | None = None,
     progress: bool = True,
     serve_config: str | None = None,
+    stain: str | None = None,
 ) -> list[SlideResult]:
     """Analyse slides one after another through the Serve app (started if it is not running).
 
@@ -114,7 +118,7 @@ def analyze_many(
     """
     from .domain import DomainFile
     from .lifecycle import rates_for
-    from .pipeline import AnalysisSettings, analyze_slide
+    from .pipeline import AnalysisSettings, analyze_slide, screen_settings
     from .serve import ensemble_handle
     from .store import heatmap_png
 
@@ -132,7 +136,9 @@ def analyze_many(
             "against the training images (`wbc-ray domain` fits it)",
             file=sys.stderr,
         )
-    cfg = AnalysisSettings.from_settings(s, fusion=fusion, slide_mpp=slide_mpp)
+    cfg = AnalysisSettings.from_settings(
+        s, fusion=fusion, slide_mpp=slide_mpp, screen=screen_settings(s, stain)
+    )
     rates = rates_for(rates_record, cfg.fusion)
     if rates is None and progress:
         measured = (rates_record or {}).get("fusions", {}).get(cfg.fusion)
@@ -168,7 +174,10 @@ def analyze_many(
 
 def print_summary(results: list[SlideResult]) -> None:
     """One row per slide; `raw` is the share of malignant tiles before the adjusted count."""
-    head = f"{'slide':<36} {'verdict':<14} {'fraction':>8} {'95% interval':>16} {'raw':>6} {'tiles':>7}"
+    head = (
+        f"{'slide':<36} {'verdict':<14} {'fraction':>8} {'95% interval':>16} {'raw':>6} {'tiles':>7} "
+        f"{'QC rej.':>7} {'out of range':>12}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
@@ -179,10 +188,15 @@ def print_summary(results: list[SlideResult]) -> None:
         lo, hi = r.result["interval"]
         raw = r.result.get("raw_fraction")
         raw_s = "-" if raw is None else f"{raw:.3f}"
+        far = r.result.get("out_of_range_share")
+        far_s = "-" if far is None else f"{100 * far:.1f} %"
         print(
             f"{name:<36} {r.result['verdict']:<14} {r.result['malignant_fraction']:>8.3f} "
-            f"{f'[{lo:.3f}, {hi:.3f}]':>16} {raw_s:>6} {r.result['n_tiles']:>7}"
+            f"{f'[{lo:.3f}, {hi:.3f}]':>16} {raw_s:>6} {r.result['n_tiles']:>7} "
+            f"{r.result.get('n_rejected', 0):>7} {far_s:>12}"
         )
+    for verdict in sorted({r.result["verdict"] for r in results if r.ok} & {"out_of_scope", "insufficient"}):
+        print(f"\n{verdict}: {VERDICT_MEANING[verdict]}")
     where = results[0].store.rsplit("/", 1)[0] if results and results[0].store else "-"
     print(f"\nresults in {where}")
 

@@ -72,13 +72,13 @@ class AnalysisRunSettings(_Strict):
 
 
 class QcSettings(_Strict):
-    """Tile quality control before scoring (thresholds set on the training images: no training
-    image fails them; docs/domain.md).
+    """Tile quality control before scoring (thresholds set on the training images: 1 of 1,913
+    fails them; docs/domain.md).
     """
 
     enabled: bool = True
     min_content: float = Field(0.08, ge=0, le=1)  # share of stained or coloured pixels; below: background
-    min_sharpness: float = -4.1  # log mean |Laplacian| over the content; below: blur
+    min_sharpness: float = -3.9  # log mean |Laplacian| of a block's content; half the tile below: blur
     max_ink: float = Field(0.15, ge=0, le=1)  # share of pen-coloured pixels; above: ink
     max_debris: float = Field(0.05, ge=0, le=1)  # share of near-black pixels; above: debris
     # A slide with fewer usable tiles than this, or a smaller share of its tissue tiles usable,

@@ -65,3 +65,91 @@ def test_patch_scores_rank_malignant_above_benign(server, trained_models, test_i
     out = httpx.post(f"{server}/score", files=files, timeout=120).json()["patches"]
     fused = np.array([p["fused"] for p in out])
     assert fused[8:].mean() > fused[:8].mean() + 0.3
+
+
+def _overlap(tile: tuple[float, float, float], box: list[int]) -> float:
+    """Share of a tile (x, y, side) inside a field box (x, y, w, h), level-0 pixels."""
+    x, y, side = tile
+    bx, by, bw, bh = box
+    w = max(0.0, min(x + side, bx + bw) - max(x, bx))
+    h = max(0.0, min(y + side, by + bh) - max(y, by))
+    return w * h / side**2
+
+
+def test_quality_control_and_the_domain_check_on_slides(
+    server, trained_models, slide_dir, test_items, tmp_path, capsys
+) -> None:
+    """Blur, ink and empty glass of known area are rejected where they are, nowhere else; another
+    lab's cells at their true scale make the slide out of scope."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import DATA
+    from wbc_ray.analyze import print_summary
+    from wbc_ray.domain import REASONS
+    from wbc_ray.manifest import read_manifest
+    from wbc_ray.slides import compose_slide
+    from wbc_ray.store import array, attrs, heatmap_png, open_store
+
+    defects = {(0, c): "blur" for c in range(10)}
+    defects |= {(1, c): "ink" for c in range(5)}
+    defects |= {(r, c): "blank" for r in (8, 9) for c in range(10)}
+    faulty = slide_dir / "defects.tiff"
+    truth = compose_slide(test_items, faulty, grid=(10, 10), malignant_fraction=0.3, seed=5, defects=defects)
+    # PBC cells (0.1 um/px, 360 px) as fields of 224 px: the slide's scale is 360 x 0.1 / 224 um/px.
+    pbc = slide_dir / "other_lab.tiff"
+    compose_slide(
+        read_manifest(DATA / "pbc" / "labels.csv"),
+        pbc,
+        grid=(16, 16),
+        malignant_fraction=0.0,
+        mpp=360 * 0.1 / 224,
+        seed=2,
+    )
+    results = analyze_many(
+        [str(faulty), str(pbc)], models_dir=str(trained_models), out_dir=str(tmp_path), progress=False
+    )
+    assert all(r.ok for r in results), [r.error for r in results]
+    res, other = results[0].result, results[1].result
+
+    g = open_store(results[0].store)
+    coords = np.asarray(array(g, "coords")[:])
+    tissue = np.asarray(array(g, "tissue")[:])
+    qc = np.asarray(array(g, "qc")[:])
+    size = float(attrs(g)["tiling"]["size0"])
+    boxes = {
+        kind: [f["box"] for f in truth["fields"] if f.get("defect") == kind]
+        for kind in ("blur", "ink", "blank")
+    }
+    clean = [f["box"] for f in truth["fields"] if "defect" not in f]
+    counted = (tissue >= 0.25) & (qc == 0)
+    found: dict[str, list[str]] = {"blur": [], "ink": [], "clean": []}
+    for i, (x, y) in enumerate(coords):
+        tile = (float(x), float(y), size)
+        share = {k: sum(_overlap(tile, b) for b in v) for k, v in boxes.items()}
+        if share["blur"] >= 0.75:
+            found["blur"].append(REASONS[qc[i]])
+        elif share["ink"] >= 0.6:
+            found["ink"].append(REASONS[qc[i]])
+        elif sum(_overlap(tile, b) for b in clean) >= 0.6 and share["ink"] == 0 and share["blur"] < 0.25:
+            found["clean"].append(REASONS[qc[i]])
+        if share["blank"] >= 0.5:
+            assert not counted[i], f"tile {i} over empty glass counted in the estimate"
+    n = {k: len(v) for k, v in found.items()}
+    assert n["blur"] >= 8 and n["ink"] >= 4 and n["clean"] >= 40, n
+    # Where a field is blurred or inked over, its tiles are rejected for it; clean fields pass.
+    assert found["blur"].count("blur") >= 0.8 * n["blur"], found["blur"]
+    assert found["ink"].count("ink") == n["ink"], found["ink"]
+    assert found["clean"].count("ok") >= 0.97 * n["clean"], found["clean"]
+    assert res["n_rejected"] == int(((tissue >= 0.25) & (qc != 0)).sum()) > 0
+    assert {"blur", "ink"} <= set(res["qc"]["rejected"]) and res["n_tiles"] == int(counted.sum())
+    assert res["verdict"] in {"malignant", "indeterminate"}  # 30 % malignant fields, judged on the rest
+    heat = np.asarray(Image.open(__import__("io").BytesIO(heatmap_png(results[0].store))).convert("RGB"))
+    grey = (np.abs(heat.astype(int) - heat.mean(-1, keepdims=True)).max(-1) < 6) & (heat.mean(-1) < 180)
+    assert grey.sum() > 100  # rejected tiles are drawn, in grey
+
+    assert other["verdict"] == "out_of_scope" and other["out_of_range_share"] >= 0.9, other
+    assert other["n_rejected"] <= 0.1 * other["n_tiles"]
+    print_summary(results)
+    printed = capsys.readouterr().out
+    assert "out_of_scope" in printed and "adapt the models to this lab" in printed

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import API_CONFIDENCE, MANIFEST, SLIDES
+from tests.conftest import API_CONFIDENCE, DATA, MANIFEST, RELEASE, SLIDES
 from tests.serve.conftest import wait_done
 
 
@@ -56,7 +56,8 @@ def test_upload_job_end_to_end(api, mixed_slide) -> None:
     img = Image.open(io.BytesIO(png.content))
     assert img.size[0] > 100 and np.asarray(img).std() > 5
     gj = api.get(f"/jobs/{job}/geojson").json()
-    assert len(gj["features"]) == res["n_tiles"] + res["n_excluded"]
+    assert len(gj["features"]) == res["n_tiles"] + res["n_excluded"] + res["n_rejected"]
+    assert res["domain"]["checked"] and res["stain"] == "none" and res["out_of_range_share"] <= 0.2
     f0 = gj["features"][0]
     assert f0["properties"]["objectType"] == "detection"
     assert f0["properties"]["classification"]["name"] in {"benign", "malignant"}
@@ -108,6 +109,40 @@ def test_score_patches(api) -> None:
     # A share of three votes (sent as float32, so 2/3 arrives as 0.6666667).
     fused = vote["patches"][0]["fused"]
     assert vote["fusion"] == "vote" and min(abs(fused - k / 3) for k in range(4)) < 1e-6
+
+
+def test_score_checks_each_patch_against_the_domain_and_takes_a_scale(api) -> None:
+    from wbc_ray.domain import FEATURE_PX, load_domain, read_field
+
+    with open(MANIFEST) as fh:
+        test_rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    pbc = DATA / "pbc" / "labels.csv"
+    with open(pbc) as fh:
+        cell = pbc.parent / next(csv.DictReader(fh))["path"]
+    # A test image the release's own check puts in range (97 % of them are).
+    check = load_domain(RELEASE).check
+    near = next(
+        MANIFEST.parent / r["path"]
+        for r in test_rows
+        if not check.out_of_range(
+            check.distances(read_field(MANIFEST.parent / r["path"], None, FEATURE_PX)[None])
+        )[0]
+    )
+    files = [
+        ("files", ("lab.jpg", near.read_bytes(), "image/jpeg")),
+        ("files", ("pbc.jpg", cell.read_bytes(), "image/jpeg")),
+    ]
+    out = api.post("/score", files=files).json()
+    assert out["threshold"] == pytest.approx(check.threshold, abs=1e-3) and out["stain"] == "none"
+    assert "no mpp given" in out["scale"]
+    lab, other = out["patches"]
+    assert lab["qc"] == "ok" and lab["out_of_range"] is False and lab["domain"] < out["threshold"]
+    assert other["out_of_range"] is True
+    scaled = api.post("/score", params={"mpp": 0.1, "stain": "reinhard"}, files=files[1:]).json()
+    assert "rescaled from 0.1 um/px" in scaled["scale"] and scaled["stain"] == "reinhard"
+    assert scaled["patches"][0]["out_of_range"] is True
+    assert api.post("/score", params={"stain": "vahadane"}, files=files[1:]).status_code == 422
+    assert api.post("/score", params={"mpp": -1}, files=files[1:]).status_code == 422
 
 
 def test_interactive_scoring_matches_bulk(server) -> None:

@@ -148,3 +148,13 @@ def test_the_readme_table_is_the_release_s_own() -> None:
     text = (REPO / "README.md").read_text()
     block = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
     assert block == "\n" + metrics_table(RELEASE)
+
+
+def test_the_domain_doc_table_is_the_release_s_own() -> None:
+    """docs/domain.md's table of data sets is generated from the release's report, never typed."""
+    from tests.conftest import REPO
+    from wbc_ray.training._release import _markers, domain_sets_table
+
+    begin, end = _markers("domain-sets")
+    block = (REPO / "docs" / "domain.md").read_text().split(begin, 1)[1].split(end, 1)[0]
+    assert block == "\n" + domain_sets_table(RELEASE)

@@ -17,6 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_models(p)
     p.add_argument("--out", required=True, help="results folder (one <slide>.zarr each)")
     p.add_argument("--fusion", choices=FUSIONS, help="default: settings ensemble.fusion")
+    p.add_argument(
+        "--stain",
+        choices=["release", "none", "macenko", "reinhard"],
+        help="stain normalisation (default: settings domain.stain; release: the release's measured choice)",
+    )
     add_slide_mpp(p)
     add_serve_config(p, "Ray Serve config, when the app must be started")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
@@ -34,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         settings=settings(args),
         fusion=args.fusion,
+        stain=args.stain,
         slide_mpp=args.slide_mpp,
         progress=not args.json,
         serve_config=args.serve_config,

@@ -55,14 +55,22 @@ def _run_sets(args: argparse.Namespace) -> int:
         spec, root = load_sets(args.sets, s.data_dir)
     else:
         one = EvalSet(
-            name=Path(manifest(args)).stem, manifest=str(Path(manifest(args)).resolve()), split=args.split,
+            name=Path(manifest(args)).stem,
+            manifest=str(Path(manifest(args)).resolve()),
+            split=args.split,
             mpp=args.mpp,
         )
         spec, root = EvalSets(sets=[one]), Path("/")
     stains = tuple((args.stain or "none").split(","))
     precision = args.precision or "fp32"
     report = evaluate_sets(
-        models_dir(args), spec, args.out, root=root, stains=stains, precision=precision, qc=s.qc,
+        models_dir(args),
+        spec,
+        args.out,
+        root=root,
+        stains=stains,
+        precision=precision,
+        qc=s.qc,
         log=lambda m: print(m, file=sys.stderr),
     )
     print(sets_table(report, full=True))

@@ -26,7 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="check every file of a release (DIR, else --out, else weights) against its manifest",
     )
-    p.add_argument("--readme", help="put the release's metrics table in this Markdown file")
+    p.add_argument(
+        "--readme",
+        nargs="+",
+        metavar="FILE",
+        help="fill the generated blocks (release-metrics, domain-sets) of these Markdown files",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from ..training._release import cut_release, update_readme
 
     if args.readme:
-        changed = update_readme(args.readme, out)
-        print(f"{args.readme}: release metrics table {'updated' if changed else 'already current'}")
+        for readme in args.readme:
+            changed = update_readme(readme, out)
+            print(f"{readme}: generated tables {'updated' if changed else 'already current'}")
         return 0
     if not args.source:
         raise UserError("name the trained checkpoints to release: --from FOLDER (or --verify)")

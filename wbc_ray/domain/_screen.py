@@ -19,7 +19,7 @@ class Screened:
 
     tiles: np.ndarray  # as the models get them (normalised where asked)
     qc: np.ndarray  # (N,) uint8 reason codes, 0 usable
-    domain: np.ndarray  # (N,) float32 distance from the training images (NaN: not checked)
+    domain: np.ndarray  # (N,) float32 distance from the training images (NaN: no check)
 
     @property
     def usable(self) -> np.ndarray:
@@ -54,6 +54,7 @@ class TileScreen:
             out = tiles.copy()
             out[keep] = self.stain(tiles[keep])
         dist = np.full(n, np.nan, np.float32)
-        if self.check is not None and keep.any():
-            dist[keep] = self.check.distances(out[keep])
+        if self.check is not None and n:
+            # Rejected tiles too: they are not counted, but a reviewer (and /score) sees both.
+            dist = self.check.distances(out)
         return Screened(out, codes, dist)

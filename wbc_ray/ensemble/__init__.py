@@ -1,10 +1,11 @@
 """Ensemble math (pure numpy): tile-level fusion and tile-to-slide verdicts."""
 
 from ._fusion import DEFAULT_FUSION, FUSIONS, Fusion, fuse, fuzzy_rank_scores, fuzzy_ranks
-from ._slide import SlideVerdict, TileRates, TileScreening, slide_verdict, wilson_interval
+from ._slide import VERDICT_MEANING, SlideVerdict, TileRates, TileScreening, slide_verdict, wilson_interval
 
 __all__ = [
     "DEFAULT_FUSION",
+    "VERDICT_MEANING",
     "FUSIONS",
     "Fusion",
     "SlideVerdict",

@@ -10,6 +10,16 @@ from typing import Any, Literal
 import numpy as np
 
 Verdict = Literal["malignant", "benign", "indeterminate", "out_of_scope", "insufficient"]
+# What each verdict tells the person reading it (the page, the CLI, the REST schema say this).
+VERDICT_MEANING: dict[str, str] = {
+    "malignant": "ALL suspected: the malignant share is above the slide threshold, interval included.",
+    "benign": "No ALL found: the malignant share is below the slide threshold, interval included.",
+    "indeterminate": "Indeterminate: the interval straddles the slide threshold. Review the slide.",
+    "out_of_scope": "Out of scope: unlike the slides these models learned from (the domain check "
+    "flags too many tiles). Refer, or adapt the models to this lab.",
+    "insufficient": "Insufficient: too little usable tissue after quality control (blur, ink, "
+    "debris, empty glass). Rescan or review the slide.",
+}
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

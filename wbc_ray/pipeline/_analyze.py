@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..config import APP_NAME, Settings
-from ..domain import DomainFile, QcThresholds, TileScreen
+from ..domain import REASONS, DomainFile, QcThresholds, TileScreen
 from ..ensemble import TileRates, slide_verdict
 from ..scale import tile_scale
 from ..slides import GridSpec
@@ -223,6 +223,7 @@ def analyze_slide(
         "models": models,
         "fusion": settings.fusion,
         "analysis": asdict(settings),
+        "qc_reasons": list(REASONS),
         **(extra_attrs or {}),
     }
     screen = build_screen(settings.screen, domain)

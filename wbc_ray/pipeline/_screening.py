@@ -73,9 +73,9 @@ def screening_of(
             "checked": check is not None,
             "threshold": None if check is None else round(check.threshold, 4),
             "max_out_of_range": s.max_out_of_range,
-            "why_not": None if check is not None else (
-                "turned off (domain.check)" if not s.domain_check else "the release has no domain.json"
-            ),
+            "why_not": None
+            if check is not None
+            else ("turned off (domain.check)" if not s.domain_check else "the release has no domain.json"),
         },
     }
     return screening, record

@@ -2,6 +2,7 @@
 # No `from __future__ import annotations` here: FastAPI must resolve the route annotations
 # at run time inside the Serve replica.
 
+import asyncio
 import math
 import os
 import re
@@ -19,7 +20,8 @@ from pydantic import BaseModel
 from ray import serve
 
 from ..config import APP_NAME, VERSION
-from ..ensemble import DEFAULT_FUSION, FUSIONS
+from ..ensemble import DEFAULT_FUSION, FUSIONS, VERDICT_MEANING
+from ..errors import InvalidInput
 from ..manifest import CLASSES
 from ..slides import SlideError, open_slide
 from ._audit import AuditLog
@@ -45,6 +47,16 @@ class Error(BaseModel):
     """Every error answer: what went wrong, naming the input."""
 
     detail: str
+
+
+RESULT_DOC = (
+    "The slide's verdict and the figures behind it. `verdict` is one of: "
+    + "; ".join(f"`{k}`: {v}" for k, v in VERDICT_MEANING.items())
+    + "\n\n`n_tiles` counts the tissue tiles that passed quality control; `n_rejected` those it "
+    "rejected (by reason in `qc.rejected`), which are not scored; `n_out_of_range` and "
+    "`out_of_range_share` those the domain check finds unlike the training images "
+    "(`domain.threshold`, `domain.max_out_of_range`); `stain` the normalisation applied."
+)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -139,6 +151,7 @@ class Ingress:
         self.app_name = app_name
         self.job_cpus = job_cpus
         self._cards: list[dict[str, Any]] | None = None
+        self._domain: tuple[Any] | None = None  # (the release's DomainFile or None,) once asked
         self.runner = Runner(self.db, self._launch, int(svc.get("max_running", 1)))
         self.runner.start()
 
@@ -212,9 +225,11 @@ class Ingress:
 
         from ..lifecycle import rates_for
 
-        settings = dict(self.analysis)
+        settings = {**self.analysis, "screen": dict(self.analysis.get("screen") or {})}
         if job["fusion"]:
             settings["fusion"] = job["fusion"]
+        if (job.get("info") or {}).get("stain"):
+            settings["screen"]["stain"] = job["info"]["stain"]
         cards = self.ensemble.models.remote().result()
         rates = rates_for(self.ensemble.tile_rates.remote().result(), settings["fusion"])
         domain = self.ensemble.domain.remote().result()
@@ -225,7 +240,14 @@ class Ingress:
         return task.remote(store, job["job_id"], job["path"], cards, settings, self.app_name, rates, domain)
 
     async def _submit(
-        self, who: Principal, job_id: str, path: str, shown: str, fusion: str | None, upload: bool
+        self,
+        who: Principal,
+        job_id: str,
+        path: str,
+        shown: str,
+        fusion: str | None,
+        upload: bool,
+        stain: str | None = None,
     ) -> dict[str, Any]:
         try:
             with open_slide(path, default_mpp=self.analysis.get("default_mpp")) as s:
@@ -235,6 +257,8 @@ class Ingress:
         if fusion and fusion not in FUSIONS:
             raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}, not {fusion[:40]!r}")
         keep = {k: info[k] for k in ("vendor", "dimensions", "mpp")}
+        if stain:
+            keep["stain"] = stain
         self.db.add_job(job_id, who.user, shown, path, upload, fusion, keep)
         self._log(who, "submit", job_id=job_id, slide=shown)
         return {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
@@ -251,7 +275,9 @@ class Ingress:
         who = self._who(cred, "submit")
         real = allowed_path(body.path, self.roots)
         self._admit(who)
-        return await self._submit(who, new_job_id(), str(real), body.path, body.fusion, upload=False)
+        return await self._submit(
+            who, new_job_id(), str(real), body.path, body.fusion, upload=False, stain=body.stain
+        )
 
     @api.post(
         "/jobs/upload",
@@ -264,6 +290,11 @@ class Ingress:
         request: Request,
         file: UploadFile = File(...),
         fusion: str | None = Query(None),
+        stain: str | None = Query(
+            None,
+            pattern="^(release|none|macenko|reinhard)$",
+            description="stain normalisation for this analysis (default: the service's domain.stain)",
+        ),
         cred: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> dict[str, Any]:
         who = self._who(cred, "submit")
@@ -284,7 +315,7 @@ class Ingress:
                         raise HTTPException(413, f"upload is over the {self.max_upload / 2**20:.0f} MB limit")
                     self._check_disk(len(chunk), name)
                     fh.write(chunk)
-            return await self._submit(who, job_id, str(dest), name, fusion, upload=True)
+            return await self._submit(who, job_id, str(dest), name, fusion, upload=True, stain=stain)
         except HTTPException:
             dest.unlink(missing_ok=True)
             raise
@@ -369,6 +400,7 @@ class Ingress:
     @api.get(
         "/jobs/{job_id}/result",
         summary="Verdict, malignant fraction with interval, models, timings",
+        description=RESULT_DOC,
         responses=_errors(401, 404, 409),
     )
     async def job_result(
@@ -502,8 +534,26 @@ class Ingress:
         self,
         files: list[UploadFile] = File(...),
         fusion: str | None = Query(None),
+        mpp: float | None = Query(
+            None,
+            gt=0.01,
+            lt=100,
+            description="the patches' microns per pixel: each is rescaled to the models' field as slide "
+            "tiles are; without it a patch is taken as one whole field (224 px = 112 um), as said in "
+            "the answer's `scale`",
+        ),
+        stain: str | None = Query(
+            None,
+            pattern="^(release|none|macenko|reinhard)$",
+            description="stain normalisation (default: the service's setting, domain.stain)",
+        ),
         cred: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> dict[str, Any]:
+        """Per patch: each model's probabilities, the fused score and call, the quality-control
+        finding (`qc`: ok, background, blur, ink, debris) and the domain check's distance from the
+        training images (`out_of_range` above the release's threshold: the call is not to be
+        trusted for such a patch).
+        """
         who = self._who(cred, "submit")
         cards = await self.cards()
         size = max(int(c["input_size"]) for c in cards)
@@ -513,11 +563,18 @@ class Ingress:
             data = await f.read(self.max_upload + 1)
             if len(data) > self.max_upload:
                 raise HTTPException(413, f"{name}: over the {self.max_upload / 2**20:.0f} MB limit")
-            tiles.append(decode_patch(name, data, size))
+            tiles.append(await asyncio.to_thread(decode_patch, name, data, size, mpp))
             names.append(name)
         if fusion and fusion not in FUSIONS:
             raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}")
-        res = await self.ensemble.score.remote(np.stack(tiles), fusion, interactive=True)
+        screen, screening = await self._screen(stain)
+        screening["scale"] = (
+            f"rescaled from {mpp} um/px to the models' field"
+            if mpp is not None
+            else "no mpp given: each patch taken as one whole field of 112 um"
+        )
+        screened = await asyncio.to_thread(screen, np.stack(tiles))
+        res = await self.ensemble.score.remote(screened.tiles, fusion, interactive=True)
         self._log(who, "score", patches=len(names))
         return score_response(
             names,
@@ -525,7 +582,33 @@ class Ingress:
             [c["name"] for c in cards],
             fusion or self.analysis.get("fusion", DEFAULT_FUSION),
             self.analysis.get("tile_threshold", 0.5),
+            screened,
+            screening,
         )
+
+    async def _screen(self, stain: str | None) -> tuple[Any, dict[str, Any]]:
+        """The TileScreen of /score (the analyses' settings, `stain` if given) and what it applies."""
+        from dataclasses import replace
+
+        from ..domain import DomainFile
+        from ..pipeline import AnalysisSettings, build_screen, stain_method
+
+        if self._domain is None:
+            found = await self.ensemble.domain.remote()
+            self._domain = (DomainFile.from_dict(found),) if found else (None,)
+        domain = self._domain[0]
+        settings = AnalysisSettings(**self.analysis).screen
+        if stain:
+            settings = replace(settings, stain=stain)
+        try:
+            screen = build_screen(settings, domain)
+        except InvalidInput as exc:
+            raise HTTPException(422, str(exc)) from None
+        check = screen.check
+        return screen, {
+            "stain": stain_method(settings.stain, domain),
+            "threshold": None if check is None else round(check.threshold, 4),
+        }
 
     @api.get(
         "/models", summary="Models with versions and metrics, and their replicas", responses=_errors(401)

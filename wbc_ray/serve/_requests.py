@@ -4,7 +4,7 @@ import io
 import os
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import HTTPException
@@ -20,6 +20,8 @@ class PathSubmission(BaseModel):
 
     path: str
     fusion: str | None = None
+    # Stain normalisation for this analysis (default: the service's `domain.stain`).
+    stain: Literal["release", "none", "macenko", "reinhard"] | None = None
 
 
 def check_name(name: str) -> str:
@@ -71,31 +73,58 @@ def allowed_path(path: str, roots: list[Path]) -> Path:
     return real
 
 
-def decode_patch(name: str, data: bytes, size: int) -> np.ndarray:
-    """An uploaded patch as an RGB uint8 array of `size` x `size`; anything else is a 413 or 422
-    naming the file.
+def decode_patch(name: str, data: bytes, size: int, mpp: float | None = None) -> np.ndarray:
+    """An uploaded patch as one field of the models, an RGB uint8 array of `size` x `size`
+    (`domain.to_field`: rescaled from `mpp` as slide tiles are, or taken whole without it);
+    anything else is a 413 or 422 naming the file.
     """
     from PIL import Image, UnidentifiedImageError
+
+    from ..domain import to_field
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PATCH_PIXELS:
                 raise HTTPException(413, f"{name}: {im.width}x{im.height} is too large for a patch")
-            img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            img = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise HTTPException(422, f"{name}: not an image ({type(exc).__name__})") from None
-    return np.asarray(img)
+    return to_field(img, mpp, size)
 
 
 def score_response(
-    names: list[str], res: dict[str, np.ndarray], model_names: list[str], fusion: str, threshold: float
+    names: list[str],
+    res: dict[str, np.ndarray],
+    model_names: list[str],
+    fusion: str,
+    threshold: float,
+    screened: Any = None,
+    screening: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The /score answer: per patch, the fused score, its call and each model's probabilities."""
+    """The /score answer: per patch, the fused score, its call and each model's probabilities;
+    with `screened` (a domain.Screened), each patch's quality-control finding and its distance
+    from the training images (`out_of_range` beyond the release's threshold).
+    """
+    from ..domain import REASONS
+
+    def screen_of(i: int) -> dict[str, Any]:
+        if screened is None or screening is None:
+            return {}
+        d = float(screened.domain[i])
+        limit = screening.get("threshold")
+        return {
+            "qc": REASONS[int(screened.qc[i])],
+            "domain": None if d != d else round(d, 4),
+            "out_of_range": None if limit is None or d != d else bool(d > limit),
+        }
+
     return {
         "fusion": fusion,
+        **(screening or {}),
         "patches": [
             {
                 "name": n,
+                **screen_of(i),
                 "fused": float(res["fused"][i]),
                 "call": "malignant" if res["fused"][i] >= threshold else "benign",
                 "models": {

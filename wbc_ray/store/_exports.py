@@ -23,8 +23,29 @@ def _colormap(v: np.ndarray) -> np.ndarray:
     return (stops[i] * (1 - t) + stops[i + 1] * t).astype(np.uint8)
 
 
+REJECTED_RGB = (110, 110, 110)  # tiles quality control rejected: grey, not a score colour
+OUT_OF_RANGE_RGB = (230, 0, 230)  # outline of tiles the domain check flags
+
+
+def _screening(g: Any, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per tile: QC reason code, domain distance, and the reason names (empty arrays for stores
+    from before screening).
+    """
+    n = int(array(g, "coords").shape[0])
+    qc = np.asarray(array(g, "qc")[:]) if "qc" in g else np.zeros(n, np.uint8)
+    dist = np.asarray(array(g, "domain")[:]) if "domain" in g else np.full(n, np.nan, np.float32)
+    return qc, dist, list(meta.get("qc_reasons", ["ok"]))
+
+
+def _threshold(meta: dict[str, Any]) -> float:
+    t = ((meta.get("result") or {}).get("domain") or {}).get("threshold")
+    return float("inf") if t is None else float(t)
+
+
 def heatmap_png(path: str | os.PathLike[str], alpha: float = 0.55) -> bytes:
-    """Fused malignant score per tile over the slide thumbnail (off-tissue left clear)."""
+    """Fused malignant score per tile over the slide thumbnail (off-tissue left clear); tiles
+    quality control rejected in grey, tiles outside the domain check's range outlined in magenta.
+    """
     g = open_store(path)
     thumb = Image.fromarray(np.asarray(array(g, "thumbnail")[:]))
     heat = np.asarray(array(g, "heatmap")[:])
@@ -36,11 +57,30 @@ def heatmap_png(path: str | os.PathLike[str], alpha: float = 0.55) -> bytes:
     size = float(tiling["size0"]) * s
     rgba = np.zeros((thumb.height, thumb.width, 4), np.uint8)
     colors = _colormap(heat)
+
+    def box(r: int, c: int) -> tuple[int, int, int, int]:
+        return int(c * stride), int(r * stride), int(c * stride + size) + 1, int(r * stride + size) + 1
+
     for r, c in zip(*np.nonzero(~np.isnan(heat)), strict=True):
-        x0, y0 = int(c * stride), int(r * stride)
-        x1, y1 = int(c * stride + size) + 1, int(r * stride + size) + 1
+        x0, y0, x1, y1 = box(r, c)
         rgba[y0:y1, x0:x1, :3] = colors[r, c]
         rgba[y0:y1, x0:x1, 3] = int(255 * alpha)
+    qc, dist, _ = _screening(g, a)
+    cells = np.asarray(array(g, "cells")[:])
+    far = np.nan_to_num(dist, nan=-np.inf) > _threshold(a)
+    for i in np.flatnonzero((qc != 0) | far):
+        x0, y0, x1, y1 = box(int(cells[i, 0]), int(cells[i, 1]))
+        if qc[i]:
+            rgba[y0:y1, x0:x1, :3] = REJECTED_RGB
+            rgba[y0:y1, x0:x1, 3] = int(255 * alpha)
+        else:  # an outline one thumbnail pixel wide, the score colour inside stays
+            for sl in (
+                np.s_[y0 : y0 + 1, x0:x1],
+                np.s_[y1 - 1 : y1, x0:x1],
+                np.s_[y0:y1, x0 : x0 + 1],
+                np.s_[y0:y1, x1 - 1 : x1],
+            ):
+                rgba[sl] = (*OUT_OF_RANGE_RGB, 255)
     out = Image.alpha_composite(thumb.convert("RGBA"), Image.fromarray(rgba, "RGBA")).convert("RGB")
     buf = io.BytesIO()
     out.save(buf, format="PNG", optimize=True)
@@ -57,8 +97,11 @@ def _rows(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, 
     names = [m["name"] for m in meta.get("models", [])]
     threshold = float(meta.get("result", {}).get("tile_threshold", 0.5))
     size = float(meta["tiling"]["size0"])
+    qc, dist, reasons = _screening(g, meta)
+    limit = _threshold(meta)
     rows = []
     for i in range(len(coords)):
+        call = "rejected" if qc[i] else ("malignant" if fused[i] >= threshold else "benign")
         row = {
             "tile": i,
             "x": int(coords[i, 0]),
@@ -66,7 +109,10 @@ def _rows(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, 
             "size": size,
             "tissue": round(float(tissue[i]), 4),
             "fused": round(float(fused[i]), 5),
-            "call": "malignant" if fused[i] >= threshold else "benign",
+            "call": call,
+            "qc": reasons[qc[i]] if qc[i] < len(reasons) else str(qc[i]),
+            "domain": round(float(dist[i]), 4),
+            "out_of_range": int(bool(dist[i] > limit)),
         }
         for j, n in enumerate(names):
             row[f"p_{n}"] = round(float(probs[i, j, 1]), 5)
@@ -89,7 +135,7 @@ def tiles_csv(path: str | os.PathLike[str]) -> str:
 def geojson(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Tiles as QuPath detections (level-0 pixel coordinates) with class and measurements."""
     _, rows = _rows(path)
-    colors = {"malignant": [200, 30, 30], "benign": [40, 90, 200]}
+    colors = {"malignant": [200, 30, 30], "benign": [40, 90, 200], "rejected": list(REJECTED_RGB)}
     feats = []
     for r in rows:
         x, y, s = r["x"], r["y"], r["size"]
@@ -105,8 +151,12 @@ def geojson(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "objectType": "detection",
                     "classification": {"name": r["call"], "color": colors[r["call"]]},
                     "measurements": {
-                        k: v for k, v in r.items() if k in {"fused", "tissue"} or k.startswith("p_")
+                        k: v
+                        for k, v in r.items()
+                        if (k in {"fused", "tissue", "domain", "out_of_range"} or k.startswith("p_"))
+                        and v == v  # QuPath takes no NaN: a rejected tile has no scores
                     },
+                    **({"qc": r["qc"]} if r["qc"] != "ok" else {}),
                 },
             }
         )

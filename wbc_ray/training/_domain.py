@@ -37,12 +37,43 @@ def fit_domain(manifest: str | os.PathLike[str], stain_default: str = "none", lo
     )
     labels = np.array([it.label for it in train])
     rng = np.random.default_rng(0)
-    pick = np.concatenate(
-        [rng.choice(np.flatnonzero(labels == c), REFERENCE_IMAGES // 2, replace=False) for c in (0, 1)]
-    )
+    # As many of each class as there are, up to half the references each (a lab's set may be small).
+    pools = [np.flatnonzero(labels == c) for c in (0, 1)]
+    pick = np.concatenate([rng.choice(p, min(len(p), REFERENCE_IMAGES // 2), replace=False) for p in pools])
     refs = fit_references(x_train[np.sort(pick)])
     log(f"domain check threshold {check.threshold:.3f} (validation quantile {QUANTILE})")
     return DomainFile(check, refs, stain_default, {"created": _now()})
+
+
+def _update_readme(d: Path, info: dict[str, Any]) -> None:
+    """The release's README: its heading and dates for the new version, and the report on other
+    data sets (`eval/sets`, from `wbc-ray evaluate --sets`) where the release holds one.
+    """
+    path = d / "README.md"
+    if not path.is_file():
+        return
+    lines = path.read_text().split("\n")
+    body = "\n".join(lines[3:]).split("\n## Other data sets", 1)[0].rstrip("\n")
+    head = [
+        f"# wbc-ray model release {info['version']}",
+        "",
+        f"Created {info['created']}; replaces {info['replaces']}: {info['changes']}.",
+    ]
+    sets = d / "eval" / "sets" / "sets.md"
+    tail = []
+    if sets.is_file():
+        tail = [
+            "",
+            "## Other data sets",
+            "",
+            "Each image scored as a slide tile, with each stain normalisation "
+            "(`wbc-ray evaluate --sets configs/eval_sets.yaml`; docs/domain.md says what each set is):",
+            "",
+            sets.read_text().rstrip("\n"),
+            "",
+            "![sets](eval/sets/sets.png)",
+        ]
+    path.write_text("\n".join(head + [body] + tail) + "\n")
 
 
 def _now() -> str:
@@ -64,12 +95,9 @@ def add_domain(
     write_domain(release_dir, domain)
     info = {k: v for k, v in rel.info.items() if k not in {"format", "files"}}
     new_version = version or (str(int(rel.version) + 1) if rel.version.isdigit() else f"{rel.version}.1")
-    info.update(
-        version=new_version,
-        replaces=rel.version,
-        created=_now(),
-        changes=f"release {rel.version}'s models with the domain check and stain references (domain.json)",
-    )
+    changes = f"release {rel.version}'s models with the domain check and stain references (domain.json)"
+    info.update(version=new_version, replaces=rel.version, created=_now(), changes=changes)
+    _update_readme(Path(release_dir), info)
     out = write_manifest(release_dir, info)
     verify_release(release_dir)
     log(f"release {new_version} in {release_dir}: domain.json added ({len(out['files'])} files)")

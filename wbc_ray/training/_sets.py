@@ -274,8 +274,16 @@ def sets_table(report: dict[str, Any], full: bool = False, stain: str | None = N
     """
     rows = [r for r in report["rows"] if stain is None or r["stain"] == stain]
     names = list(rows[0]["models"]) if rows else []
-    head = ["set", "n (benign/malig.)", "stain", "fused", "fused ROC AUC", "QC rejected", "out of range",
-            f"domain AUC vs {report['reference']}"]
+    head = [
+        "set",
+        "n (benign/malig.)",
+        "stain",
+        "fused",
+        "fused ROC AUC",
+        "QC rejected",
+        "out of range",
+        f"domain AUC vs {report['reference']}",
+    ]
     if full:
         head += names + ["fused acc. in range", "out of range"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -315,8 +323,12 @@ def _plot(report: dict[str, Any], path: Path) -> None:
         flag = [by[s]["flagged"] for s in sets]
         axes[0].barh(ypos + k * h, acc, h, label=stain)
         axes[1].barh(ypos + k * h, flag, h, label=stain)
-    axes[0].set(yticks=ypos + 0.4 - h / 2, yticklabels=sets, xlim=(0, 1),
-                xlabel="fused: balanced accuracy (specificity where all benign)")
+    axes[0].set(
+        yticks=ypos + 0.4 - h / 2,
+        yticklabels=sets,
+        xlim=(0, 1),
+        xlabel="fused: balanced accuracy (specificity where all benign)",
+    )
     axes[1].set(xlim=(0, 1), xlabel="share of usable tiles the domain check flags")
     axes[0].invert_yaxis()
     axes[1].legend(title="stain normalisation", fontsize=8)

@@ -111,15 +111,15 @@ class _Handlers:
         return (text, *empty, job_id, gr.update())
 
     def analyse(
-        self, upload: str | None, path: str, fusion: str, token: str = ""
+        self, upload: str | None, path: str, fusion: str, token: str = "", stain: str = "release"
     ) -> Iterator[tuple[Any, ...]]:
         """Submit a slide, then show its progress until it is done or failed."""
         api = self.client(token)
         try:
             if upload:
-                job_id = api.submit_upload(upload, fusion)
+                job_id = api.submit_upload(upload, fusion, stain)
             elif path.strip():
-                job_id = api.submit_path(path.strip(), fusion)
+                job_id = api.submit_path(path.strip(), fusion, stain)
             else:
                 yield self.message("**Choose a slide:** upload one or give its path on the server.")
                 return
@@ -169,6 +169,7 @@ class _Page:
     upload: Any
     path: Any
     fusion: Any
+    stain: Any
     run: Any
     status: Any
     downloads: Any
@@ -214,6 +215,12 @@ def _layout() -> _Page:
             )
             path = gr.Textbox(label="...or its path on the server", elem_id="slide-path")
             fusion = gr.Dropdown(list(FUSIONS), value=FUSIONS[0], label="Fusion")
+            stain = gr.Dropdown(
+                ["release", "none", "macenko", "reinhard"],
+                value="release",
+                label="Stain normalisation (release: the release's measured choice)",
+                elem_id="stain",
+            )
             run = gr.Button("Analyse", variant="primary", elem_id="analyse")
             status = gr.Markdown(elem_id="status")
             downloads = gr.File(
@@ -244,6 +251,7 @@ def _layout() -> _Page:
         upload,
         path,
         fusion,
+        stain,
         run,
         status,
         downloads,
@@ -261,7 +269,7 @@ def build_ui(api_url: str) -> gr.Blocks:
     h = _Handlers(api_url)
     with gr.Blocks(title="wbc-ray: ALL screening") as ui:
         page = _layout()
-        page.run.click(h.analyse, [page.upload, page.path, page.fusion, page.token], page.outputs)
+        page.run.click(h.analyse, [page.upload, page.path, page.fusion, page.token, page.stain], page.outputs)
         # `select`, not `input`: a Gradio dropdown also fires `input` when it loses focus, which
         # reopened the last job picked while a new analysis was starting.
         page.jobs.select(h.reopen, [page.jobs, page.token], page.outputs)

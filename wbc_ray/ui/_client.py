@@ -55,14 +55,19 @@ class ApiClient:
     def models(self) -> dict[str, Any]:
         return self._call("GET", "/models").json()
 
-    def submit_upload(self, path: str | os.PathLike[str], fusion: str | None = None) -> str:
-        params = {"fusion": fusion} if fusion else {}
+    def submit_upload(
+        self, path: str | os.PathLike[str], fusion: str | None = None, stain: str | None = None
+    ) -> str:
+        params = {k: v for k, v in (("fusion", fusion), ("stain", stain)) if v}
         with open(path, "rb") as fh:
             files = {"file": (os.path.basename(path), fh, "application/octet-stream")}
             return self._call("POST", "/jobs/upload", files=files, params=params).json()["job_id"]
 
-    def submit_path(self, path: str, fusion: str | None = None) -> str:
-        body: dict[str, Any] = {"path": path, **({"fusion": fusion} if fusion else {})}
+    def submit_path(self, path: str, fusion: str | None = None, stain: str | None = None) -> str:
+        body: dict[str, Any] = {
+            "path": path,
+            **{k: v for k, v in (("fusion", fusion), ("stain", stain)) if v},
+        }
         return self._call("POST", "/jobs", json=body).json()["job_id"]
 
     def jobs(self) -> list[dict[str, Any]]:

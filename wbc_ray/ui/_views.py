@@ -9,11 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-MEANING = {
-    "malignant": "ALL suspected: the malignant share is above the slide threshold, interval included.",
-    "benign": "No ALL found: the malignant share is below the slide threshold, interval included.",
-    "indeterminate": "Indeterminate: the interval straddles the slide threshold. Review the slide.",
-}
+from ..ensemble import VERDICT_MEANING
 
 
 def progress_text(status: dict[str, Any]) -> str:
@@ -29,7 +25,7 @@ def progress_text(status: dict[str, Any]) -> str:
 
 
 def verdict_card(result: dict[str, Any]) -> str:
-    meaning = MEANING.get(result["verdict"], "")
+    meaning = VERDICT_MEANING.get(result["verdict"], "")
     lo, hi = result["interval"]
     models = ", ".join(f"{m['name']} `{m['version']}`" for m in result.get("models") or [])
     raw = result.get("raw_fraction")
@@ -47,18 +43,43 @@ def verdict_card(result: dict[str, Any]) -> str:
             f"- Malignant fraction **{result['malignant_fraction']:.3f}** "
             f"({100 * result['confidence']:.0f} % interval {lo:.3f}–{hi:.3f}){adjusted}; "
             f"slide threshold τ = {result['tau']}",
-            f"- Tissue tiles {result['n_tiles']:,}, called malignant {result['n_malignant']:,}, "
+            f"- Tissue tiles counted {result['n_tiles']:,}, called malignant {result['n_malignant']:,}, "
             f"excluded (too little tissue) {result['n_excluded']:,}",
+            *screening_lines(result),
             f"- Fusion `{result.get('fusion', '?')}`; models {models}",
             f"- {t.get('total_s', 0):.1f} s, {t.get('tiles_per_s', 0):.1f} tiles/s",
         ]
     )
 
 
+def screening_lines(result: dict[str, Any]) -> list[str]:
+    """What quality control and the domain check found (nothing for results from before them)."""
+    lines = []
+    rejected = (result.get("qc") or {}).get("rejected")
+    if rejected is not None:
+        why = ", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "none"
+        lines.append(f"- Rejected by quality control (not scored) {result.get('n_rejected', 0):,}: {why}")
+    dom = result.get("domain") or {}
+    if dom.get("checked"):
+        share = result.get("out_of_range_share")
+        pct = "-" if share is None else f"{100 * share:.1f} %"
+        lines.append(
+            f"- Domain check: {result.get('n_out_of_range', 0):,} counted tiles ({pct}) unlike the "
+            f"training images (limit {100 * dom['max_out_of_range']:.0f} %); stain normalisation "
+            f"`{result.get('stain', 'none')}`"
+        )
+    elif dom:
+        lines.append(f"- Domain check not run: {dom.get('why_not')}")
+    return lines
+
+
+TEXT_COLUMNS = {"call", "qc"}
+
+
 def tile_rows(tiles_csv: bytes) -> list[dict[str, Any]]:
-    """The API's tile CSV as one dict per tile, numbers as floats."""
+    """The API's tile CSV as one dict per tile, numbers as floats (empty cells as NaN)."""
     rows = csv.DictReader(io.StringIO(tiles_csv.decode()))
-    return [{k: (v if k == "call" else float(v)) for k, v in r.items()} for r in rows]
+    return [{k: (v if k in TEXT_COLUMNS else float(v or "nan")) for k, v in r.items()} for r in rows]
 
 
 def model_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -70,6 +91,7 @@ def agreement(rows: list[dict[str, Any]], threshold: float = 0.5) -> list[list[A
     a last row for the tiles all models call alike.
     """
     names = model_names(rows)
+    rows = [r for r in rows if r["call"] != "rejected"]  # not scored: quality control rejected them
     if not rows:
         return []
     fused = [r["call"] == "malignant" for r in rows]
@@ -88,7 +110,7 @@ def suspicious(rows: list[dict[str, Any]], k: int = 8) -> list[tuple[str, int]]:
     """The k tiles with the highest fused score, as (label, tile index) dropdown choices. The label
     gives the tile's tissue share: tiles partly on glass or across a gap lean malignant.
     """
-    top = sorted(rows, key=lambda r: -r["fused"])[:k]
+    top = sorted((r for r in rows if r["fused"] == r["fused"]), key=lambda r: -r["fused"])[:k]
     return [
         (
             f"tile {int(r['tile'])}: fused {r['fused']:.3f}, tissue {r['tissue']:.0%}"
