@@ -74,7 +74,7 @@ def main() -> int:
         f"result  {out / (stem + '.json')}\n"
         f"heatmap {out / (stem + '.heatmap.png')}  (fused malignant score over the thumbnail)\n"
         f"grid    {out / 'grid_preview.png'}  (tissue mask and tiles)\n"
-        f"store   {r.store}  (Zarr: coords, tissue, probs, fused, heatmap)\n"
+        f"store   {r.store}  (Zarr: coords, tissue, probs, fused, qc, domain, heatmap)\n"
         f"browser `.venv/bin/wbc-ray serve &` then `.venv/bin/wbc-ray ui`, and submit {slide}\n"
         f"        (verdict, heatmap, each model's Grad-CAM on the most suspicious tiles)"
     )

@@ -41,6 +41,9 @@ def test_release_accuracy_reproduces_here_in_fp32(tmp_path) -> None:
     for fusion, m in rec["ensembles"].items():
         for k in KEYS:
             assert got["ensembles"][fusion][k] >= m[k] - 1e-9, (fusion, k)
+    # evaluate reports the share its domain check flags: the threshold sits at validation's 97.5 %.
+    assert got["domain"]["flagged"] <= 0.05
+    assert "Domain check:" in (tmp_path / "metrics.md").read_text()
 
 
 def test_served_precisions_keep_the_release_accuracy(models_dir, tmp_path) -> None:

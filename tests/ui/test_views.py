@@ -111,3 +111,43 @@ def test_tile_rows_parse_the_api_csv() -> None:
         }
     ]
     assert model_names(rows) == ["mobilenet"]
+
+
+def test_verdict_card_says_out_of_scope_and_what_screening_found() -> None:
+    result = {
+        "verdict": "out_of_scope",
+        "malignant_fraction": 0.0,
+        "interval": [0.0, 0.03],
+        "confidence": 0.95,
+        "tau": 0.2,
+        "n_tiles": 81,
+        "n_malignant": 0,
+        "n_excluded": 0,
+        "n_rejected": 7,
+        "qc": {"enabled": True, "rejected": {"blur": 5, "ink": 2}},
+        "n_out_of_range": 81,
+        "out_of_range_share": 1.0,
+        "stain": "none",
+        "domain": {"checked": True, "threshold": 6.26, "max_out_of_range": 0.3, "why_not": None},
+        "timings": {"total_s": 3.0, "tiles_per_s": 27.0},
+    }
+    card = verdict_card(result)
+    assert "OUT_OF_SCOPE" in card and "adapt the models to this lab" in card
+    assert "quality control (not scored) 7: blur 5, ink 2" in card
+    assert "81 counted tiles (100.0 %) unlike the training images (limit 30 %)" in card
+    off = verdict_card({**result, "verdict": "benign", "domain": {"checked": False, "why_not": "turned off"}})
+    assert "Domain check not run: turned off" in off
+
+
+def test_rejected_tiles_are_parsed_and_left_out_of_agreement_and_ranking() -> None:
+    from wbc_ray.ui._views import agreement, tile_rows
+
+    data = (
+        b"tile,x,y,size,tissue,fused,call,qc,domain,out_of_range,p_mobilenet\n"
+        b"0,0,0,128.0,0.9,0.75,malignant,ok,3.1,0,0.8\n"
+        b"1,128,0,128.0,0.9,nan,rejected,blur,7.5,1,nan\n"
+    )
+    rows = tile_rows(data)
+    assert rows[1]["qc"] == "blur" and rows[1]["call"] == "rejected" and rows[1]["fused"] != rows[1]["fused"]
+    assert [t for _, t in suspicious(rows)] == [0]
+    assert agreement(rows)[0] == ["mobilenet", 1.0, 1.0]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._features import FEATURES, image_stats
+from ._features import FEATURES, TileMaps, image_stats
 
 # Weight of the identity in the shrunk correlation matrix.
 SHRINK = 0.05
@@ -37,8 +37,8 @@ class DomainCheck:
         z = (np.asarray(stats, np.float64) - self.mean) / self.scale
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, self.precision, z), 0.0)).astype(np.float32)
 
-    def distances(self, tiles: np.ndarray) -> np.ndarray:
-        """Distances (N,) of uint8 RGB tiles (N, H, W, 3)."""
+    def distances(self, tiles: np.ndarray | TileMaps) -> np.ndarray:
+        """Distances (N,) of uint8 RGB tiles (N, H, W, 3) or their maps."""
         return self.distances_of(image_stats(tiles))
 
     def out_of_range(self, distances: np.ndarray) -> np.ndarray:

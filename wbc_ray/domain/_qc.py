@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._features import at_feature_size, laplacian, optical_density
+from ._features import TileMaps
 
 # Codes stored per tile in the results (uint8); names as the result and the CSV give them.
 REASONS: tuple[str, ...] = ("ok", "background", "blur", "ink", "debris")
@@ -37,27 +37,27 @@ class QcThresholds:
     max_debris: float  # share of near-black pixels (dirt, dust, black marker, a bubble's rim)
 
 
-def qc_stats(tiles: np.ndarray) -> dict[str, np.ndarray]:
+def qc_stats(tiles: np.ndarray | TileMaps) -> dict[str, np.ndarray]:
     """Per-tile statistics the checks compare with their limits ((N,), block ones (N, 4, 4))."""
-    tiles = at_feature_size(np.asarray(tiles, np.uint8))
-    x = tiles.astype(np.float32) / 255.0
-    od = optical_density(tiles).sum(-1)
-    mx, mn = x.max(-1), x.min(-1)
+    m = tiles if isinstance(tiles, TileMaps) else TileMaps(tiles)
+    # On 0..255 integers: x / 255 > 0.12 is x >= 31, and so on (exact, and far cheaper than floats).
+    mx, mn = m.max, m.min
     chroma = mx - mn
-    content = (od > 0.15) | (chroma > 0.12)
-    gray = x.mean(-1)
-    lap = laplacian(gray)
+    content = (m.od_sum > 0.15) | (chroma >= 31)
     inner = content[:, 1:-1, 1:-1].astype(np.float32)
     blocks = _block_sums(inner)
-    sharp = np.log(_block_sums(lap * inner) / np.maximum(blocks, 1) + 1e-4)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    sharp = np.log(_block_sums(m.lap * inner) / np.maximum(blocks, 1) + 1e-4)
+    rgb = m.tiles.astype(np.int16)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     # Romanowsky stains are pink to violet (red and blue above green); pen ink is dense green or
     # deep blue. Some training fields have pale green or blue glass, hence "dense" (no channel
-    # near white): at most 6 % of a training image's pixels pass either rule.
-    green = (chroma > 0.25) & (g > r + 0.05) & (mx < 0.75)
-    blue = (chroma > 0.3) & (b - np.maximum(r, g) > 0.3) & (mx < 0.85) & (r < 0.45)
+    # near white): at most 6 % of a training image's pixels pass either rule. In 0..1 units:
+    # green: chroma > 0.25, g > r + 0.05, max < 0.75; blue: chroma > 0.3, b - max(r, g) > 0.3,
+    # max < 0.85, r < 0.45; black: max < 0.16.
+    green = (chroma >= 64) & (g - r >= 13) & (mx <= 191)
+    blue = (chroma >= 77) & (b - np.maximum(r, g) >= 77) & (mx <= 216) & (r <= 114)
     pen = green | blue
-    black = mx < 0.16
+    black = mx <= 40
     return {
         "content": content.mean((1, 2)),
         "block_sharpness": sharp,  # (N, BLOCKS, BLOCKS)
@@ -85,7 +85,7 @@ def blurred_share(stats: dict[str, np.ndarray], min_sharpness: float) -> np.ndar
     return (c * low).sum((1, 2)) / np.maximum(c.sum((1, 2)), 1)
 
 
-def tile_qc(tiles: np.ndarray, limits: QcThresholds) -> np.ndarray:
+def tile_qc(tiles: np.ndarray | TileMaps, limits: QcThresholds) -> np.ndarray:
     """A reason code per tile (index into REASONS; 0 usable), the first check that fails."""
     s = qc_stats(tiles)
     code = np.zeros(len(s["content"]), np.uint8)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._check import DomainCheck
+from ._features import TileMaps
 from ._qc import OK, QcThresholds, tile_qc
 from ._stain import StainNormalizer
 
@@ -47,14 +48,16 @@ class TileScreen:
         """Screen uint8 RGB tiles (N, H, W, 3)."""
         tiles = np.asarray(tiles, np.uint8)
         n = len(tiles)
-        codes = tile_qc(tiles, self.qc) if self.qc is not None and n else np.zeros(n, np.uint8)
+        maps = TileMaps(tiles) if n and (self.qc is not None or self.check is not None) else None
+        codes = tile_qc(maps, self.qc) if maps is not None and self.qc is not None else np.zeros(n, np.uint8)
         out = tiles
         keep = codes == OK
         if self.stain is not None and keep.any():
             out = tiles.copy()
             out[keep] = self.stain(tiles[keep])
+            maps = TileMaps(out)
         dist = np.full(n, np.nan, np.float32)
-        if self.check is not None and n:
+        if self.check is not None and maps is not None:
             # Rejected tiles too: they are not counted, but a reviewer (and /score) sees both.
-            dist = self.check.distances(out)
+            dist = self.check.distances(maps)
         return Screened(out, codes, dist)

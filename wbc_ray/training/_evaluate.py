@@ -74,6 +74,9 @@ def evaluate(
         pred, score = fuse(p, method)
         result["ensembles"][method] = binary_metrics(y, pred, score)
         curves[f"ensemble:{method}"] = roc_curve(y, score)
+    flagged = _domain_flagged(models_dir, items, perturb)
+    if flagged is not None:
+        result["domain"] = flagged
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -81,6 +84,21 @@ def evaluate(
     (out / "metrics.md").write_text(markdown_table(result))
     _plots(result, curves, out)
     return result
+
+
+def _domain_flagged(
+    models_dir: str | os.PathLike[str], items: list[Any], perturb: str
+) -> dict[str, Any] | None:
+    """The share of the images the release's domain check puts out of range (None without one)."""
+    from ..domain import FEATURE_PX, load_domain, read_fields
+
+    domain = load_domain(models_dir)
+    if domain is None:
+        return None
+    x = read_fields([it.path for it in items], None, FEATURE_PX)
+    fn = PERTURB[perturb]
+    d = domain.check.distances(fn(x) if fn else x)
+    return {"flagged": float(domain.check.out_of_range(d).mean()), "threshold": domain.check.threshold}
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -100,6 +118,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     ]
     for name, m in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {m['confusion']} |")
+    if "domain" in result:
+        lines += ["", f"Domain check: {100 * result['domain']['flagged']:.1f} % of the images out of range."]
     return "\n".join(lines) + "\n"
 
 
