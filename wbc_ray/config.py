@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .ensemble import DEFAULT_FUSION, Fusion
 from .errors import InvalidInput, MissingInput
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The settings and Serve configs ship inside the package (`configs/` in a checkout links here),
+# so a plain `pip install .` finds them.
+CONFIG_DIR = PACKAGE_DIR / "configs"
+# A source checkout holds the release (weights/) and the default results folder; an installed
+# package has none beside it, and those defaults fall back to the working folder.
+REPO_ROOT = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else Path.cwd()
 APP_NAME = "wbc-ray"  # the Serve application's name, and the distribution's
 
 
@@ -108,6 +114,8 @@ class ServiceSettings(_Strict):
     max_queued_per_user: int | None = Field(None, ge=1)  # queued + running per user
     min_free_gb: float = Field(2.0, ge=0)  # uploads refused (507) below this much free disk
     audit_log: bool = True  # <results_dir>/audit.log, JSON lines
+    max_score_files: int = Field(64, ge=1)  # patches per POST /score; beyond: 413
+    max_score_mb: float = Field(16.0, gt=0)  # bytes per patch of POST /score; beyond: 413
 
 
 class Settings(_Strict):
@@ -136,7 +144,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     """
     raw: dict[str, Any] = {}
     path = path or os.environ.get("WBC_RAY_CONFIG") or None
-    cfg = Path(path) if path else REPO_ROOT / "configs" / "default.yaml"
+    cfg = Path(path) if path else CONFIG_DIR / "default.yaml"
     if path and not cfg.is_file():
         raise MissingInput(f"settings file {cfg} does not exist")
     if cfg.exists():

@@ -41,3 +41,9 @@ class MissingInput(WbcRayError, FileNotFoundError):
 
 class OutputExists(WbcRayError, FileExistsError):
     """The output path already holds something else; nothing was overwritten."""
+
+
+class SetupError(WbcRayError, RuntimeError):
+    """The service cannot start as set up (a database from a newer version, a results folder it
+    cannot write, a port in use); the message says what to do.
+    """

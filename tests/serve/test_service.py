@@ -126,6 +126,36 @@ def test_the_queue_is_bounded_in_order_and_per_user(lab, mixed_slide) -> None:
     assert all(a[1] <= b[0] + 0.5 for a, b in zip(spans, spans[1:], strict=False))
 
 
+def test_a_burst_of_submissions_never_overfills_the_queue(lab, mixed_slide) -> None:
+    """Three times the queue's bound at once, from nine users: a submission holds its place from
+    admission until its job is recorded, so no two pass the bound together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wbc_ray.serve._db import ACTIVE
+
+    root = client(lab, "root")
+    deadline = time.time() + 300
+    while lab["db"].count(ACTIVE) and time.time() < deadline:  # the earlier tests' jobs end
+        time.sleep(1)
+    assert lab["db"].count(ACTIVE) == 0
+    tokens = [lab["db"].create_token(f"burst{i}", "submit")[1] for i in range(9)]
+
+    def submit(token: str) -> httpx.Response:
+        with httpx.Client(
+            base_url=lab["base"], headers={"Authorization": f"Bearer {token}"}, timeout=120
+        ) as c:
+            return c.post("/jobs", json={"path": str(mixed_slide)})
+
+    with ThreadPoolExecutor(9) as pool:
+        answers = list(pool.map(submit, tokens))
+    assert {r.status_code for r in answers} <= {202, 429}, [r.text for r in answers]
+    accepted = [r.json()["job_id"] for r in answers if r.status_code == 202]
+    # max_queued 3, plus the one the runner may have started meanwhile (max_running 1).
+    assert 3 <= len(accepted) <= 4, [r.status_code for r in answers]
+    for job in accepted:
+        assert root.delete(f"/jobs/{job}").status_code == 200
+
+
 def test_an_upload_that_would_fill_the_disk_is_refused_and_nothing_is_kept(lab, mixed_slide) -> None:
     ana = client(lab, "ana")
     before = sorted((lab["results"] / "uploads").iterdir())
@@ -169,17 +199,30 @@ def test_the_page_signs_in_with_a_token_and_shows_only_that_users_work(lab, mixe
     assert clara not in (lab["results"] / "audit.log").read_text()
 
 
-def test_delete_cancels_a_running_job_and_removes_a_finished_one(lab, mixed_slide) -> None:
+def test_delete_cancels_a_running_job_and_removes_a_finished_one(
+    lab, mixed_slide, slide_dir, test_items
+) -> None:
+    from wbc_ray.slides import compose_slide
+
     ana = client(lab, "ana")
-    job = ana.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+    # Large enough (about 700 tiles) to be caught mid-slide.
+    big = slide_dir / "to_delete.tiff"
+    if not big.exists():
+        compose_slide(test_items, big, grid=(24, 24), malignant_fraction=0.3, seed=21)
+    job = ana.post("/jobs", json={"path": str(big)}).json()["job_id"]
     deadline = time.time() + 120
     while ana.get(f"/jobs/{job}").json()["status"] == "queued" and time.time() < deadline:
         time.sleep(0.2)
+    # Mid-slide: some work units written, others still to come.
+    while ana.get(f"/jobs/{job}").json()["progress"]["done"] == 0 and time.time() < deadline:
+        time.sleep(0.1)
     r = ana.delete(f"/jobs/{job}")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert ana.get(f"/jobs/{job}").json()["status"] == "cancelled"
-    assert not (lab["results"] / "jobs" / f"{job}.zarr").exists()
-    time.sleep(2)  # the runner stops it; it must not come back as done
+    store = lab["results"] / "jobs" / f"{job}.zarr"
+    assert not store.exists()
+    time.sleep(3)  # its task was stopped before the files went: nothing writes them again
+    assert not store.exists(), sorted(p.name for p in store.rglob("*"))[:10]
     assert ana.get(f"/jobs/{job}").json()["status"] == "cancelled"
     done = ana.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
     assert wait_done(ana, done)["status"] == "done"

@@ -20,9 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..serve import start
+    from ..serve.app import preflight
 
     given = {"models_dir": args.models, "results_dir": args.results, "settings": args.config}
-    start(args.serve_config, host=args.host, port=args.port, **{k: v for k, v in given.items() if v})
+    overrides = {k: v for k, v in given.items() if v}
+    preflight(args.serve_config, args.host, args.port, **overrides)
+    start(args.serve_config, host=args.host, port=args.port, **overrides)
     print(f"wbc-ray serving on http://{args.host}:{args.port} (OpenAPI at /docs); Ctrl-C to stop", flush=True)
     try:
         while True:

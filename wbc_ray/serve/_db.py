@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import SetupError
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 ROLES = ("read", "submit", "admin")
@@ -120,7 +122,11 @@ class ServiceDB:
         with self._write() as c:
             version = int(c.execute("PRAGMA user_version").fetchone()[0])
             if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path} is from a newer wbc-ray (schema {version}); upgrade wbc-ray")
+                raise SetupError(
+                    f"{self.path} was written by a newer wbc-ray (database schema {version}, this "
+                    f"version knows {len(MIGRATIONS)}): upgrade wbc-ray, or give this one another "
+                    "results folder (--results or WBC_RAY_RESULTS)"
+                )
             for i in range(version, len(MIGRATIONS)):
                 for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
                     c.execute(stmt)

@@ -3,11 +3,13 @@
 # at run time inside the Serve replica.
 
 import asyncio
+import contextlib
 import math
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from ray import serve
 
-from ..config import APP_NAME, VERSION
-from ..ensemble import DEFAULT_FUSION, FUSIONS, VERDICT_MEANING
+from ..config import APP_NAME, VERSION, ServiceSettings
+from ..ensemble import FUSIONS, VERDICT_MEANING
 from ..errors import InvalidInput
 from ..manifest import CLASSES
+from ..pipeline import AnalysisSettings
 from ..slides import SlideError, open_slide
 from ._audit import AuditLog
 from ._db import ACTIVE, LOCAL, Principal, ServiceDB
@@ -47,6 +50,12 @@ class Error(BaseModel):
     """Every error answer: what went wrong, naming the input."""
 
     detail: str
+
+
+def _slide_info(path: str, default_mpp: float | None) -> dict[str, Any]:
+    """A slide's details (opening it parses the file: run in a thread, off the event loop)."""
+    with open_slide(path, default_mpp=default_mpp) as s:
+        return s.info.to_dict()
 
 
 RESULT_DOC = (
@@ -135,24 +144,32 @@ class Ingress:
         job_cpus: float = 0.05,
         service: dict[str, Any] | None = None,
     ) -> None:
-        svc = service or {}
+        # Typed, with the defaults written once (config.ServiceSettings); a dict travels here.
+        svc = ServiceSettings(**(service or {}))
         self.ensemble = ensemble
         self.results_dir = str(Path(results_dir).resolve())
         self.paths = job_paths(self.results_dir)
         self.db = ServiceDB(Path(self.results_dir) / "service.db")
-        self.audit = AuditLog(Path(self.results_dir) / "audit.log" if svc.get("audit_log", True) else None)
-        self.auth = bool(svc.get("auth", False))
-        self.max_queued = int(svc.get("max_queued", 20))
-        self.max_per_user = svc.get("max_queued_per_user")
-        self.min_free = float(svc.get("min_free_gb", 2.0)) * 1e9
+        self.audit = AuditLog(Path(self.results_dir) / "audit.log" if svc.audit_log else None)
+        self.auth = svc.auth
+        self.max_queued = svc.max_queued
+        self.max_per_user = svc.max_queued_per_user
+        self.min_free = svc.min_free_gb * 1e9
+        self.max_score_files = svc.max_score_files
+        self.max_score_bytes = int(svc.max_score_mb * 2**20)
+        # Submissions admitted but not yet in the database (their slide is being opened, their
+        # upload written), per user: counted with the queue, so concurrent ones cannot overfill it.
+        self._pending: dict[str, int] = {}
         self.roots = [Path(r).resolve() for r in (slide_roots or [])] + [self.paths.uploads.resolve()]
         self.max_upload = int(max_upload_mb * 2**20)
-        self.analysis = analysis or {}
+        self.analysis = analysis or {}  # as it travels to the job tasks
+        self.settings = AnalysisSettings(**self.analysis)  # typed, its defaults config.Settings'
+
         self.app_name = app_name
         self.job_cpus = job_cpus
         self._cards: list[dict[str, Any]] | None = None
         self._domain: tuple[Any] | None = None  # (the release's DomainFile or None,) once asked
-        self.runner = Runner(self.db, self._launch, int(svc.get("max_running", 1)))
+        self.runner = Runner(self.db, self._launch, svc.max_running)
         self.runner.start()
 
     def __del__(self) -> None:
@@ -192,15 +209,31 @@ class Ingress:
         return job
 
     # ---- the queue --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reserved(self, who: Principal) -> Iterator[None]:
+        """A place in the queue held from admission until the job is in the database (or the
+        submission failed): checks and holds with no await between, so concurrent submissions
+        never pass `max_queued` together.
+        """
+        self._admit(who)
+        self._pending[who.user] = self._pending.get(who.user, 0) + 1
+        try:
+            yield
+        finally:
+            self._pending[who.user] -= 1
+            if not self._pending[who.user]:
+                del self._pending[who.user]
+
     def _admit(self, who: Principal) -> None:
         """429 with Retry-After when this user's share of the queue, or the queue, is full."""
-        if self.max_per_user is not None and self.db.count(ACTIVE, who.user) >= int(self.max_per_user):
+        mine = self.db.count(ACTIVE, who.user) + self._pending.get(who.user, 0)
+        if self.max_per_user is not None and mine >= int(self.max_per_user):
             raise HTTPException(
                 429,
                 f"{who.user} has {self.max_per_user} slides queued or running, the most one user may have",
                 headers={"Retry-After": str(self._retry_after(who.user))},
             )
-        queued = self.db.count(("queued",))
+        queued = self.db.count(("queued",)) + sum(self._pending.values())
         if queued >= self.max_queued:
             raise HTTPException(
                 429,
@@ -250,8 +283,7 @@ class Ingress:
         stain: str | None = None,
     ) -> dict[str, Any]:
         try:
-            with open_slide(path, default_mpp=self.analysis.get("default_mpp")) as s:
-                info = s.info.to_dict()
+            info = await asyncio.to_thread(_slide_info, path, self.settings.default_mpp)
         except SlideError as exc:
             raise _slide_error(exc, shown) from None
         if fusion and fusion not in FUSIONS:
@@ -274,10 +306,10 @@ class Ingress:
     ) -> dict[str, Any]:
         who = self._who(cred, "submit")
         real = allowed_path(body.path, self.roots)
-        self._admit(who)
-        return await self._submit(
-            who, new_job_id(), str(real), body.path, body.fusion, upload=False, stain=body.stain
-        )
+        with self._reserved(who):
+            return await self._submit(
+                who, new_job_id(), str(real), body.path, body.fusion, upload=False, stain=body.stain
+            )
 
     @api.post(
         "/jobs/upload",
@@ -299,7 +331,21 @@ class Ingress:
     ) -> dict[str, Any]:
         who = self._who(cred, "submit")
         name = check_name(file.filename or "")
-        self._admit(who)
+        with self._reserved(who):
+            return await self._receive(who, request, file, name, fusion, stain)
+
+    async def _receive(
+        self,
+        who: Principal,
+        request: Request,
+        file: UploadFile,
+        name: str,
+        fusion: str | None,
+        stain: str | None,
+    ) -> dict[str, Any]:
+        """Write an upload to the uploads folder (refused, and nothing kept, over a limit), then
+        submit it.
+        """
         job_id = new_job_id()
         suffix = "".join(Path(name).suffixes[-2:]).lower()
         suffix = suffix if suffix.replace(".", "").isalnum() and len(suffix) <= 12 else ""
@@ -314,7 +360,7 @@ class Ingress:
                     if size > self.max_upload:
                         raise HTTPException(413, f"upload is over the {self.max_upload / 2**20:.0f} MB limit")
                     self._check_disk(len(chunk), name)
-                    fh.write(chunk)
+                    await asyncio.to_thread(fh.write, chunk)
             return await self._submit(who, job_id, str(dest), name, fusion, upload=True, stain=stain)
         except HTTPException:
             dest.unlink(missing_ok=True)
@@ -334,9 +380,13 @@ class Ingress:
         self, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> list[dict[str, Any]]:
         who = self._who(cred)
-        jobs = self.db.jobs(None if who.admin else who.user)
         keep = ("job_id", "status", "slide", "submitted_at", "user")
-        return [{**{k: j[k] for k in keep}, "progress": progress_of(j, self.paths)} for j in jobs]
+
+        def listing() -> list[dict[str, Any]]:  # reads each unfinished job's store: in a thread
+            jobs = self.db.jobs(None if who.admin else who.user)
+            return [{**{k: j[k] for k in keep}, "progress": progress_of(j, self.paths)} for j in jobs]
+
+        return await asyncio.to_thread(listing)
 
     @api.get(
         "/jobs/{job_id}",
@@ -362,7 +412,7 @@ class Ingress:
             )
         }
         out.update(job["info"])
-        out["progress"] = progress_of(job, self.paths)
+        out["progress"] = await asyncio.to_thread(progress_of, job, self.paths)
         if job["status"] == "queued":
             out["position"] = self.db.position(job_id)
         if job["error"]:
@@ -381,11 +431,13 @@ class Ingress:
         job = self._job(job_id, who)
         if job["status"] in ACTIVE:
             self.db.cancel(job_id)
+            # The task stops before its files go: a unit it was writing must not bring them back.
+            await asyncio.to_thread(self.runner.halt, job_id)
             outcome = "cancelled"
         else:
             self.db.remove(job_id)
             outcome = "removed"
-        self.paths.remove(job_id, job["path"] if job["upload"] else None)
+        await asyncio.to_thread(self.paths.remove, job_id, job["path"] if job["upload"] else None)
         self._log(who, "delete", job_id=job_id, outcome=outcome)
         return {"job_id": job_id, "status": outcome}
 
@@ -425,7 +477,7 @@ class Ingress:
         who = self._who(cred)
         _, z = self._done(job_id, who)
         self._log(who, "download", job_id=job_id, what="heatmap.png")
-        return Response(heatmap_png(z), media_type="image/png")
+        return Response(await asyncio.to_thread(heatmap_png, z), media_type="image/png")
 
     @api.get(
         "/jobs/{job_id}/geojson",
@@ -442,7 +494,7 @@ class Ingress:
         _, z = self._done(job_id, who)
         self._log(who, "download", job_id=job_id, what="geojson")
         return Response(
-            geojson_text(z),
+            await asyncio.to_thread(geojson_text, z),
             media_type="application/geo+json",
             headers={"Content-Disposition": f'attachment; filename="{job_id}.geojson"'},
         )
@@ -462,7 +514,7 @@ class Ingress:
         _, z = self._done(job_id, who)
         self._log(who, "download", job_id=job_id, what="tiles.csv")
         return PlainTextResponse(
-            tiles_csv(z),
+            await asyncio.to_thread(tiles_csv, z),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
         )
@@ -488,29 +540,12 @@ class Ingress:
         Headers say which class is explained, the model's probability of malignant for the tile,
         and `X-Evidence: none` when the map is empty.
         """
-        from ..slides import read_tile
-        from ..store import array, attrs, open_store, overlay_png
+        from ..store import overlay_png
 
         who = self._who(cred)
         job, z = self._done(job_id, who)
-        g = open_store(z)
-        n = array(g, "coords").shape[0]
-        if not 0 <= tile < n:
-            raise HTTPException(404, f"tile {tile} out of range 0..{n - 1}")
-        x, y = (int(v) for v in np.asarray(array(g, "coords")[tile]))
-        meta = attrs(g)
-        t = meta["tiling"]
-        try:
-            with open_slide(job["path"], default_mpp=self.analysis.get("default_mpp")) as s:
-                px = read_tile(s, x, y, int(t["level"]), int(t["read_px"]), int(t["tile_px"]))
-        except SlideError as exc:
-            raise HTTPException(
-                410, f"slide of job {job_id} ({job['slide']}) can no longer be read: {exc.reason}"
-            ) from None
-        names = [m["name"] for m in meta.get("models", [])]
-        if model not in names:
-            raise HTTPException(404, f"no model {model[:40]!r}")
-        p_mal = float(np.asarray(array(g, "probs")[tile, names.index(model), 1]))
+        # The store and the slide are read, and the PNG encoded, in threads: off the event loop.
+        px, p_mal = await asyncio.to_thread(self._tile_for_gradcam, job, z, tile, model)
         cls = {"malignant": 1, "benign": 0}.get(target, int(p_mal >= 0.5))
         try:
             cam = await self.ensemble.gradcam.remote(model, px, cls)
@@ -522,7 +557,34 @@ class Ingress:
             "X-Model-Probability-Malignant": f"{p_mal:.4f}",
             "X-Evidence": "none" if float(cam.max()) <= 0 else "some",
         }
-        return Response(overlay_png(px, cam), media_type="image/png", headers=headers)
+        png = await asyncio.to_thread(overlay_png, px, cam)
+        return Response(png, media_type="image/png", headers=headers)
+
+    def _tile_for_gradcam(
+        self, job: dict[str, Any], z: Path, tile: int, model: str
+    ) -> tuple[np.ndarray, float]:
+        """One tile's pixels, read from the job's slide, and the model's stored malignant score."""
+        from ..slides import read_tile
+        from ..store import array, attrs, open_store
+
+        g = open_store(z)
+        n = array(g, "coords").shape[0]
+        if not 0 <= tile < n:
+            raise HTTPException(404, f"tile {tile} out of range 0..{n - 1}")
+        x, y = (int(v) for v in np.asarray(array(g, "coords")[tile]))
+        meta = attrs(g)
+        t = meta["tiling"]
+        names = [m["name"] for m in meta.get("models", [])]
+        if model not in names:
+            raise HTTPException(404, f"no model {model[:40]!r}")
+        try:
+            with open_slide(job["path"], default_mpp=self.settings.default_mpp) as s:
+                px = read_tile(s, x, y, int(t["level"]), int(t["read_px"]), int(t["tile_px"]))
+        except SlideError as exc:
+            raise HTTPException(
+                410, f"slide of job {job['job_id']} ({job['slide']}) can no longer be read: {exc.reason}"
+            ) from None
+        return px, float(np.asarray(array(g, "probs")[tile, names.index(model), 1]))
 
     # ---- models and patches -----------------------------------------------------------------
     @api.post(
@@ -555,14 +617,24 @@ class Ingress:
         trusted for such a patch).
         """
         who = self._who(cred, "submit")
+        if len(files) > self.max_score_files:
+            raise HTTPException(
+                413,
+                f"{len(files)} patches in one request: at most {self.max_score_files} "
+                "(setting service.max_score_files)",
+            )
         cards = await self.cards()
         size = max(int(c["input_size"]) for c in cards)
         tiles, names = [], []
         for f in files:
             name = check_name(f.filename or "patch")
-            data = await f.read(self.max_upload + 1)
-            if len(data) > self.max_upload:
-                raise HTTPException(413, f"{name}: over the {self.max_upload / 2**20:.0f} MB limit")
+            data = await f.read(self.max_score_bytes + 1)
+            if len(data) > self.max_score_bytes:
+                raise HTTPException(
+                    413,
+                    f"{name}: over the {self.max_score_bytes / 2**20:g} MB a patch may have "
+                    "(setting service.max_score_mb)",
+                )
             tiles.append(await asyncio.to_thread(decode_patch, name, data, size, mpp))
             names.append(name)
         if fusion and fusion not in FUSIONS:
@@ -580,8 +652,8 @@ class Ingress:
             names,
             res,
             [c["name"] for c in cards],
-            fusion or self.analysis.get("fusion", DEFAULT_FUSION),
-            self.analysis.get("tile_threshold", 0.5),
+            fusion or self.settings.fusion,
+            self.settings.tile_threshold,
             screened,
             screening,
         )
@@ -591,13 +663,13 @@ class Ingress:
         from dataclasses import replace
 
         from ..domain import DomainFile
-        from ..pipeline import AnalysisSettings, build_screen, stain_method
+        from ..pipeline import build_screen, stain_method
 
         if self._domain is None:
             found = await self.ensemble.domain.remote()
             self._domain = (DomainFile.from_dict(found),) if found else (None,)
         domain = self._domain[0]
-        settings = AnalysisSettings(**self.analysis).screen
+        settings = self.settings.screen
         if stain:
             settings = replace(settings, stain=stain)
         try:

@@ -87,6 +87,18 @@ class Runner:
             except Exception as exc:
                 self.db.finish(job["job_id"], "failed", error=f"could not start: {type(exc).__name__}: {exc}")
 
+    def halt(self, job_id: str, timeout_s: float = 60.0) -> None:
+        """Stop a cancelled job's task here and wait until it has ended (its reads and writes
+        with it), so that its files can go without anything of it writing them again.
+        """
+        import ray
+
+        ref = self.refs.get(job_id)
+        if ref is None:
+            return
+        ray.cancel(ref, force=True, recursive=True)
+        ray.wait([ref], timeout=timeout_s)
+
     def _reap(self) -> None:
         import ray
 

@@ -10,13 +10,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
-from ..config import APP_NAME, REPO_ROOT, load_settings
-from ..errors import InvalidInput, MissingInput
+from ..config import APP_NAME, CONFIG_DIR, load_settings
+from ..errors import InvalidInput, MissingInput, SetupError
 from ._ingress import Ingress
 from ._models import CNN, Ensemble
 
-SERVE_CONFIG = REPO_ROOT / "configs" / "serve.yaml"
-SERVE_GPU_CONFIG = REPO_ROOT / "configs" / "serve.gpu.yaml"
+SERVE_CONFIG = CONFIG_DIR / "serve.yaml"
+SERVE_GPU_CONFIG = CONFIG_DIR / "serve.gpu.yaml"
 
 
 class AppArgs(BaseModel):
@@ -158,6 +158,56 @@ def start(
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def preflight(path: str | os.PathLike[str] | None, host: str, port: int, **overrides: Any) -> None:
+    """What `wbc-ray serve` checks before Ray starts, so that an operator's mistake is one line
+    saying what to do, not a replica's traceback: the Serve config's app arguments, the release,
+    the results folder and its database, and the port.
+    """
+    import socket
+
+    from pydantic import ValidationError
+
+    from ..models import available
+    from ..models._release import is_release, verify_release
+    from ._db import ServiceDB
+
+    s = load_settings(overrides.get("settings"))
+    check_exposure(host, s.service.auth)
+    cfg = Path(path) if path else default_serve_config()
+    try:
+        args = AppArgs(**{**load_serve_config(cfg)["app"].get("args", {}), **overrides})
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"Serve config {cfg}: cannot read it ({exc})") from None
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        raise InvalidInput(f"Serve config {cfg}: application args: {bad}") from None
+    models = Path(args.models_dir or s.models_dir)
+    if is_release(models):
+        verify_release(models)  # names the missing or altered file
+    elif not available(models):
+        raise MissingInput(f"no model checkpoints in {models}: point --models or WBC_RAY_MODELS at a release")
+    results = Path(args.results_dir or s.results_dir)
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / ".wbc-ray-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SetupError(
+            f"results folder {results} is not writable ({exc.strerror}): choose another with --results "
+            "or WBC_RAY_RESULTS, or give this user write access"
+        ) from None
+    ServiceDB(results / "service.db")  # opens, migrates, or refuses a newer one
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise SetupError(
+                f"port {port} on {host} is not free ({exc.strerror}): another service (a running "
+                "`wbc-ray serve`?) holds it; stop it or choose --port"
+            ) from None
 
 
 def check_exposure(host: str, auth: bool) -> None:

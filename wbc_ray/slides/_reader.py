@@ -301,41 +301,52 @@ def _open_openslide(
         osr = openslide.OpenSlide(str(p))
     except Exception as exc:
         raise SlideError(p, f"OpenSlide recognises it as {vendor} but cannot open it: {exc}") from exc
-    lw, lh = osr.level_dimensions[-1]
-    if lw * lh > MAX_SINGLE_LEVEL_PIXELS:
-        osr.close()
-        raise SlideError(
-            p,
-            f"smallest pyramid level is {lw}x{lh} ({lw * lh / 1e9:.1f} Gpx), over the "
-            f"{MAX_SINGLE_LEVEL_PIXELS / 1e9:.0f} Gpx limit; add reduced-resolution levels",
+    # Whatever fails from here on (a level too large, no resolution, a tile that does not decode
+    # at the probe) closes what was opened: a long-running service meets many such files.
+    backend: _OpenSlideBackend | None = None
+    try:
+        lw, lh = osr.level_dimensions[-1]
+        if lw * lh > MAX_SINGLE_LEVEL_PIXELS:
+            raise SlideError(
+                p,
+                f"smallest pyramid level is {lw}x{lh} ({lw * lh / 1e9:.1f} Gpx), over the "
+                f"{MAX_SINGLE_LEVEL_PIXELS / 1e9:.0f} Gpx limit; add reduced-resolution levels",
+            )
+        props = osr.properties
+        mpp, source = _openslide_mpp(props)
+        mpp, source = _resolve_mpp(mpp, source, mpp_override, default_mpp)
+        backend = _OpenSlideBackend(osr)
+        reader = "openslide"
+        if direct:
+            levels = tuple((int(w), int(h)) for w, h in osr.level_dimensions)
+            downsamples = tuple(float(d) for d in osr.level_downsamples)
+            backend.direct = open_direct(str(p), str(vendor), levels, downsamples, backend.read_openslide)
+            if backend.direct is not None:
+                reader = (
+                    f"openslide+tiff-direct (levels {', '.join(map(str, sorted(backend.direct.levels)))})"
+                )
+        info = SlideInfo(
+            path=str(p),
+            vendor=str(vendor),
+            dimensions=tuple(osr.dimensions),  # type: ignore[arg-type]
+            level_dimensions=tuple(tuple(d) for d in osr.level_dimensions),  # type: ignore[misc]
+            level_downsamples=tuple(float(d) for d in osr.level_downsamples),
+            mpp=mpp,
+            mpp_source=source,
+            objective_power=_float_prop(props, "openslide.objective-power"),
+            associated_images=tuple(sorted(osr.associated_images.keys())),
+            properties={k: str(v) for k, v in props.items()},
+            reader=reader,
         )
-    props = osr.properties
-    mpp, source = _openslide_mpp(props)
-    mpp, source = _resolve_mpp(mpp, source, mpp_override, default_mpp)
-    backend = _OpenSlideBackend(osr)
-    reader = "openslide"
-    if direct:
-        levels = tuple((int(w), int(h)) for w, h in osr.level_dimensions)
-        downsamples = tuple(float(d) for d in osr.level_downsamples)
-        backend.direct = open_direct(str(p), str(vendor), levels, downsamples, backend.read_openslide)
-        if backend.direct is not None:
-            reader = f"openslide+tiff-direct (levels {', '.join(map(str, sorted(backend.direct.levels)))})"
-    info = SlideInfo(
-        path=str(p),
-        vendor=str(vendor),
-        dimensions=tuple(osr.dimensions),  # type: ignore[arg-type]
-        level_dimensions=tuple(tuple(d) for d in osr.level_dimensions),  # type: ignore[misc]
-        level_downsamples=tuple(float(d) for d in osr.level_downsamples),
-        mpp=mpp,
-        mpp_source=source,
-        objective_power=_float_prop(props, "openslide.objective-power"),
-        associated_images=tuple(sorted(osr.associated_images.keys())),
-        properties={k: str(v) for k, v in props.items()},
-        reader=reader,
-    )
-    slide = Slide(info, backend)
-    _probe(slide)
-    return slide
+        slide = Slide(info, backend)
+        _probe(slide)
+        return slide
+    except BaseException:
+        if backend is not None:
+            backend.close()
+        else:
+            osr.close()
+        raise
 
 
 def _probe(slide: Slide) -> None:
@@ -388,7 +399,11 @@ def _open_pillow(p: Path, mpp_override: float | None, default_mpp: float | None)
     except Exception as exc:
         image.close()
         raise SlideError(p, f"image data is corrupt or truncated: {exc}") from exc
-    mpp, source = _resolve_mpp(None, "none", mpp_override, default_mpp)
+    try:
+        mpp, source = _resolve_mpp(None, "none", mpp_override, default_mpp)
+    except BaseException:
+        image.close()  # an image without a resolution is refused: nothing stays open
+        raise
     info = SlideInfo(
         path=str(p),
         vendor=f"pillow-{(image.format or 'image').lower()}",
