@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = configured_precisions(None, available(models))
     clfs = [Classifier.load_served(models, n, precisions.get(n))[0] for n in available(models)]
     plain = sum(best_seconds(lambda c=c: c.predict(x, batch_size=32)) for c in clfs)
-    q = QcSettings()
-    qc = QcThresholds(q.min_content, q.min_sharpness, q.max_ink, q.max_debris)
+    qc = QcThresholds.from_settings(QcSettings())
     variants = {
         "qc": TileScreen(qc),
         "qc + domain check (default)": TileScreen(qc, None, domain.check),

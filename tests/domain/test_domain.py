@@ -29,8 +29,7 @@ PBC = DATA / "pbc" / "labels.csv"
 
 
 def _limits() -> QcThresholds:
-    q = QcSettings()
-    return QcThresholds(q.min_content, q.min_sharpness, q.max_ink, q.max_debris)
+    return QcThresholds.from_settings(QcSettings())
 
 
 @pytest.fixture(scope="module")

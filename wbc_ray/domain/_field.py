@@ -18,8 +18,8 @@ def to_field(x: np.ndarray, mpp: float | None, out_px: int) -> np.ndarray:
     """An image (H, W, 3 uint8) as one field of FIELD_UM at `out_px` pixels.
 
     With `mpp` (microns per pixel), the image is resized so that a micron spans what it spans in
-    a slide tile, then centred on the field: cut to it when larger, laid on its own border colour
-    (the glass around the cell) when smaller. Without, the whole image is taken as one field;
+    a slide tile, then centred on the field: cut to it when larger, filled by mirroring it about
+    its edges when smaller. Without, the whole image is taken as one field;
     callers say so, since that is a guess about the scale.
     """
     h, w = x.shape[:2]

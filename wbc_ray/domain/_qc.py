@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import QcSettings
 from ._features import TileMaps
 
 # Codes stored per tile in the results (uint8); names as the result and the CSV give them.
@@ -35,6 +36,11 @@ class QcThresholds:
     min_sharpness: float  # log mean |Laplacian| of a block's content (gray 0..1); below: blurred
     max_ink: float  # share of pixels in pen colours (green, cyan, blue, black marker)
     max_debris: float  # share of near-black pixels (dirt, dust, black marker, a bubble's rim)
+
+    @classmethod
+    def from_settings(cls, qc: QcSettings) -> QcThresholds:
+        """The limits of the `qc` settings (the thresholds only; whether QC runs is the caller's)."""
+        return cls(qc.min_content, qc.min_sharpness, qc.max_ink, qc.max_debris)
 
 
 def qc_stats(tiles: np.ndarray | TileMaps) -> dict[str, np.ndarray]:

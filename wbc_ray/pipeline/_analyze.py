@@ -121,6 +121,18 @@ def _score_once(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[st
 _DEFAULTS = Settings()
 
 
+def screen_settings(s: Settings, stain: str | None = None) -> ScreenSettings:
+    """The screening part of the settings (`stain` overrides the settings' normalisation)."""
+    return ScreenSettings(
+        qc=QcThresholds.from_settings(s.qc) if s.qc.enabled else None,
+        stain=stain or s.domain.stain,
+        domain_check=s.domain.check,
+        max_out_of_range=s.domain.max_out_of_range,
+        min_usable_tiles=s.qc.min_usable_tiles,
+        min_usable_share=s.qc.min_usable_share,
+    )
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
     # Defaults: config.Settings' (the one place they are written); `from_settings` maps a loaded one.
@@ -135,14 +147,7 @@ class AnalysisSettings:
     tile_mpp: float | None = None  # None: the models' scale from their cards
     slide_mpp: float | None = None
     default_mpp: float | None = None
-    screen: ScreenSettings = ScreenSettings(
-        qc=QcThresholds(**_DEFAULTS.qc.model_dump(include=set(QcThresholds.__dataclass_fields__))),
-        stain=_DEFAULTS.domain.stain,
-        domain_check=_DEFAULTS.domain.check,
-        max_out_of_range=_DEFAULTS.domain.max_out_of_range,
-        min_usable_tiles=_DEFAULTS.qc.min_usable_tiles,
-        min_usable_share=_DEFAULTS.qc.min_usable_share,
-    )
+    screen: ScreenSettings = screen_settings(_DEFAULTS)
 
     def __post_init__(self) -> None:
         # Settings travel to the service's job tasks as plain dicts (asdict); rebuild the parts.
@@ -166,19 +171,6 @@ class AnalysisSettings:
             "screen": screen_settings(s),
         }
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def screen_settings(s: Settings, stain: str | None = None) -> ScreenSettings:
-    """The screening part of the settings (`stain` overrides the settings' normalisation)."""
-    qc = QcThresholds(**s.qc.model_dump(include=set(QcThresholds.__dataclass_fields__)))
-    return ScreenSettings(
-        qc=qc if s.qc.enabled else None,
-        stain=stain or s.domain.stain,
-        domain_check=s.domain.check,
-        max_out_of_range=s.domain.max_out_of_range,
-        min_usable_tiles=s.qc.min_usable_tiles,
-        min_usable_share=s.qc.min_usable_share,
-    )
 
 
 def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:
@@ -251,7 +243,7 @@ def analyze_slide(
     tissue = np.asarray(array(g, "tissue")[:])
     cells = np.asarray(array(g, "cells")[:])
     screening, screen_record = screening_of(
-        settings.screen, domain, np.asarray(array(g, "qc")[:]), np.asarray(array(g, "domain")[:])
+        settings.screen, screen, np.asarray(array(g, "qc")[:]), np.asarray(array(g, "domain")[:])
     )
     if len(fused):
         heat = np.full(plan.grid.shape, np.nan, np.float32)

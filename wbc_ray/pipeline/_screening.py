@@ -51,12 +51,14 @@ def build_screen(s: ScreenSettings, domain: DomainFile | None) -> TileScreen:
 
 
 def screening_of(
-    s: ScreenSettings, domain: DomainFile | None, qc: np.ndarray, distances: np.ndarray
+    s: ScreenSettings, screen: TileScreen, qc: np.ndarray, distances: np.ndarray
 ) -> tuple[TileScreening, dict[str, Any]]:
-    """The verdict's view of a slide's screening, and the result's record of it."""
+    """The verdict's view of a slide's screening (by `screen`, as `build_screen` made it from
+    `s`), and the result's record of it.
+    """
     from ..domain import OK
 
-    check = domain.check if s.domain_check and domain is not None else None
+    check = screen.check
     usable = np.asarray(qc) == OK
     out_of_range = check.out_of_range(distances) if check is not None else None
     screening = TileScreening(
@@ -68,7 +70,7 @@ def screening_of(
     )
     record = {
         "qc": {"enabled": s.qc is not None, "rejected": reason_counts(qc)},
-        "stain": stain_method(s.stain, domain),
+        "stain": screen.stain.method if screen.stain is not None else "none",
         "domain": {
             "checked": check is not None,
             "threshold": None if check is None else round(check.threshold, 4),

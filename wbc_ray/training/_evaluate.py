@@ -74,7 +74,7 @@ def evaluate(
         pred, score = fuse(p, method)
         result["ensembles"][method] = binary_metrics(y, pred, score)
         curves[f"ensemble:{method}"] = roc_curve(y, score)
-    flagged = _domain_flagged(models_dir, items, perturb)
+    flagged = _domain_flagged(models_dir, items, perturb, images)
     if flagged is not None:
         result["domain"] = flagged
     out = Path(out)
@@ -87,17 +87,23 @@ def evaluate(
 
 
 def _domain_flagged(
-    models_dir: str | os.PathLike[str], items: list[Any], perturb: str
+    models_dir: str | os.PathLike[str], items: list[Any], perturb: str, images: dict[int, np.ndarray]
 ) -> dict[str, Any] | None:
-    """The share of the images the release's domain check puts out of range (None without one)."""
+    """The share of the images the release's domain check puts out of range (None without one).
+    The images the models were given at the check's size are used as they are (same resize, same
+    perturbation); only where no model takes that size are they read again.
+    """
     from ..domain import FEATURE_PX, load_domain, read_fields
 
     domain = load_domain(models_dir)
     if domain is None:
         return None
-    x = read_fields([it.path for it in items], None, FEATURE_PX)
-    fn = PERTURB[perturb]
-    d = domain.check.distances(fn(x) if fn else x)
+    x = images.get(FEATURE_PX)
+    if x is None:
+        x = read_fields([it.path for it in items], None, FEATURE_PX)
+        fn = PERTURB[perturb]
+        x = fn(x) if fn else x
+    d = domain.check.distances(x)
     return {"flagged": float(domain.check.out_of_range(d).mean()), "threshold": domain.check.threshold}
 
 

@@ -25,6 +25,8 @@ from ..domain import (
     FEATURE_PX,
     SHIFT_MEANING,
     STAIN_METHODS,
+    DomainCheck,
+    DomainFile,
     QcThresholds,
     StainNormalizer,
     TileScreen,
@@ -149,13 +151,9 @@ def _class_metrics(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> 
     return out
 
 
-def _screen(models_dir: Path, stain: str, qc: QcSettings) -> TileScreen:
-    domain = load_domain(models_dir)
-    if domain is None:
-        raise MissingInput(f"{models_dir} holds no domain.json: fit one with `wbc-ray domain`")
-    limits = QcThresholds(qc.min_content, qc.min_sharpness, qc.max_ink, qc.max_debris)
+def _screen(domain: DomainFile, stain: str, qc: QcSettings) -> TileScreen:
     normalizer = None if stain == "none" else StainNormalizer(stain, domain.stain_references)
-    return TileScreen(limits, normalizer, domain.check)
+    return TileScreen(QcThresholds.from_settings(qc), normalizer, domain.check)
 
 
 def evaluate_sets(
@@ -178,6 +176,10 @@ def evaluate_sets(
     for m in stains:
         if m not in STAIN_METHODS:
             raise InvalidInput(f"stain normalisation {m!r} is not one of {STAIN_METHODS}")
+    domain = load_domain(models_dir)
+    if domain is None:
+        raise MissingInput(f"{models_dir} holds no domain.json: fit one with `wbc-ray domain`")
+    screens = {stain: _screen(domain, stain, qc or QcSettings()) for stain in stains}
     names = available(models_dir)
     clfs = [Classifier.load_served(models_dir, n, precision)[0] for n in names]  # type: ignore[arg-type]
     tile_mpp, _ = tile_scale([{"mpp": c.card.mpp, "input_size": c.card.input_size} for c in clfs])
@@ -187,11 +189,11 @@ def evaluate_sets(
         x, y, scale = load_set(s, root, tile_mpp)
         log(f"{s.name}: {len(x)} fields ({scale})")
         for stain in stains:
-            screened = _screen(models_dir, stain, qc or QcSettings())(x)
+            screened = screens[stain](x)
             p = np.stack([c.predict(screened.tiles) for c in clfs])  # (M, N, 2)
             _, fused = fuse(p, DEFAULT_FUSION)
             reference.setdefault(stain, screened.domain[screened.usable])
-            rows.append(_row(s, stain, scale, y, p, fused, screened, reference[stain], names, models_dir))
+            rows.append(_row(s, stain, scale, y, p, fused, screened, reference[stain], names, domain.check))
     report = {
         "models_dir": str(models_dir),
         "release": _release_version(models_dir),
@@ -225,13 +227,11 @@ def _row(
     screened: Any,
     ref: np.ndarray,
     names: list[str],
-    models_dir: Path,
+    check: DomainCheck,
 ) -> dict[str, Any]:
     usable = screened.usable
     dist = screened.domain
-    domain = load_domain(models_dir)
-    assert domain is not None
-    out_range = domain.check.out_of_range(dist) & usable
+    out_range = check.out_of_range(dist) & usable
     auc = float("nan")
     if usable.any() and len(ref):
         auc = float(roc_auc(np.r_[np.zeros(len(ref)), np.ones(usable.sum())], np.r_[ref, dist[usable]]))
