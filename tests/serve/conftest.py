@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,3 +31,41 @@ def mixed_slide(slide_dir, test_items):
     p = slide_dir / "mixed.tiff"
     compose_slide(test_items, p, grid=(10, 10), malignant_fraction=0.4, seed=11)
     return p
+
+
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+def run_schemathesis(base: str, slide: Path, token: str | None = None) -> str:
+    """Schemathesis with every check against the live service at `base`, its job routes pointed at
+    a finished job of `slide` (and deletion at another); fails with its report. Returns the report.
+
+    The by-design refusals are listed by operation in tests/serve/schemathesis.toml.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    api = httpx.Client(base_url=base, headers=headers, timeout=60)
+    jobs = []
+    deadline = time.time() + 600
+    while len(jobs) < 2:
+        r = api.post("/jobs", json={"path": str(slide)})
+        if r.status_code == 429 and time.time() < deadline:  # the queue of an earlier test
+            time.sleep(2)
+            continue
+        assert r.status_code == 202, r.text
+        jobs.append(r.json()["job_id"])
+    for job in jobs:
+        assert wait_done(api, job)["status"] == "done"
+    exe = str(Path(sys.executable).parent / "schemathesis")
+    cmd = [exe, "--config-file", str(SCHEMATHESIS_CONFIG), "run", f"{base}/openapi.json"]
+    cmd += ["--checks", "all", "--max-examples", "5", "--seed", "1", "--no-color"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    env = {**os.environ, "WBC_RAY_SCHEMA_JOB": jobs[0], "WBC_RAY_SCHEMA_DELETE_JOB": jobs[1]}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    report = r.stdout + r.stderr
+    assert r.returncode == 0, report[-12000:]
+    generated = re.search(r"(\d+) generated, (\d+) passed", report)
+    assert generated and int(generated.group(1)) >= 100 and generated.group(1) == generated.group(2), report
+    tested = re.search(r"Tested: (\d+)", report)
+    assert tested and int(tested.group(1)) >= 13, report  # every route of the schema
+    return report

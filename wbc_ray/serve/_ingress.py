@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from ray import serve
 
 from ..config import APP_NAME, VERSION, ServiceSettings
-from ..ensemble import FUSIONS, VERDICT_MEANING
+from ..ensemble import VERDICT_MEANING, Fusion
 from ..errors import InvalidInput
 from ..manifest import CLASSES
 from ..pipeline import AnalysisSettings
@@ -32,6 +33,7 @@ from ._db import ACTIVE, LOCAL, Principal, ServiceDB
 from ._jobs import job_paths, new_job_id, progress_of, run_job_task
 from ._queue import Runner, finish_times
 from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
+from ._schema import service_openapi
 
 api = FastAPI(
     title="wbc-ray",
@@ -39,6 +41,10 @@ api = FastAPI(
     "fused by a fuzzy rank ensemble into a slide verdict. With auth on, every route but /health "
     "takes a bearer token (`wbc-ray token create`).",
     version=VERSION,
+    # Served by the Ingress itself (`openapi_json`, `docs`): the schema depends on its settings.
+    openapi_url=None,
+    docs_url=None,
+    redoc_url=None,
 )
 bearer = HTTPBearer(auto_error=False, description="a token from `wbc-ray token create`")
 
@@ -95,6 +101,26 @@ def _binary(media: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# The GeoJSON download is JSON (a FeatureCollection), declared as such, not as opaque bytes.
+GEOJSON_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "a FeatureCollection: one detection per tile (QuPath reads its classes)",
+        "content": {
+            "application/geo+json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "features"],
+                    "properties": {
+                        "type": {"type": "string", "enum": ["FeatureCollection"]},
+                        "features": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 # Registered before the class: `serve.ingress` takes the app as it is at that point.
 @api.middleware("http")
 async def _allow_header(request: Request, call_next: Any) -> Any:
@@ -104,12 +130,19 @@ async def _allow_header(request: Request, call_next: Any) -> Any:
     # FastAPI's private business.
     response = await call_next(request)
     if response.status_code == 405:
+        paths = request.app.openapi()["paths"]
+        # A literal path wins over a template it also matches (/jobs/upload is not /jobs/{job_id}).
+        matching = (
+            [request.url.path]
+            if request.url.path in paths
+            else [
+                template
+                for template in paths
+                if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), request.url.path)
+            ]
+        )
         methods = {
-            method.upper()
-            for template, ops in request.app.openapi()["paths"].items()
-            if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), request.url.path)
-            for method in ops
-            if method in _HTTP_METHODS
+            method.upper() for template in matching for method in paths[template] if method in _HTTP_METHODS
         }
         response.headers["Allow"] = ", ".join(sorted(methods))
     return response
@@ -168,6 +201,7 @@ class Ingress:
         self.app_name = app_name
         self.job_cpus = job_cpus
         self._cards: list[dict[str, Any]] | None = None
+        self._schema: dict[str, Any] | None = None
         self._domain: tuple[Any] | None = None  # (the release's DomainFile or None,) once asked
         self.runner = Runner(self.db, self._launch, svc.max_running)
         self.runner.start()
@@ -286,8 +320,6 @@ class Ingress:
             info = await asyncio.to_thread(_slide_info, path, self.settings.default_mpp)
         except SlideError as exc:
             raise _slide_error(exc, shown) from None
-        if fusion and fusion not in FUSIONS:
-            raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}, not {fusion[:40]!r}")
         keep = {k: info[k] for k in ("vendor", "dimensions", "mpp")}
         if stain:
             keep["stain"] = stain
@@ -321,7 +353,9 @@ class Ingress:
         self,
         request: Request,
         file: UploadFile = File(...),
-        fusion: str | None = Query(None),
+        fusion: Fusion | None = Query(
+            None, description="how the models' scores are fused (default: the service's)"
+        ),
         stain: str | None = Query(
             None,
             pattern="^(release|none|macenko|reinhard)$",
@@ -483,7 +517,7 @@ class Ingress:
         "/jobs/{job_id}/geojson",
         summary="Tiles as QuPath detections with class and scores",
         response_class=Response,
-        responses={**_binary("application/geo+json"), **_errors(401, 404, 409)},
+        responses={**GEOJSON_RESPONSE, **_errors(401, 404, 409)},
     )
     async def job_geojson(
         self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -594,8 +628,12 @@ class Ingress:
     )
     async def score(
         self,
-        files: list[UploadFile] = File(...),
-        fusion: str | None = Query(None),
+        files: list[UploadFile] = File(
+            ..., min_length=1, description="the patches (at most service.max_score_files)"
+        ),
+        fusion: Fusion | None = Query(
+            None, description="how the models' scores are fused (default: the service's)"
+        ),
         mpp: float | None = Query(
             None,
             gt=0.01,
@@ -637,8 +675,6 @@ class Ingress:
                 )
             tiles.append(await asyncio.to_thread(decode_patch, name, data, size, mpp))
             names.append(name)
-        if fusion and fusion not in FUSIONS:
-            raise HTTPException(422, f"fusion must be one of {', '.join(FUSIONS)}")
         screen, screening = await self._screen(stain)
         screening["scale"] = (
             f"rescaled from {mpp} um/px to the models' field"
@@ -704,6 +740,17 @@ class Ingress:
             "deployments": replicas,
             "stats": await self.ensemble.stats.remote(),
         }
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_json(self, request: Request) -> JSONResponse:
+        """The schema as this service behaves (accounts on or off: `_schema.service_openapi`)."""
+        if self._schema is None:
+            self._schema = service_openapi(request.app.openapi(), auth=self.auth)
+        return JSONResponse(self._schema)
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{APP_NAME} REST API")
 
     @api.get("/health", summary="Liveness and readiness (no token needed)")
     async def health(self) -> dict[str, Any]:

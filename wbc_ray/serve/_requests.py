@@ -2,26 +2,53 @@
 
 import io
 import os
+import re
 import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from fastapi import HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
+
+from ..ensemble import Fusion
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
+MAX_PATH_CHARS = MAX_PATH_BYTES // 4  # so any text within it fits the bytes limit
 MAX_PATCH_PIXELS = 64_000_000
 
 
 class PathSubmission(BaseModel):
     """A slide already on the server, by its absolute path under the configured slide folders."""
 
-    path: str
-    fusion: str | None = None
+    # What the schema can say of a path, it says (absolute, no NUL, not a URI, bounded), so a
+    # request the schema allows is refused only for what no schema can know: where the file is.
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        json_schema_extra={"pattern": "^/[^\\u0000]*$"},
+        description="absolute path of the slide, under the service's slide folders",
+    )
+    fusion: Fusion | None = None
     # Stain normalisation for this analysis (default: the service's `domain.stain`).
     stain: Literal["release", "none", "macenko", "reinhard"] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if "\x00" in path:
+            raise ValueError("path contains a NUL byte")
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+            raise ValueError(
+                f"URI scheme not supported here: {path.split('://')[0][:20]!r}; "
+                "give a path under the configured slide folders"
+            )
+        if not path.startswith("/"):
+            raise ValueError(
+                f"path must be absolute (the server's working folder is not yours): {path[:200]!r}"
+            )
+        return path
 
 
 def check_name(name: str) -> str:

@@ -40,8 +40,10 @@ def _type(param: dict[str, Any]) -> str:
 
 def main() -> int:
     from ._ingress import api
+    from ._schema import service_openapi
 
-    Path(sys.argv[1]).write_text(rest_markdown(api.openapi()))
+    # Documented as a lab runs it, with accounts (which adds the token and its 401s to each route).
+    Path(sys.argv[1]).write_text(rest_markdown(service_openapi(api.openapi(), auth=True)))
     return 0
 
 
