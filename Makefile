@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup browser test lint docs bench bench-peers gpu-check demo models release image manifests clean
+.PHONY: setup browser test lint docs bench bench-peers gpu-check demo models release image kuberay clean
 
 setup: $(STAMP)
 
@@ -96,8 +96,8 @@ image: setup
 	docker build --build-arg VARIANT=$(VARIANT) -f deploy/Dockerfile \
 	  -t wbc-ray:$$($(BIN)/python -c 'import wbc_ray; print(wbc_ray.__version__)')-$(VARIANT) .
 
-# KubeRay manifests in deploy/, rendered from configs/serve*.yaml and validated against the CRDs.
-manifests: setup
+# KubeRay resources in deploy/, rendered from configs/serve*.yaml and validated against the CRDs.
+kuberay: setup
 	$(BIN)/wbc-ray deploy render
 
 demo: setup

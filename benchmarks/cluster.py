@@ -32,8 +32,8 @@ def one_layout(nodes: int, slide: Path, work: Path, models_dir: str) -> dict:  #
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from wbc_ray.analyze import analyze_many
-    from wbc_ray.pipeline import init_ray, plan_slide, run_job
+    from wbc_ray.analyze import analyze_slides
+    from wbc_ray.pipeline import init_ray, plan_slide, stream_slide
     from wbc_ray.serve import start
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
@@ -43,16 +43,16 @@ def one_layout(nodes: int, slide: Path, work: Path, models_dir: str) -> dict:  #
     init_ray(address=c.address)
     try:
         plan = plan_slide(slide, SPEC)
-        run_job(plan, work / "warm.zarr", chunk_tiles=64, progress=False)  # workers started
+        stream_slide(plan, work / "warm.zarr", chunk_tiles=64, progress=False)  # workers started
         t0 = time.perf_counter()
-        tiled = run_job(plan, work / f"tiles{nodes}.zarr", chunk_tiles=64, progress=False)
+        tiled = stream_slide(plan, work / f"tiles{nodes}.zarr", chunk_tiles=64, progress=False)
         tiling_s = time.perf_counter() - t0
         t_start = time.perf_counter()
         start(models_dir=models_dir, results_dir=str(work / "results"))
         serve_start_s = time.perf_counter() - t_start
-        analyze_many([str(slide)], models_dir=models_dir, out_dir=str(work / "warm"), progress=False)
+        analyze_slides([str(slide)], models_dir=models_dir, out_dir=str(work / "warm"), progress=False)
         t0 = time.perf_counter()
-        (r,) = analyze_many(
+        (r,) = analyze_slides(
             [str(slide)], models_dir=models_dir, out_dir=str(work / f"a{nodes}"), progress=False
         )
         analysis_s = time.perf_counter() - t0

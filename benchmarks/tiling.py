@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks._common import RayMemory, finish, target
 from wbc_ray.config import load_settings
 from wbc_ray.manifest import read_manifest
-from wbc_ray.pipeline import init_ray, plan_slide, run_job
+from wbc_ray.pipeline import init_ray, plan_slide, stream_slide
 from wbc_ray.slides import GridSpec, compose_slide, open_slide, read_tile
 
 # Tiles at the models' scale: 128 px at 0.875 um/px (224 px of the 0.5 um/px slide, resized).
@@ -44,7 +44,7 @@ def pipeline(slide_path: Path, plan, work: Path) -> tuple[float, dict]:  # type:
     out = work / f"{slide_path.stem}.zarr"
     shutil.rmtree(out, ignore_errors=True)
     with RayMemory() as mem:
-        res = run_job(plan, out, chunk_tiles=64, progress=True)
+        res = stream_slide(plan, out, chunk_tiles=64, progress=True)
     shutil.rmtree(out, ignore_errors=True)
     return res.tiles_per_s, mem.summary()
 
@@ -71,7 +71,7 @@ def main() -> int:
     # Warm the workers so start-up cost is not billed to the first slide.
     small = work / "warm.tiff"
     compose_slide(items, small, grid=(6, 6), malignant_fraction=0.3, seed=0)
-    run_job(plan_slide(small, SPEC), work / "warm.zarr", progress=False)
+    stream_slide(plan_slide(small, SPEC), work / "warm.zarr", progress=False)
 
     sizes = {"base": args.grid, "4x": args.grid * 2}
     result: dict = {"spec": {"tile_px": SPEC.tile_px, "mpp": SPEC.mpp}, "slides": {}}

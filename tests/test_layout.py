@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parent.parent / "wbc_ray"
 
 # Leaves: small modules every package may use; they import only each other, and `ensemble`
 # (numpy only, importing nothing of wbc_ray), whose fusion names the settings take.
-LEAVES = {"_cache", "_digest", "config", "errors", "manifest", "scale"}
+LEAVES = {"_cache", "_digest", "config", "errors", "manifest", "release", "scale"}
 # Package -> the wbc_ray packages it may import (besides itself and the leaves).
 ALLOWED: dict[str, set[str]] = {
     "slides": set(),
@@ -89,3 +89,102 @@ def test_the_checker_sees_relative_absolute_and_nested_imports(tmp_path) -> None
         "def f():\n    from wbc_ray import ui\n    from .. import pipeline\n    from . import _x\n"
     )
     assert _imports(src, "wbc_ray.models._m") == {"training", "serve", "ui", "pipeline", "models"}
+
+
+def _module_imports(path: Path, module: str) -> set[str]:
+    """The wbc_ray modules `path` imports, as dotted names (also inside functions); a name taken
+    from a package (`from . import x`, `from ..models import y`) counts as the package's
+    `__init__` unless it is a module of that package."""
+    tree = ast.parse(path.read_text(), str(path))
+    parts = module.split(".")
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = parts[: len(parts) - node.level] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "wbc_ray":
+                target = node.module.split(".")
+            else:
+                continue
+            for alias in node.names:
+                sub = ".".join([*target, alias.name])
+                found.add(sub if sub in _MODULES else ".".join(target))
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("wbc_ray.")}
+    return {f if f in _MODULES else f"{f}.__init__" for f in found if f != "wbc_ray"}
+
+
+_MODULES = {m for m, _ in _modules()} | {m.removesuffix(".__init__") for m, _ in _modules()}
+
+
+def _graph() -> dict[str, set[str]]:
+    def norm(m: str) -> str:
+        return m if m.endswith("__init__") or f"{m}.__init__" not in _MODULES else f"{m}.__init__"
+
+    return {m: {norm(t) for t in _module_imports(p, m)} - {m} for m, p in _modules()}
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_module_imports_itself_round_a_circle() -> None:
+    # A package's __init__ re-exports its modules; a module importing its own package's __init__
+    # back (instead of the sibling module) is a circle too, and is found here.
+    circles = _circles(_graph())
+    assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_circle_finder_finds_one(tmp_path) -> None:
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_packages_are_used_through_what_they_export() -> None:
+    """No module reaches into another package's private modules (`models._registry`): a package
+    exports, in its `__init__`, what the others use."""
+    bad = []
+    graph = _graph()
+    for module, path in _modules():
+        package = module.split(".")[1]
+        for target in graph[module]:
+            tparts = target.split(".")
+            if (
+                len(tparts) > 2
+                and tparts[1] != package
+                and tparts[-1].startswith("_")
+                and tparts[-1] != "__init__"
+            ):
+                bad.append(f"{path.relative_to(PKG.parent)} imports {target}")
+    assert not bad, "reaches into another package:\n" + "\n".join(sorted(bad))

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,22 +100,51 @@ def ensure_app(
         start(serve_config, **overrides)
 
 
-def analyze_many(
-    slides: list[str],
+def analyze_slides(
+    slides: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str] = "results",
     *,
-    models_dir: str,
-    out_dir: str,
+    models_dir: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     fusion: str | None = None,
     slide_mpp: float | None = None,
+    stain: str | None = None,
     progress: bool = True,
     serve_config: str | None = None,
-    stain: str | None = None,
 ) -> list[SlideResult]:
-    """Analyse slides one after another through the Serve app (started if it is not running).
+    """Analyse whole slides with the released models: tiles, three CNNs, fused verdict.
 
-    The CLI's `analyze`; `analyze_slides` is the notebook form. A slide that cannot be read
-    is reported in its `SlideResult` and the others still run.
+    Starts a local Ray and the Serve app (``configs/serve.yaml``, or the GPU config where there
+    are GPUs) unless an app is already running, then analyses the slides one after another; the
+    CLI's ``analyze`` is this function.
+
+    Parameters
+    ----------
+    slides : list of path
+        Slide files (SVS, TIFF, DICOM and the other formats OpenSlide opens; PNG/JPEG images).
+    out_dir : path or URI, default "results"
+        One ``<slide>.zarr`` store, ``<slide>.json`` result and ``<slide>.heatmap.png`` per slide.
+    models_dir : path, optional
+        Default: the settings' ``models_dir`` (``$WBC_RAY_MODELS``, else the release in ``weights/``).
+    settings : Settings, optional
+        Default: ``load_settings()`` (``configs/default.yaml`` and the environment).
+    fusion : {"fuzzy_rank", "mean", "vote"}, optional
+        Default: the settings' ``ensemble.fusion``.
+    slide_mpp : float, optional
+        The slides' microns per pixel where their files do not say (or say it wrong).
+    stain : {"release", "none", "macenko", "reinhard"}, optional
+        Stain normalisation; default: the settings' ``domain.stain``.
+    progress : bool, default True
+        A progress bar per slide.
+    serve_config : path, optional
+        The Serve config to start the app with, when none is running.
+
+    Returns
+    -------
+    list of SlideResult
+        In the order given. ``result["verdict"]`` is one of ``VERDICT_MEANING``'s keys,
+        ``result["malignant_fraction"]`` and ``result["interval"]`` the estimate; a slide that
+        could not be read has ``error`` set instead, and the others still run.
     """
     from .domain import DomainFile
     from .lifecycle import rates_for
@@ -123,9 +153,10 @@ def analyze_many(
     from .store import heatmap_png
 
     s = settings or load_settings()
-    out = _Output(out_dir)
+    models = str(models_dir or s.models_dir)
+    out = _Output(str(out_dir))
     # The app's own job records stay on a local folder; a URI out_dir holds this run's results.
-    ensure_app(models_dir, str(s.results_dir) if out.remote else out_dir, fusion, serve_config)
+    ensure_app(models, str(s.results_dir) if out.remote else str(out_dir), fusion, serve_config)
     cards = ensemble_handle().models.remote().result()
     rates_record = ensemble_handle().tile_rates.remote().result()
     domain_record = ensemble_handle().domain.remote().result()
@@ -155,7 +186,7 @@ def analyze_many(
         )
     results: list[SlideResult] = []
     seen: dict[str, int] = {}
-    for slide in slides:
+    for slide in map(str, slides):
         stem = _safe_stem(slide)
         seen[stem] = seen.get(stem, 0) + 1
         if seen[stem] > 1:
@@ -199,47 +230,3 @@ def print_summary(results: list[SlideResult]) -> None:
         print(f"\n{verdict}: {VERDICT_MEANING[verdict]}")
     where = results[0].store.rsplit("/", 1)[0] if results and results[0].store else "-"
     print(f"\nresults in {where}")
-
-
-def analyze_slides(
-    slides: list[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str] = "results",
-    *,
-    models_dir: str | os.PathLike[str] | None = None,
-    fusion: str | None = None,
-    progress: bool = True,
-) -> list[SlideResult]:
-    """Analyse whole slides with the released models: tiles, three CNNs, fused verdict.
-
-    Starts a local Ray and the Serve app (``configs/serve.yaml``, or the GPU config where there
-    are GPUs) unless an app is already running, then analyses the slides one after another.
-
-    Parameters
-    ----------
-    slides : list of path
-        Slide files (SVS, TIFF, DICOM and the other formats OpenSlide opens; PNG/JPEG images).
-    out_dir : path, default "results"
-        One ``<slide>.zarr`` store, ``<slide>.json`` result and ``<slide>.heatmap.png`` per slide.
-    models_dir : path, optional
-        Default: the settings' ``models_dir`` (``$WBC_RAY_MODELS``, else the release in ``weights/``).
-    fusion : {"fuzzy_rank", "mean", "vote"}, optional
-        Default: the settings' ``ensemble.fusion``.
-    progress : bool, default True
-        A progress bar per slide.
-
-    Returns
-    -------
-    list of SlideResult
-        In the order given. ``result["verdict"]`` is "malignant", "benign" or "indeterminate",
-        ``result["malignant_fraction"]`` and ``result["interval"]`` the estimate; a slide that
-        could not be read has ``error`` set instead, and the others still run.
-    """
-    s = load_settings()
-    return analyze_many(
-        [str(p) for p in slides],
-        models_dir=str(models_dir or s.models_dir),
-        out_dir=str(out_dir),
-        settings=s,
-        fusion=fusion,
-        progress=progress,
-    )

@@ -12,11 +12,11 @@ from .errors import ReleaseError
 
 def main() -> int:
     """Compose a slide from held-out test images, analyse it, print verdict against truth."""
-    from .analyze import analyze_many, print_summary
+    from .analyze import analyze_slides, print_summary
     from .lifecycle import ensure_tile_rates, served_precisions
     from .manifest import read_manifest
     from .models import available
-    from .models._release import is_release, verify_release
+    from .release import is_release, verify_release
     from .serve.app import configured_precisions
     from .slides import GridSpec, compose_slide, grid_preview, open_slide, tile_grid, tissue_mask
 
@@ -61,7 +61,7 @@ def main() -> int:
         grid_preview(sl, mask, tile_grid(sl, mask, GridSpec(tile_px=224, mpp=0.5))).save(
             out / "grid_preview.png"
         )
-    results = analyze_many([str(slide)], models_dir=str(models), out_dir=str(out), settings=s)
+    results = analyze_slides([str(slide)], models_dir=str(models), out_dir=str(out), settings=s)
     print()
     print_summary(results)
     r = results[0]

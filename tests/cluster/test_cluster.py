@@ -246,7 +246,7 @@ def test_a_cnn_replica_killed_mid_slide_is_replaced_and_the_job_finishes(app, sl
 def test_slides_and_results_by_s3_uri_on_every_node(app, slide, baseline, s3_server) -> None:
     import fsspec
 
-    from wbc_ray.analyze import analyze_many
+    from wbc_ray.analyze import analyze_slides
     from wbc_ray.store import array, open_store
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
@@ -255,7 +255,7 @@ def test_slides_and_results_by_s3_uri_on_every_node(app, slide, baseline, s3_ser
     fs.put_file(str(slide), "wbc-slides/in/cluster.tiff")
     from wbc_ray.config import load_settings
 
-    (r,) = analyze_many(
+    (r,) = analyze_slides(
         ["s3://wbc-slides/in/cluster.tiff"],
         models_dir=str(load_settings().models_dir),
         out_dir="s3://wbc-results/run",

@@ -1,4 +1,4 @@
-"""KubeRay manifests: rendered from the Serve configs, committed as rendered, valid against the CRDs."""
+"""KubeRay resources: rendered from the Serve configs, committed as rendered, valid against the CRDs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from wbc_ray.config import REPO_ROOT
-from wbc_ray.deploy import MANIFESTS, ManifestError, render_all, validate_manifest
+from wbc_ray.deploy import RESOURCES, ResourceError, render_all, validate_resource
 
 CRDS = REPO_ROOT.parent / "shared" / "kuberay"
 
@@ -19,20 +19,20 @@ def need_crds() -> None:
         pytest.skip(f"KubeRay CRDs not found in {CRDS} (the shared folder beside the checkout)")
 
 
-def test_the_committed_manifests_are_the_render() -> None:
+def test_the_committed_resources_are_the_render() -> None:
     rendered = render_all()
-    assert set(rendered) == set(MANIFESTS)
+    assert set(rendered) == set(RESOURCES)
     for name, text in rendered.items():
         committed = (REPO_ROOT / "deploy" / name).read_text()
         assert committed == text, f"deploy/{name} differs from `wbc-ray deploy render`: rerun it"
 
 
-@pytest.mark.parametrize("name", sorted(MANIFESTS))
-def test_each_manifest_validates_against_its_crd(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(RESOURCES))
+def test_each_resource_validates_against_its_crd(name: str) -> None:
     need_crds()
     doc = yaml.safe_load((REPO_ROOT / "deploy" / name).read_text())
-    validate_manifest(doc, CRDS)
-    kind, source, variant = MANIFESTS[name]
+    validate_resource(doc, CRDS)
+    kind, source, variant = RESOURCES[name]
     assert doc["kind"] == kind
     spec = doc["spec"] if kind == "RayCluster" else doc["spec"]["rayClusterConfig"]
     assert spec["enableInTreeAutoscaling"] is True
@@ -52,13 +52,13 @@ def test_the_check_finds_misspelt_fields_and_wrong_types() -> None:
     doc = yaml.safe_load(render_all()["rayservice.yaml"])
     doc["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParam"] = {}
     doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "eight"
-    with pytest.raises(ManifestError) as err:
-        validate_manifest(doc, CRDS)
+    with pytest.raises(ResourceError) as err:
+        validate_resource(doc, CRDS)
     assert "rayStartParam" in str(err.value) and "workerGroupSpecs.0.maxReplicas" in str(err.value)
     doc = yaml.safe_load(render_all()["rayservice.yaml"])
     doc["spec"]["serveConfigV2"] = "applications: []\n"
-    with pytest.raises(ManifestError, match="wbc_ray.serve.app:build_app"):
-        validate_manifest(doc, CRDS)
+    with pytest.raises(ResourceError, match="wbc_ray.serve.app:build_app"):
+        validate_resource(doc, CRDS)
 
 
 def test_one_container_recipe_builds_both_variants() -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import RELEASE
 from wbc_ray.errors import ReleaseError
 from wbc_ray.models import available, list_models, load_checkpoint
-from wbc_ray.models._release import RELEASE_FILE, derived_dir, verify_release
+from wbc_ray.release import RELEASE_FILE, derived_dir, verify_release
 
 # The limit the project keeps a release under (git history keeps every one).
 MAX_RELEASE_BYTES = 120e6

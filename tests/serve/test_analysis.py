@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from wbc_ray.analyze import analyze_many
+from wbc_ray.analyze import analyze_slides
 
 CASES = {  # malignant fraction of the fields -> expected verdict at tau 0.2
     "benign_only": (0.0, "benign"),
@@ -30,7 +30,7 @@ def case_slides(slide_dir, test_items):
 
 
 def test_verdicts_and_fractions(server, trained_models, case_slides, tmp_path) -> None:
-    results = analyze_many(
+    results = analyze_slides(
         [str(p) for p in case_slides.values()],
         models_dir=str(trained_models),
         out_dir=str(tmp_path),
@@ -106,7 +106,7 @@ def test_quality_control_and_the_domain_check_on_slides(
         mpp=360 * 0.1 / 224,
         seed=2,
     )
-    results = analyze_many(
+    results = analyze_slides(
         [str(faulty), str(pbc)], models_dir=str(trained_models), out_dir=str(tmp_path), progress=False
     )
     assert all(r.ok for r in results), [r.error for r in results]

@@ -19,7 +19,7 @@ def test_gpu_replicas_analyse_a_slide_and_agree_with_cpu_fp32(
 ) -> None:
     from ray import serve
 
-    from wbc_ray.analyze import analyze_many
+    from wbc_ray.analyze import analyze_slides
     from wbc_ray.lifecycle import load_images
     from wbc_ray.models import Classifier, gradcam
     from wbc_ray.serve import ensemble_handle
@@ -28,7 +28,7 @@ def test_gpu_replicas_analyse_a_slide_and_agree_with_cpu_fp32(
     assert default_serve_config() == SERVE_GPU_CONFIG
     serve.shutdown()  # whatever an earlier test started: this one must start the app itself
     try:
-        (r,) = analyze_many(
+        (r,) = analyze_slides(
             [str(composed)], models_dir=str(models_dir), out_dir=str(tmp_path), progress=False
         )
         assert r.ok, r.error

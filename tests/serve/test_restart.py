@@ -14,11 +14,11 @@ def test_analysis_after_a_serve_restart(
 ) -> None:
     from ray import serve
 
-    from wbc_ray.analyze import analyze_many
+    from wbc_ray.analyze import analyze_slides
     from wbc_ray.store import array, open_store
 
     def analyze(out: str):  # type: ignore[no-untyped-def]
-        (r,) = analyze_many([str(composed)], models_dir=str(models_dir), out_dir=out, progress=False)
+        (r,) = analyze_slides([str(composed)], models_dir=str(models_dir), out_dir=out, progress=False)
         assert r.ok, r.error
         return r
 

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import MANIFEST, RELEASE, checkpoint_copy, need_data
 from wbc_ray.errors import ReleaseError
 from wbc_ray.models import list_models, load_checkpoint
-from wbc_ray.models._release import verify_release
+from wbc_ray.release import verify_release
 from wbc_ray.training import TrainConfig, evaluate, train
 from wbc_ray.training._release import JUDGED_BY, ReleaseRefused, cut_release
 

@@ -105,7 +105,7 @@ def test_domain_fits_a_new_release_version_that_loads_and_is_checked(tmp_path) -
     need_data()
     from wbc_ray.domain import load_domain
     from wbc_ray.errors import ReleaseError
-    from wbc_ray.models._release import verify_release
+    from wbc_ray.release import verify_release
 
     rel = tmp_path / "release"
     shutil.copytree(RELEASE, rel)

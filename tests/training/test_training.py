@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import MANIFEST, checkpoint_copy, need_data
-from wbc_ray.models import Classifier, load_checkpoint, training_precision
-from wbc_ray.models._classifier import cpu_has_amx
+from wbc_ray.models import Classifier, cpu_has_amx, load_checkpoint, training_precision
 from wbc_ray.training import (
     TrainConfig,
     augment,
@@ -274,8 +273,7 @@ def test_subtype_head_trains_alongside_and_leaves_a_binary_checkpoint(tmp_path) 
     need_data()
     from safetensors.torch import load_file
 
-    from wbc_ray.models import build_model
-    from wbc_ray.models._registry import submodule
+    from wbc_ray.models import build_model, submodule
     from wbc_ray.training._train import _SubtypeHead
 
     # The auxiliary head reads the binary head's input and gets gradients from its own loss.

@@ -1,4 +1,4 @@
-"""`wbc-ray analyze SLIDE... --out DIR`: verdicts for slides (`wbc_ray.analyze.analyze_many`)."""
+"""`wbc-ray analyze SLIDE... --out DIR`: verdicts for slides (`wbc_ray.analyze.analyze_slides`)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyze import analyze_many, print_summary
+    from ..analyze import analyze_slides, print_summary
 
     # --json owns stdout: everything else written there (Ray's raylet warnings, C libraries)
     # goes to stderr, so the output always parses.
     json_out = claim_stdout() if args.json else None
-    results = analyze_many(
+    results = analyze_slides(
         args.slides,
         models_dir=str(models_dir(args)),
         out_dir=args.out,

@@ -1,4 +1,4 @@
-"""`wbc-ray deploy render|check`: KubeRay manifests from the Serve configs, validated offline."""
+"""`wbc-ray deploy render|check`: KubeRay resources from the Serve configs, validated offline."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 from ..config import REPO_ROOT
 
 NAME = "deploy"
-HELP = "render the KubeRay manifests (deploy/*.yaml) from configs/serve*.yaml, or check them"
+HELP = "render the KubeRay resources (deploy/*.yaml) from configs/serve*.yaml, or check them"
 DEFAULT_CRDS = REPO_ROOT.parent / "shared" / "kuberay"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "action", choices=["render", "check"], help="render: write the manifests; check: validate them"
+        "action", choices=["render", "check"], help="render: write the resource files; check: validate them"
     )
-    p.add_argument("--out", default=str(REPO_ROOT / "deploy"), help="manifest folder (default: deploy/)")
+    p.add_argument("--out", default=str(REPO_ROOT / "deploy"), help="resource folder (default: deploy/)")
     p.add_argument(
         "--crds",
         default=str(DEFAULT_CRDS),
@@ -27,18 +27,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ..deploy import MANIFESTS, render_all, validate_manifest
+    from ..deploy import RESOURCES, render_all, validate_resource
 
     out = Path(args.out)
     if args.action == "render":
         out.mkdir(parents=True, exist_ok=True)
         for name, text in render_all().items():
-            validate_manifest(yaml.safe_load(text), args.crds)
+            validate_resource(yaml.safe_load(text), args.crds)
             (out / name).write_text(text)
-            kind, source, _ = MANIFESTS[name]
+            kind, source, _ = RESOURCES[name]
             print(f"wrote {out / name} ({kind} from {source}; valid against {args.crds})")
         return 0
-    for name in MANIFESTS:
-        validate_manifest(yaml.safe_load((out / name).read_text()), args.crds)
-        print(f"{out / name}: valid {MANIFESTS[name][0]}")
+    for name in RESOURCES:
+        validate_resource(yaml.safe_load((out / name).read_text()), args.crds)
+        print(f"{out / name}: valid {RESOURCES[name][0]}")
     return 0

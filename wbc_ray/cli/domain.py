@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training._domain import add_domain
+    from ..training import add_domain
 
     add_domain(models_dir(args), manifest(args), args.stain_default, args.version)
     return 0

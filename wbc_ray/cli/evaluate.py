@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sets(args: argparse.Namespace) -> int:
-    from ..training._sets import EvalSet, EvalSets, evaluate_sets, load_sets, sets_table
+    from ..training import EvalSet, EvalSets, evaluate_sets, load_sets, sets_table
 
     s = settings(args)
     if args.sets:

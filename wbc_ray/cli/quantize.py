@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..lifecycle import quantize_models
-    from ..models._release import derived_dir, is_release
+    from ..release import derived_dir, is_release
 
     models = models_dir(args)
     for r in quantize_models(models, manifest(args), args.model or None, images=args.images):

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = args.out or settings(args).models_dir
     if args.verify is not None:
-        from ..models._release import verify_release
+        from ..release import verify_release
 
         rel = verify_release(args.verify or out)
         sizes = sum(int(e["size"]) for e in rel.files.values())
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             f"{rel.path / 'release.json'}; models {', '.join(rel.models)}"
         )
         return 0
-    from ..training._release import cut_release, update_readme
+    from ..training import cut_release, update_readme
 
     if args.readme:
         for readme in args.readme:

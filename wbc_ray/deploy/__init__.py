@@ -1,16 +1,16 @@
-"""Deployment beyond one machine: KubeRay manifests rendered from the Serve configs, and their
+"""Deployment beyond one machine: KubeRay resources rendered from the Serve configs, and their
 validation against KubeRay's CRD schemas.
 """
 
-from ._kuberay import MANIFESTS, render_all, render_raycluster, render_rayservice
-from ._validate import ManifestError, crd_schema, validate_manifest
+from ._kuberay import RESOURCES, render_all, render_raycluster, render_rayservice
+from ._validate import ResourceError, crd_schema, validate_resource
 
 __all__ = [
-    "MANIFESTS",
-    "ManifestError",
+    "RESOURCES",
+    "ResourceError",
     "crd_schema",
     "render_all",
     "render_raycluster",
     "render_rayservice",
-    "validate_manifest",
+    "validate_resource",
 ]

@@ -1,4 +1,4 @@
-"""KubeRay RayService and RayCluster manifests, rendered from `configs/serve*.yaml`.
+"""KubeRay RayService and RayCluster resources, rendered from `configs/serve*.yaml`.
 
 The Serve config stays the one source: the RayService embeds it whole as `serveConfigV2`, and the
 worker groups are sized from what its deployments ask for. `wbc-ray deploy render` writes them;
@@ -17,7 +17,7 @@ from ..config import REPO_ROOT, VERSION
 RAY_VERSION = "2.60.0"
 IMAGE = "wbc-ray"
 # File name in deploy/ -> (kind, Serve config it is rendered from, accelerator of its workers).
-MANIFESTS: dict[str, tuple[str, str, str]] = {
+RESOURCES: dict[str, tuple[str, str, str]] = {
     "rayservice.yaml": ("RayService", "configs/serve.gpu.yaml", "cuda"),
     "rayservice.cpu.yaml": ("RayService", "configs/serve.yaml", "cpu"),
     "raycluster.yaml": ("RayCluster", "configs/serve.gpu.yaml", "cuda"),
@@ -157,15 +157,15 @@ def render_raycluster(
 
 
 def to_yaml(doc: dict[str, Any], source: str, variant: str, version: str = VERSION) -> str:
-    """The manifest as committed: a header naming its source, then the document."""
+    """The resource file as committed: a header naming its source, then the document."""
     head = HEADER.format(source=source, image=image_tag(variant, version), variant=variant)
     return head + yaml.dump(doc, Dumper=_Dumper, sort_keys=False)
 
 
 def render_all(version: str = VERSION) -> dict[str, str]:
-    """Every manifest of `deploy/`, by file name."""
+    """Every resource file of `deploy/`, by file name."""
     out = {}
-    for name, (kind, source, variant) in MANIFESTS.items():
+    for name, (kind, source, variant) in RESOURCES.items():
         render = render_rayservice if kind == "RayService" else render_raycluster
         out[name] = to_yaml(render(source, variant, version), source, variant, version)
     return out

@@ -1,4 +1,4 @@
-"""Offline validation of KubeRay manifests against the CRDs' `openAPIV3Schema`.
+"""Offline validation of KubeRay resources against the CRDs' `openAPIV3Schema`.
 
 No API server is at hand, so the check is the schema itself, made as strict as the API server's
 strict field validation: an object whose schema lists its properties accepts no others (unless
@@ -19,8 +19,8 @@ from ..errors import InvalidInput, MissingInput
 CRD_FILES = {"RayService": "ray.io_rayservices.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
 
 
-class ManifestError(InvalidInput):
-    """A manifest does not validate against its CRD; the message lists each failure by path."""
+class ResourceError(InvalidInput):
+    """A resource does not validate against its CRD; the message lists each failure by path."""
 
 
 def _strict(schema: Any) -> Any:
@@ -59,18 +59,18 @@ def crd_schema(kind: str, crd_dir: str | Path, version: str = "v1") -> dict[str,
     raise InvalidInput(f"{path} has no version {version!r}")
 
 
-def validate_manifest(doc: dict[str, Any], crd_dir: str | Path) -> None:
-    """Raise `ManifestError` listing every way `doc` breaks its CRD's schema, else return."""
+def validate_resource(doc: dict[str, Any], crd_dir: str | Path) -> None:
+    """Raise `ResourceError` listing every way `doc` breaks its CRD's schema, else return."""
     import jsonschema
 
     api = str(doc.get("apiVersion", ""))
     if not api.startswith("ray.io/"):
-        raise ManifestError(f"apiVersion {api!r} is not a KubeRay one (ray.io/...)")
+        raise ResourceError(f"apiVersion {api!r} is not a KubeRay one (ray.io/...)")
     schema = crd_schema(str(doc.get("kind")), crd_dir, api.split("/", 1)[1])
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors[:20]]
-        raise ManifestError(
+        raise ResourceError(
             f"{doc.get('kind')} {doc.get('metadata', {}).get('name')!r}:\n" + "\n".join(lines)
         )
     # The embedded Serve config is a string to the CRD; check it parses and names our app.
@@ -79,4 +79,4 @@ def validate_manifest(doc: dict[str, Any], crd_dir: str | Path) -> None:
         if not any(
             a.get("import_path") == "wbc_ray.serve.app:build_app" for a in serve.get("applications", [])
         ):
-            raise ManifestError("serveConfigV2 has no application importing wbc_ray.serve.app:build_app")
+            raise ResourceError("serveConfigV2 has no application importing wbc_ray.serve.app:build_app")

@@ -20,7 +20,7 @@ from ..models import (
     save_int8,
     to_openvino,
 )
-from ..models._release import is_release
+from ..release import is_release
 from ._images import load_images
 from ._predictions import PREDICTIONS, read_predictions
 

@@ -24,7 +24,7 @@ from ..ensemble import FUSIONS, TileRates, fuse
 from ..errors import InvalidInput, MissingInput
 from ..manifest import read_manifest
 from ..models import Classifier, available, int8_id, int8_path, tile_scale
-from ..models._release import derived_dir
+from ..release import derived_dir
 from ..slides import GridSpec, compose_slide, open_slide, read_tile, tile_grid, tissue_mask
 
 RATES_FILE = "tile_rates.json"

@@ -1,10 +1,19 @@
 """Architecture registry, preprocessing, checkpoints (safetensors + model card), Grad-CAM."""
 
 from ..scale import tile_scale
-from ._checkpoint import ModelCard, available, default_card, load_card, load_checkpoint, save_checkpoint
+from ._checkpoint import (
+    TRAINING_PX,
+    ModelCard,
+    available,
+    default_card,
+    load_card,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ._classifier import Classifier, autocast, default_device, training_precision
-from ._cpu import cpu_has_bf16
+from ._cpu import cpu_has_amx, cpu_has_bf16
 from ._gradcam import gradcam
+from ._load import load_release
 from ._preprocess import preprocess
 from ._quantize import (
     Int8Model,
@@ -24,10 +33,13 @@ from ._registry import (
     get_spec,
     list_models,
     load_backbone,
+    submodule,
 )
-from ._release import load_release
 
 __all__ = [
+    "TRAINING_PX",
+    "cpu_has_amx",
+    "submodule",
     "REGISTRY",
     "ArchSpec",
     "Classifier",

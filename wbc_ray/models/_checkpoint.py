@@ -13,9 +13,9 @@ from torch import nn
 from .._digest import file_sha256
 from ..errors import MissingInput
 from ..manifest import CLASSES
+from ..release import is_release, verify_release
 from ..scale import FIELD_PX, TRAINING_MPP
 from ._registry import build_model, get_spec
-from ._release import is_release, verify_release
 
 TRAINING_PX = FIELD_PX
 
@@ -120,7 +120,7 @@ def available(models_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def _check_release(models_dir: Path, name: str) -> None:
-    """In a release, every file must match its manifest before one model is read from it."""
+    """In a release, every file must match its release record before one model is read from it."""
     if is_release(models_dir):
         release = verify_release(models_dir)
         if name not in release.models:

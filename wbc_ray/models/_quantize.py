@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import WbcRayError
+from ..release import derived_dir
 
 _FORMAT = "openvino-nncf-v1"
 _META = "wbc_ray"
@@ -49,8 +50,6 @@ def int8_path(models_dir: str | os.PathLike[str], name: str) -> Path:
     the checkpoints, or for a release in its folder in the user cache: int8 models are built per
     machine (`wbc-ray quantize`), since a release holds no more than it needs (size).
     """
-    from ._release import derived_dir
-
     return derived_dir(models_dir) / f"{name}.int8.xml"
 
 

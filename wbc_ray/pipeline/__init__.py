@@ -1,14 +1,23 @@
-"""The Ray Data job for one slide: plan, read, (score), write, resume, progress."""
+"""One slide streamed through Ray Data: plan, read, (score), write, resume, progress; its analysis."""
 
 from ._analyze import APP_NAME, AnalysisSettings, analyze_slide, score_chunks, screen_settings, work_unit
-from ._job import JobResult, Plan, ReadTiles, WriteChunks, file_sha256, init_ray, plan_slide, run_job
 from ._screening import ScreenSettings, build_screen, stain_method
+from ._stream import (
+    Plan,
+    ReadTiles,
+    StreamResult,
+    WriteChunks,
+    file_sha256,
+    init_ray,
+    plan_slide,
+    stream_slide,
+)
 from ._tile import tile_slide
 
 __all__ = [
     "APP_NAME",
     "AnalysisSettings",
-    "JobResult",
+    "StreamResult",
     "Plan",
     "ReadTiles",
     "ScreenSettings",
@@ -18,7 +27,7 @@ __all__ = [
     "file_sha256",
     "init_ray",
     "plan_slide",
-    "run_job",
+    "stream_slide",
     "score_chunks",
     "screen_settings",
     "stain_method",

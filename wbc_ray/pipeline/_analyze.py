@@ -1,4 +1,4 @@
-"""Slide analysis: the tiling job with a scoring stage that calls the Serve Ensemble, then the verdict."""
+"""Slide analysis: the slide streamed through a scoring stage (the Serve Ensemble), then the verdict."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from ..ensemble import TileRates, slide_verdict
 from ..scale import tile_scale
 from ..slides import GridSpec
 from ..store import array, open_store
-from ._job import Batch, plan_slide, run_job
 from ._screening import ScreenSettings, build_screen, screening_of
+from ._stream import Batch, plan_slide, stream_slide
 
 _HANDLES: dict[str, Any] = {}
 
@@ -32,7 +32,7 @@ def score_chunks(
     n_models: int = 3,
 ) -> Batch:
     """Pixel chunks -> per-model probs and fused score, via the Serve Ensemble (runs inside the
-    job's Ray Data tasks: task workers are pooled across jobs, so a new slide pays no actor
+    stream's Ray Data tasks: task workers are pooled across streams, so a new slide pays no actor
     start-up, and the Serve handle is cached per worker process).
 
     With `screen`, each chunk is screened first: tiles quality control rejects are not sent to
@@ -76,7 +76,7 @@ def score_chunks(
 
 
 # An Ensemble replica that dies mid-request (node lost, process killed) is replaced by Serve; the
-# work unit is sent again for about a minute before the job fails.
+# work unit is sent again for about a minute before the stream fails.
 RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8)
 
 
@@ -174,10 +174,10 @@ class AnalysisSettings:
 
 
 def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:
-    """Tiles per work unit (and Zarr chunk) of a scoring job: `chunk_tiles`, or less for a small
+    """Tiles per work unit (and Zarr chunk) of a scoring stream: `chunk_tiles`, or less for a small
     slide, so that it still has `score_tasks` units in flight. Units shrink in steps of 32 (a
     replica's compute step, `serve._models.STEP_TILES`) down to 32 tiles. The unit follows from
-    the slide and the settings alone, so a resumed job finds the same layout.
+    the slide and the settings alone, so a resumed stream finds the same layout.
     """
     per_task = -(-n_tiles // max(1, score_tasks))
     return min(chunk_tiles, max(32, -(-per_task // 32) * 32))
@@ -219,7 +219,7 @@ def analyze_slide(
         **(extra_attrs or {}),
     }
     screen = build_screen(settings.screen, domain)
-    job = run_job(
+    streamed = stream_slide(
         plan,
         out,
         chunk_tiles=unit,
@@ -272,9 +272,9 @@ def analyze_slide(
         "timings": {
             "total_s": round(seconds, 3),
             "tiles_per_s": round(len(fused) / seconds, 2) if seconds else 0,
-            "chunks_run": job.chunks_run,
-            "chunks": job.n_chunks,
-            "nodes": job.nodes,
+            "chunks_run": streamed.chunks_run,
+            "chunks": streamed.n_chunks,
+            "nodes": streamed.nodes,
         },
     }
     g.attrs.update(

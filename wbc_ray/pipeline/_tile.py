@@ -6,7 +6,7 @@ import os
 
 from ..config import Settings, load_settings
 from ..slides import GridSpec, grid_preview, open_slide, tile_grid, tissue_mask
-from ._job import JobResult, plan_slide, run_job
+from ._stream import StreamResult, plan_slide, stream_slide
 
 
 def tile_slide(
@@ -21,7 +21,7 @@ def tile_slide(
     slide_mpp: float | None = None,
     preview: str | os.PathLike[str] | None = None,
     progress: bool = True,
-) -> JobResult:
+) -> StreamResult:
     """Tile one slide with Ray Data into a Zarr store of tile pixels, coordinates and tissue.
 
     Parameters
@@ -41,7 +41,7 @@ def tile_slide(
 
     Returns
     -------
-    JobResult
+    StreamResult
         The store, tile and chunk counts, and the time taken.
     """
     s = settings or load_settings()
@@ -60,7 +60,7 @@ def tile_slide(
         with open_slide(slide, mpp=slide_mpp, default_mpp=default_mpp) as opened:
             mask = tissue_mask(opened)
             grid_preview(opened, mask, tile_grid(opened, mask, spec)).save(preview)
-    return run_job(
+    return stream_slide(
         plan,
         out,
         chunk_tiles=t.chunk_tiles,

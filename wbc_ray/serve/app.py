@@ -170,7 +170,7 @@ def preflight(path: str | os.PathLike[str] | None, host: str, port: int, **overr
     from pydantic import ValidationError
 
     from ..models import available
-    from ..models._release import is_release, verify_release
+    from ..release import is_release, verify_release
     from ._db import ServiceDB
 
     s = load_settings(overrides.get("settings"))

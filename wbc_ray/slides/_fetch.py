@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .._cache import cache_root
+from ._error import SlideError
 
 DEFAULT_CACHE_GB = 20.0
 
@@ -76,8 +77,6 @@ def _version(info: dict[str, Any]) -> str:
 def fetch(uri: str, cache: Path | None = None, limit_bytes: int | None = None) -> Path:
     """The local copy of a remote object, fetched into the cache if it is not there already."""
     import fsspec
-
-    from ._reader import SlideError
 
     cache = cache or cache_dir()
     limit = cache_limit_bytes() if limit_bytes is None else limit_bytes

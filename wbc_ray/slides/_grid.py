@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import InvalidInput
-from ._reader import Slide, SlideError
+from ._error import SlideError
+from ._reader import Slide
 from ._tissue import TissueMask
 
 # Tiles are ordered in bands of this many grid rows, column by column within a band, so a run

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from ..errors import WbcRayError
+from ._error import SlideError
 from ._fetch import is_uri, local_path
 from ._tiff_direct import TiffTiles, open_direct
 
@@ -25,21 +25,6 @@ THUMB_BAND_PIXELS = 16_000_000
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 # Modes of 8-bit brightfield images; anything else (16-bit, float, fluorescence) is refused.
 PLAIN_MODES = {"RGB", "RGBA", "P", "L", "LA", "CMYK", "YCbCr"}
-
-
-class SlideError(WbcRayError):
-    """A slide that cannot be used; the message names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{_display(self.path)}: {reason}")
-
-
-def _display(path: str) -> str:
-    # Hostile names (NUL, control characters, huge lengths) must not garble messages or logs.
-    shown = path.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return shown if len(shown) <= 300 else shown[:140] + "..." + shown[-140:]
 
 
 @dataclass(frozen=True)

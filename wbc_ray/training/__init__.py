@@ -1,11 +1,23 @@
 """Training: batched augmentation, the training loop, metrics, evaluation, cutting releases."""
 
 from ._data import augment, grayscale_u8, stain_jitter_u8
+from ._domain import add_domain
 from ._evaluate import evaluate, markdown_table
 from ._metrics import best_threshold, binary_metrics, roc_auc, roc_curve
+from ._release import ReleaseRefused, cut_release, update_readme
+from ._sets import EvalSet, EvalSets, evaluate_sets, load_sets, sets_table
 from ._train import DEFAULT_EPOCHS, TrainConfig, fit_temperature, train, train_many
 
 __all__ = [
+    "EvalSet",
+    "EvalSets",
+    "ReleaseRefused",
+    "add_domain",
+    "cut_release",
+    "evaluate_sets",
+    "load_sets",
+    "sets_table",
+    "update_readme",
     "DEFAULT_EPOCHS",
     "TrainConfig",
     "augment",

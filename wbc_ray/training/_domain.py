@@ -14,7 +14,7 @@ import numpy as np
 from .._digest import file_sha256
 from ..domain import FEATURE_PX, DomainFile, fit_check, fit_references, image_stats, read_fields, write_domain
 from ..manifest import read_manifest
-from ..models._release import verify_release, write_manifest
+from ..release import verify_release, write_release_record
 
 # In-domain images flagged: about 1 - QUANTILE of the validation images, by construction.
 QUANTILE = 0.975
@@ -98,7 +98,7 @@ def add_domain(
     changes = f"release {rel.version}'s models with the domain check and stain references (domain.json)"
     info.update(version=new_version, replaces=rel.version, created=_now(), changes=changes)
     _update_readme(Path(release_dir), info)
-    out = write_manifest(release_dir, info)
+    out = write_release_record(release_dir, info)
     verify_release(release_dir)
     log(f"release {new_version} in {release_dir}: domain.json added ({len(out['files'])} files)")
     return out

@@ -27,9 +27,17 @@ from ..ensemble import DEFAULT_FUSION
 from ..errors import InvalidInput, MissingInput, WbcRayError
 from ..lifecycle import load_images, measure_tile_rates
 from ..manifest import read_manifest
-from ..models import Classifier, ModelCard, available, build_model, cpu_has_bf16, list_models, load_checkpoint
-from ..models._checkpoint import TRAINING_PX
-from ..models._release import is_release, verify_release, write_manifest
+from ..models import (
+    TRAINING_PX,
+    Classifier,
+    ModelCard,
+    available,
+    build_model,
+    cpu_has_bf16,
+    list_models,
+    load_checkpoint,
+)
+from ..release import is_release, verify_release, write_release_record
 from ._evaluate import evaluate
 from ._sets import sets_table
 
@@ -109,7 +117,7 @@ def cut_release(
         "manifest_sha256": file_sha256(Path(manifest)),
     }
     (stage / "README.md").write_text(release_readme(info, results))
-    release = write_manifest(stage, info)
+    release = write_release_record(stage, info)
     verify_release(stage)
     old = out.parent / f".{out.name}.old"
     shutil.rmtree(old, ignore_errors=True)

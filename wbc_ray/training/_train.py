@@ -28,10 +28,10 @@ from ..models import (
     get_spec,
     load_checkpoint,
     save_checkpoint,
+    submodule,
     training_precision,
 )
-from ..models._registry import submodule
-from ..models._release import is_release, verify_release
+from ..release import is_release, verify_release
 from ._data import augment, grayscale_u8, mosaic
 from ._metrics import best_threshold, binary_metrics
 
@@ -77,7 +77,7 @@ class TrainConfig:
         if self.input_size:
             return self.input_size
         if self.init:
-            from ..models._checkpoint import load_card
+            from ..models import load_card
 
             return load_card(self.init, self.model).input_size
         return 128

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wbc_ray.pipeline import plan_slide, run_job, work_unit
+from wbc_ray.pipeline import plan_slide, stream_slide, work_unit
 from wbc_ray.slides import GridSpec, open_slide, read_tile
 from wbc_ray.store import done_chunks, open_store
 
@@ -11,7 +11,7 @@ from wbc_ray.store import done_chunks, open_store
 def test_tiles_land_in_zarr_exactly_as_read(ray_local, composed, tmp_path) -> None:
     plan = plan_slide(composed, GridSpec(tile_px=64, mpp=1.0))
     out = tmp_path / "job.zarr"
-    res = run_job(plan, out, chunk_tiles=16, progress=False)
+    res = stream_slide(plan, out, chunk_tiles=16, progress=False)
     n = len(plan.grid)
     assert res.n_tiles == n > 40 and res.n_chunks == -(-n // 16)
     g = open_store(out)
@@ -32,7 +32,7 @@ def test_tiles_land_in_zarr_exactly_as_read(ray_local, composed, tmp_path) -> No
 def test_resume_skips_done_chunks(ray_local, composed, tmp_path) -> None:
     plan = plan_slide(composed, GridSpec(tile_px=64, mpp=1.0))
     out = tmp_path / "resume.zarr"
-    run_job(plan, out, chunk_tiles=16, progress=False)
+    stream_slide(plan, out, chunk_tiles=16, progress=False)
     g = open_store(out, "r+")
     before = np.asarray(g["pixels"][:])
     # Simulate a kill: two chunks lost their data and their done flag.
@@ -40,16 +40,16 @@ def test_resume_skips_done_chunks(ray_local, composed, tmp_path) -> None:
     g["done"][3] = False
     g["pixels"][16:32] = 0
     g["pixels"][48:64] = 0
-    res = run_job(plan, out, chunk_tiles=16, progress=False)
+    res = stream_slide(plan, out, chunk_tiles=16, progress=False)
     assert res.chunks_run == 2
     assert np.array_equal(open_store(out)["pixels"][:], before)
 
 
 def test_layout_mismatch_is_refused(ray_local, composed, tmp_path) -> None:
     out = tmp_path / "x.zarr"
-    run_job(plan_slide(composed, GridSpec(tile_px=64, mpp=1.0)), out, chunk_tiles=16, progress=False)
+    stream_slide(plan_slide(composed, GridSpec(tile_px=64, mpp=1.0)), out, chunk_tiles=16, progress=False)
     with pytest.raises(FileExistsError, match="different layout"):
-        run_job(plan_slide(composed, GridSpec(tile_px=32, mpp=1.0)), out, chunk_tiles=16, progress=False)
+        stream_slide(plan_slide(composed, GridSpec(tile_px=32, mpp=1.0)), out, chunk_tiles=16, progress=False)
 
 
 def test_tissue_free_slide_gives_empty_store(ray_local, tmp_path) -> None:
@@ -58,7 +58,7 @@ def test_tissue_free_slide_gives_empty_store(ray_local, tmp_path) -> None:
     p = tmp_path / "glass.png"
     Image.new("RGB", (300, 300), (238, 235, 240)).save(p)
     plan = plan_slide(p, GridSpec(tile_px=32, mpp=0.5), default_mpp=0.5)
-    res = run_job(plan, tmp_path / "glass.zarr", chunk_tiles=8, progress=False)
+    res = stream_slide(plan, tmp_path / "glass.zarr", chunk_tiles=8, progress=False)
     assert res.n_tiles == 0 and open_store(tmp_path / "glass.zarr")["pixels"].shape[0] == 0
 
 

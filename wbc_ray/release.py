@@ -1,7 +1,7 @@
-"""A model release: a folder of checkpoints with a manifest (`release.json`) that lists every file
-with its sha256 and size, and the release's version.
+"""A model release: a folder of checkpoints with a release record (`release.json`) that lists every
+file with its sha256 and size, and the release's version.
 
-Loading from a release checks every file against the manifest first (once per process while the
+Loading from a release checks every file against the record first (once per process while the
 files stay as they were), so a truncated, altered, missing or unlisted file is refused by name
 before any weight is read. Nothing in a release is unpickled: weights are safetensors, the rest
 JSON, Markdown and PNG.
@@ -21,38 +21,41 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._cache import cache_root
-from .._digest import file_sha256
-from ..errors import ReleaseError
+from ._cache import cache_root
+from ._digest import file_sha256
+from .errors import ReleaseError
 
 RELEASE_FILE = "release.json"
 FORMAT = "wbc-ray-release/1"
-# Files a loader would read as a model: one that is not in the manifest is refused, so a weight
+# Files a loader would read as a model: one that is not in the record is refused, so a weight
 # file dropped into a release cannot be served as if it were released.
 _MODEL_SUFFIXES = (".safetensors", ".json")
 
 
 @dataclass(frozen=True)
 class Release:
+    """A release whose files were all checked against its record."""
+
     path: Path
     version: str
     models: tuple[str, ...]
     files: dict[str, dict[str, Any]]  # relative path -> {"sha256", "size"}
-    info: dict[str, Any]  # the whole manifest
+    info: dict[str, Any]  # the whole release record
 
 
 def is_release(models_dir: str | os.PathLike[str]) -> bool:
+    """Whether `models_dir` is a release (has a record), not a plain folder of checkpoints."""
     return (Path(models_dir) / RELEASE_FILE).is_file()
 
 
-def _manifest(models_dir: Path) -> dict[str, Any]:
+def _read_record(models_dir: Path) -> dict[str, Any]:
     path = models_dir / RELEASE_FILE
     try:
         info = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReleaseError(f"{path}: unreadable release manifest ({exc})") from exc
+        raise ReleaseError(f"{path}: unreadable release record ({exc})") from exc
     if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("files"), dict):
-        raise ReleaseError(f"{path}: not a {FORMAT} manifest")
+        raise ReleaseError(f"{path}: not a {FORMAT} release record")
     return info
 
 
@@ -80,11 +83,11 @@ _lock = threading.Lock()
 
 
 def verify_release(models_dir: str | os.PathLike[str]) -> Release:
-    """The release in `models_dir`, every file checked against its manifest; ReleaseError naming
+    """The release in `models_dir`, every file checked against its release record; ReleaseError naming
     the first file that is missing, of another size, altered, or a model file not listed.
     """
     d = Path(models_dir).resolve()
-    info = _manifest(d)
+    info = _read_record(d)
     files: dict[str, dict[str, Any]] = info["files"]
     mstat = (d / RELEASE_FILE).stat()
     key = (str(d), mstat.st_size, mstat.st_mtime_ns, _stat_key(d, files), _unlisted(d, files))
@@ -105,7 +108,7 @@ def verify_release(models_dir: str | os.PathLike[str]) -> Release:
             )
         if file_sha256(path) != entry.get("sha256"):
             raise ReleaseError(
-                f"{path}: sha256 differs from release {info.get('version')}'s manifest: the file was "
+                f"{path}: sha256 differs from release {info.get('version')}'s record: the file was "
                 "altered (restore it, e.g. `git checkout -- weights`)"
             )
     if key[-1]:
@@ -135,22 +138,22 @@ def _unlisted(d: Path, files: dict[str, Any]) -> tuple[str, ...]:
 def derived_dir(models_dir: str | os.PathLike[str]) -> Path:
     """Where what this machine builds from the models goes (int8 models, tile rates measured
     here): the folder itself for a plain checkpoint folder; for a release, a folder of its own in
-    the user cache, named for the release's version and manifest (an edited release never reuses
+    the user cache, named for the release's version and record (an edited release never reuses
     what was built from another).
     """
     d = Path(models_dir)
     if not is_release(d):
         return d
     raw = (d / RELEASE_FILE).read_bytes()
-    info = _manifest(d)
+    info = _read_record(d)
     out = cache_root() / "releases" / f"{info.get('version')}-{hashlib.sha256(raw).hexdigest()[:12]}"
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def write_manifest(models_dir: str | os.PathLike[str], info: dict[str, Any]) -> dict[str, Any]:
+def write_release_record(models_dir: str | os.PathLike[str], info: dict[str, Any]) -> dict[str, Any]:
     """Write `release.json` listing every file under `models_dir` (sha256, size) with `info`
-    (which must hold "version" and "models"); returns the manifest.
+    (which must hold "version" and "models"); returns the record.
     """
     d = Path(models_dir)
     files = {
@@ -158,42 +161,8 @@ def write_manifest(models_dir: str | os.PathLike[str], info: dict[str, Any]) -> 
         for p in sorted(d.rglob("*"))
         if p.is_file() and p.name != RELEASE_FILE
     }
-    manifest = {"format": FORMAT, **info, "files": files}
+    record = {"format": FORMAT, **info, "files": files}
     tmp = d / (RELEASE_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, d / RELEASE_FILE)
-    return manifest
-
-
-def load_release(
-    models_dir: str | os.PathLike[str] | None = None, precision: str | None = None
-) -> dict[str, Any]:
-    """The released classifiers, each checked against the release manifest first.
-
-    Parameters
-    ----------
-    models_dir : path, optional
-        A release (or a folder of checkpoints). Default: the settings' ``models_dir``, i.e.
-        ``$WBC_RAY_MODELS`` or the release committed in ``weights/``.
-    precision : {"fp32", "bf16", "int8", "amp"}, optional
-        Compute precision for every model; default: the device's (fp32 or bf16 on CPUs, AMP on
-        GPUs). ``"int8"`` needs ``wbc-ray quantize`` to have built the int8 models on this machine;
-        where one is missing that model falls back to the default precision.
-
-    Returns
-    -------
-    dict of str to Classifier
-        One ``Classifier`` per model name; ``predict(tiles)`` gives calibrated class
-        probabilities (benign, malignant) for uint8 RGB tiles of shape (N, H, W, 3).
-
-    Raises
-    ------
-    ReleaseError
-        A file of the release is missing, cut short, altered or not listed (the message names it).
-    """
-    from ..config import load_settings
-    from ._checkpoint import available
-    from ._classifier import Classifier
-
-    d = Path(models_dir) if models_dir is not None else load_settings().models_dir
-    return {n: Classifier.load_served(d, n, precision)[0] for n in available(d)}  # type: ignore[arg-type]
+    return record

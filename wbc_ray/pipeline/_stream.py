@@ -1,7 +1,9 @@
-"""The Ray Data job for one slide: plan on the driver, read / (score) / write on workers.
+"""One slide streamed through Ray Data: plan on the driver, read / (score) / write on workers.
 
-The unit of work is one Zarr chunk of `chunk_tiles` tiles, so every worker writes a disjoint
-chunk range and a restarted job skips chunks already marked done. Rows that reach the driver
+("Job" is the service's word for a queued analysis, `serve._jobs`; this is the dataflow one
+analysis, or a plain tiling, runs.) The unit of work is one Zarr chunk of `chunk_tiles` tiles, so
+every worker writes a disjoint chunk range and a stream started again skips chunks already
+marked done. Rows that reach the driver
 carry only chunk ids and counts, never pixels.
 """
 
@@ -164,7 +166,7 @@ def _work_rows(coords: np.ndarray, chunks: list[int], chunk_tiles: int) -> list[
 
 
 @dataclass
-class JobResult:
+class StreamResult:
     store: str
     n_tiles: int
     n_chunks: int
@@ -196,7 +198,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # the job draws its own bar in tiles, not Ray's per-stage bars
+    ctx.enable_progress_bars = False  # the stream draws its own bar in tiles, not Ray's per-stage bars
     # ...and Ray Data would warn once per process that its bars are off, in every CLI run.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx.print_on_execution_start = False
@@ -218,8 +220,8 @@ def _prepare_store(
     n_classes: int | None,
     extra_attrs: dict[str, Any] | None,
 ) -> tuple[list[int], int, int]:
-    """Create (or reopen) the job's store; return the chunks still to do, the number of chunks
-    and the tiles already done (a resumed job skips finished chunks).
+    """Create (or reopen) the stream's store; return the chunks still to do, the number of chunks
+    and the tiles already done (a resumed stream skips finished chunks).
     """
     grid = plan.grid
     n = len(grid)
@@ -288,13 +290,13 @@ def _dataset(
     )
 
 
-def run_job(
+def stream_slide(
     plan: Plan,
     out: str | os.PathLike[str],
     *,
     chunk_tiles: int = 64,
     store_pixels: bool = True,
-    read_cpus: float = 0.5,  # tiling only: a scoring job's tasks mostly wait on Serve
+    read_cpus: float = 0.5,  # tiling only: a scoring stream's tasks mostly wait on Serve
     chunks_per_task: int | None = None,
     score: Callable[[Batch], Batch] | None = None,
     score_tasks: int = 4,
@@ -302,7 +304,7 @@ def run_job(
     extra_attrs: dict[str, Any] | None = None,
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
-) -> JobResult:
+) -> StreamResult:
     """Tile (and, given `score`, score) one slide into a Zarr group at `out`.
 
     `score` maps a batch of pixel chunks to one with extra columns (probs, fused, no pixels);
@@ -364,4 +366,4 @@ def run_job(
     seconds = time.perf_counter() - t0
     timings: dict[str, Any] = {"plan_s": t_plan, "total_s": seconds, "nodes": nodes.record}
     open_store(out, "r+").attrs.update({"status": "tiled" if score is None else "scored", "timings": timings})
-    return JobResult(out, n, n_chunks, len(todo), seconds, {"plan_s": t_plan}, nodes.record)
+    return StreamResult(out, n, n_chunks, len(todo), seconds, {"plan_s": t_plan}, nodes.record)
