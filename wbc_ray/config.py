@@ -9,8 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .ensemble import DEFAULT_FUSION, Fusion
+from .ensemble import DEFAULT_CONFIDENCE, DEFAULT_FUSION, DEFAULT_TAU, Fusion
 from .errors import InvalidInput, MissingInput
+from .scale import FIELD_PX, TRAINING_MPP
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The settings and Serve configs ship inside the package (`configs/` in a checkout links here),
@@ -49,8 +50,8 @@ class SlideSettings(_Strict):
 class TilingSettings(_Strict):
     """The tile grid and the Ray Data job of `wbc-ray tile`."""
 
-    tile_px: int = Field(224, ge=8)
-    mpp: float = Field(0.5, gt=0)
+    tile_px: int = Field(FIELD_PX, ge=8)
+    mpp: float = Field(TRAINING_MPP, gt=0)
     stride_px: int | None = None
     min_tissue: float = Field(0.25, ge=0, le=1)
     chunk_tiles: int = Field(64, ge=1)  # tiles per work unit = per Zarr chunk (tiling jobs)
@@ -62,8 +63,8 @@ class EnsembleSettings(_Strict):
     """Fusion of the three CNNs' answers and the slide verdict."""
 
     fusion: Fusion = DEFAULT_FUSION
-    tau: float = Field(0.20, gt=0, lt=1)
-    confidence: float = Field(0.95, gt=0, lt=1)
+    tau: float = Field(DEFAULT_TAU, gt=0, lt=1)
+    confidence: float = Field(DEFAULT_CONFIDENCE, gt=0, lt=1)
     tile_threshold: float = Field(0.5, gt=0, lt=1)
 
 
@@ -131,6 +132,10 @@ class Settings(_Strict):
     service: ServiceSettings = ServiceSettings()
     qc: QcSettings = QcSettings()
     domain: DomainSettings = DomainSettings()
+
+
+# Every default, as written once in the classes above: what library code defaults to.
+DEFAULTS = Settings()
 
 
 ENV_PATHS = {"WBC_RAY_DATA": "data_dir", "WBC_RAY_MODELS": "models_dir", "WBC_RAY_RESULTS": "results_dir"}

@@ -1,9 +1,20 @@
 """Ensemble math (pure numpy): tile-level fusion and tile-to-slide verdicts."""
 
 from ._fusion import DEFAULT_FUSION, FUSIONS, Fusion, fuse, fuzzy_rank_scores, fuzzy_ranks
-from ._slide import VERDICT_MEANING, SlideVerdict, TileRates, TileScreening, slide_verdict, wilson_interval
+from ._slide import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_TAU,
+    VERDICT_MEANING,
+    SlideVerdict,
+    TileRates,
+    TileScreening,
+    slide_verdict,
+    wilson_interval,
+)
 
 __all__ = [
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_TAU",
     "DEFAULT_FUSION",
     "VERDICT_MEANING",
     "FUSIONS",

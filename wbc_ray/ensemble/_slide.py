@@ -22,7 +22,12 @@ VERDICT_MEANING: dict[str, str] = {
 }
 
 
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+# The library's defaults, which the settings (config.EnsembleSettings) take as theirs.
+DEFAULT_TAU = 0.20
+DEFAULT_CONFIDENCE = 0.95
+
+
+def wilson_interval(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion k/n."""
     if n <= 0:
         return 0.0, 1.0
@@ -124,8 +129,8 @@ def slide_verdict(
     tile_calls: np.ndarray,
     tissue: np.ndarray | None = None,
     *,
-    tau: float = 0.20,
-    confidence: float = 0.95,
+    tau: float = DEFAULT_TAU,
+    confidence: float = DEFAULT_CONFIDENCE,
     min_tissue: float = 0.0,
     rates: TileRates | None = None,
     screen: TileScreening | None = None,

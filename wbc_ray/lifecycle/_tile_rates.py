@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DEFAULTS
 from ..ensemble import FUSIONS, TileRates, fuse
 from ..errors import InvalidInput, MissingInput
 from ..manifest import read_manifest
@@ -45,8 +46,8 @@ def measure_tile_rates(
     split: str | None = "val",
     grid: int = 16,
     seed: int = 0,
-    min_tissue: float = 0.25,
-    tile_threshold: float = 0.5,
+    min_tissue: float = DEFAULTS.tiling.min_tissue,
+    tile_threshold: float = DEFAULTS.ensemble.tile_threshold,
     fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
     precision: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:

@@ -149,13 +149,6 @@ class AnalysisSettings:
     default_mpp: float | None = None
     screen: ScreenSettings = screen_settings(_DEFAULTS)
 
-    def __post_init__(self) -> None:
-        # Settings travel to the service's job tasks as plain dicts (asdict); rebuild the parts.
-        if isinstance(self.screen, dict):
-            sc = dict(self.screen)
-            sc["qc"] = QcThresholds(**sc["qc"]) if sc.get("qc") is not None else None
-            object.__setattr__(self, "screen", ScreenSettings(**sc))
-
     @classmethod
     def from_settings(cls, s: Settings, **overrides: Any) -> AnalysisSettings:
         """The analysis part of the settings (overrides that are None are left out)."""

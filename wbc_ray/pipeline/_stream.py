@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .._digest import file_sha256
+from ..config import DEFAULTS
 from ..slides import GridSpec, Slide, TileGrid, local_path, open_slide, read_tile, tile_grid, tissue_mask
 from ..store import array, create_store, done_chunks, done_tiles, open_store, write_chunk
 
@@ -44,7 +45,7 @@ def plan_slide(
     *,
     slide_mpp: float | None = None,
     default_mpp: float | None = None,
-    thumbnail_px: int = 2048,
+    thumbnail_px: int = DEFAULTS.slides.thumbnail_px,
 ) -> Plan:
     path = os.fspath(slide_path)
     with open_slide(path, mpp=slide_mpp, default_mpp=default_mpp) as slide:
@@ -294,12 +295,12 @@ def stream_slide(
     plan: Plan,
     out: str | os.PathLike[str],
     *,
-    chunk_tiles: int = 64,
+    chunk_tiles: int = DEFAULTS.tiling.chunk_tiles,
     store_pixels: bool = True,
-    read_cpus: float = 0.5,  # tiling only: a scoring stream's tasks mostly wait on Serve
+    read_cpus: float = DEFAULTS.tiling.read_cpus,  # a scoring stream's tasks mostly wait on Serve
     chunks_per_task: int | None = None,
     score: Callable[[Batch], Batch] | None = None,
-    score_tasks: int = 4,
+    score_tasks: int = DEFAULTS.analysis.score_tasks,
     n_classes: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
     progress: bool = True,

@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,22 +164,32 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
 
+@dataclass(frozen=True)
+class IngressSettings:
+    """What the Ingress runs with, typed end to end: built once by `app.build_app` from the Serve
+    config's args (`AppArgs`) and the settings file; no default is written here.
+    """
+
+    results_dir: str
+    slide_roots: list[str]  # folders path submissions may read (the uploads folder is added)
+    max_upload_mb: float
+    analysis: AnalysisSettings  # what each job's analysis runs with, before its own choices
+    service: ServiceSettings
+    app_name: str
+
+
+# CPUs a job's driver task holds: it only waits on its stream's tasks, which hold their own.
+JOB_CPUS = 0.05
+
+
 @serve.deployment(max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
-    def __init__(
-        self,
-        ensemble: Any,
-        results_dir: str,
-        slide_roots: list[str] | None = None,
-        max_upload_mb: float = 2048,
-        analysis: dict[str, Any] | None = None,
-        app_name: str = APP_NAME,
-        job_cpus: float = 0.05,
-        service: dict[str, Any] | None = None,
-    ) -> None:
-        # Typed, with the defaults written once (config.ServiceSettings); a dict travels here.
-        svc = ServiceSettings(**(service or {}))
+    """The REST service: accounts, the durable bounded job queue, results and exports, patches."""
+
+    def __init__(self, ensemble: Any, settings: IngressSettings) -> None:
+        svc = settings.service
+        results_dir = settings.results_dir
         self.ensemble = ensemble
         self.results_dir = str(Path(results_dir).resolve())
         self.paths = job_paths(self.results_dir)
@@ -193,13 +204,10 @@ class Ingress:
         # Submissions admitted but not yet in the database (their slide is being opened, their
         # upload written), per user: counted with the queue, so concurrent ones cannot overfill it.
         self._pending: dict[str, int] = {}
-        self.roots = [Path(r).resolve() for r in (slide_roots or [])] + [self.paths.uploads.resolve()]
-        self.max_upload = int(max_upload_mb * 2**20)
-        self.analysis = analysis or {}  # as it travels to the job tasks
-        self.settings = AnalysisSettings(**self.analysis)  # typed, its defaults config.Settings'
-
-        self.app_name = app_name
-        self.job_cpus = job_cpus
+        self.roots = [Path(r).resolve() for r in settings.slide_roots] + [self.paths.uploads.resolve()]
+        self.max_upload = int(settings.max_upload_mb * 2**20)
+        self.settings = settings.analysis
+        self.app_name = settings.app_name
         self._cards: list[dict[str, Any]] | None = None
         self._schema: dict[str, Any] | None = None
         self._domain: tuple[Any] | None = None  # (the release's DomainFile or None,) once asked
@@ -292,17 +300,17 @@ class Ingress:
 
         from ..lifecycle import rates_for
 
-        settings = {**self.analysis, "screen": dict(self.analysis.get("screen") or {})}
+        settings = self.settings
         if job["fusion"]:
-            settings["fusion"] = job["fusion"]
-        if (job.get("info") or {}).get("stain"):
-            settings["screen"]["stain"] = job["info"]["stain"]
+            settings = replace(settings, fusion=job["fusion"])
+        if stain := (job.get("info") or {}).get("stain"):
+            settings = replace(settings, screen=replace(settings.screen, stain=stain))
         cards = self.ensemble.models.remote().result()
-        rates = rates_for(self.ensemble.tile_rates.remote().result(), settings["fusion"])
+        rates = rates_for(self.ensemble.tile_rates.remote().result(), settings.fusion)
         domain = self.ensemble.domain.remote().result()
         # The job's driver is a task: if its node is lost it runs again elsewhere and resumes from
         # the store (finished units are skipped), with the same results.
-        task = ray.remote(num_cpus=self.job_cpus, max_retries=JOB_RETRIES)(run_job_task)
+        task = ray.remote(num_cpus=JOB_CPUS, max_retries=JOB_RETRIES)(run_job_task)
         store = str(self.paths.store(job["job_id"]))
         return task.remote(store, job["job_id"], job["path"], cards, settings, self.app_name, rates, domain)
 

@@ -13,7 +13,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where the task runs: the Ingress needs no Ray Data at import
+    from ..pipeline import AnalysisSettings
 
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -86,7 +89,7 @@ def run_job_task(
     job_id: str,
     slide: str,
     cards: list[dict[str, Any]],
-    settings: dict[str, Any],
+    settings: AnalysisSettings,
     app_name: str,
     rates: Any = None,  # ensemble.TileRates, or None for the raw share of malignant tiles
     domain: dict[str, Any] | None = None,  # the release's domain file (Ensemble.domain)
@@ -96,13 +99,13 @@ def run_job_task(
     Run again (a lost node, a restarted service), it resumes: finished work units are skipped.
     """
     from ..domain import DomainFile
-    from ..pipeline import AnalysisSettings, analyze_slide
+    from ..pipeline import analyze_slide
 
     result = analyze_slide(
         slide,
         store,
         cards,
-        AnalysisSettings(**settings),
+        settings,
         app_name=app_name,
         progress=False,
         extra_attrs={"job_id": job_id},

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from ..ensemble import DEFAULT_FUSION, FUSIONS, fuse
+from ..ensemble import FUSIONS, fuse
 from ..errors import InvalidInput
 
 
@@ -69,10 +69,10 @@ class CNN:
         self,
         models_dir: str,
         name: str,
-        precision: str | None = None,
-        torch_threads: int = 0,
-        max_batch_tiles: int = 256,
-        tail_threads: int = 0,
+        precision: str | None,
+        torch_threads: int,
+        max_batch_tiles: int,
+        tail_threads: int,
     ) -> None:
         import torch
 
@@ -230,9 +230,9 @@ class Ensemble:
 
     def __init__(
         self,
-        fusion: str = DEFAULT_FUSION,
-        models_dir: str | None = None,
-        max_batch_tiles: int = 256,
+        fusion: str,
+        models_dir: str | None,
+        max_batch_tiles: int,
         **cnns: Any,
     ) -> None:
         if fusion not in FUSIONS:

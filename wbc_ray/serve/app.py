@@ -12,7 +12,7 @@ from ray.serve import Application
 
 from ..config import APP_NAME, CONFIG_DIR, load_settings
 from ..errors import InvalidInput, MissingInput, SetupError
-from ._ingress import Ingress
+from ._ingress import Ingress, IngressSettings
 from ._models import CNN, Ensemble
 
 SERVE_CONFIG = CONFIG_DIR / "serve.yaml"
@@ -62,8 +62,6 @@ class AppArgs(BaseModel):
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The Serve application (CNN deployments, Ensemble, Ingress) from a Serve config's args."""
-    from dataclasses import asdict
-
     from ..models import available
     from ..pipeline import AnalysisSettings
 
@@ -85,14 +83,17 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         )
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
-    analysis = asdict(AnalysisSettings.from_settings(s, fusion=a.fusion))
-    ensemble = ensemble_dep.bind(
-        analysis["fusion"], models_dir, a.max_batch_tiles, **{n: cnn(n) for n in names}
+    analysis = AnalysisSettings.from_settings(s, fusion=a.fusion)
+    ensemble = ensemble_dep.bind(analysis.fusion, models_dir, a.max_batch_tiles, **{n: cnn(n) for n in names})
+    ingress = IngressSettings(
+        results_dir=results_dir,
+        slide_roots=a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir],
+        max_upload_mb=a.max_upload_mb,
+        analysis=analysis,
+        service=s.service,
+        app_name=a.app_name,
     )
-    roots = a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir]
-    return Ingress.options(**opts.get("Ingress", {})).bind(  # type: ignore[attr-defined]
-        ensemble, results_dir, roots, a.max_upload_mb, analysis, a.app_name, 0.05, s.service.model_dump()
-    )
+    return Ingress.options(**opts.get("Ingress", {})).bind(ensemble, ingress)  # type: ignore[attr-defined]
 
 
 def load_serve_config(path: str | os.PathLike[str] = SERVE_CONFIG) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..errors import InvalidInput
 from ..manifest import CLASSES, Item
+from ..scale import TRAINING_MPP
 
 GLASS_RGB = (238, 235, 240)
 FIELD_PX = 224  # a field (one training image) on the slide, at the slide's 0.5 um/px
@@ -229,7 +230,7 @@ def compose_slide(
     grid: tuple[int, int],
     malignant_fraction: float,
     seed: int = 0,
-    mpp: float = 0.5,
+    mpp: float = TRAINING_MPP,
     field_px: int = FIELD_PX,
     gap_px: int = GAP_PX,
     margin_px: int = 256,

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..config import DEFAULTS
 from ..errors import InvalidInput
 from ._error import SlideError
 from ._reader import Slide
@@ -20,10 +21,10 @@ BAND_ROWS = 8
 
 @dataclass(frozen=True)
 class GridSpec:
-    tile_px: int = 224  # output tile side, pixels
-    mpp: float = 0.5  # target microns per pixel of the output tiles
+    tile_px: int = DEFAULTS.tiling.tile_px  # output tile side, pixels
+    mpp: float = DEFAULTS.tiling.mpp  # target microns per pixel of the output tiles
     stride_px: int | None = None  # step in output pixels; defaults to tile_px (no overlap)
-    min_tissue: float = 0.25  # minimum tissue fraction for a tile to be kept
+    min_tissue: float = DEFAULTS.tiling.min_tissue  # minimum tissue fraction for a tile to be kept
 
     def __post_init__(self) -> None:
         if self.tile_px < 8:

@@ -95,7 +95,7 @@ def _rows(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, 
     probs = np.asarray(array(g, "probs")[:])
     meta = attrs(g)
     names = [m["name"] for m in meta.get("models", [])]
-    threshold = float(meta.get("result", {}).get("tile_threshold", 0.5))
+    threshold = float(meta["result"]["tile_threshold"])  # a finished job's result always has it
     size = float(meta["tiling"]["size0"])
     qc, dist, reasons = _screening(g, meta)
     limit = _threshold(meta)

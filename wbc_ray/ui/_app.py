@@ -96,7 +96,7 @@ class _Handlers:
             verdict_card(result),
             interval_picture(result),
             _png(api.heatmap_png(job_id)),
-            agreement(rows, float(result.get("tile_threshold", 0.5))),
+            agreement(rows, float(result["tile_threshold"])),
             gr.update(choices=choices, value=first),
             _explain(api, job_id, first, model_names(rows)),
             _downloads(api, job_id, result, tiles_csv),
@@ -111,7 +111,7 @@ class _Handlers:
         return (text, *empty, job_id, gr.update())
 
     def analyse(
-        self, upload: str | None, path: str, fusion: str, token: str = "", stain: str = "release"
+        self, upload: str | None, path: str, fusion: str, token: str = "", stain: str = ""
     ) -> Iterator[tuple[Any, ...]]:
         """Submit a slide, then show its progress until it is done or failed."""
         api = self.client(token)
@@ -216,8 +216,8 @@ def _layout() -> _Page:
             path = gr.Textbox(label="...or its path on the server", elem_id="slide-path")
             fusion = gr.Dropdown(list(FUSIONS), value=FUSIONS[0], label="Fusion")
             stain = gr.Dropdown(
-                ["release", "none", "macenko", "reinhard"],
-                value="release",
+                [("the service's setting", ""), "release", "none", "macenko", "reinhard"],
+                value="",
                 label="Stain normalisation (release: the release's measured choice)",
                 elem_id="stain",
             )

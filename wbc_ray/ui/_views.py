@@ -66,7 +66,7 @@ def screening_lines(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"- Domain check: {result.get('n_out_of_range', 0):,} counted tiles ({pct}) unlike the "
             f"training images (limit {100 * dom['max_out_of_range']:.0f} %); stain normalisation "
-            f"`{result.get('stain', 'none')}`"
+            f"`{result.get('stain') or 'not recorded'}`"
         )
     elif dom:
         lines.append(f"- Domain check not run: {dom.get('why_not')}")
