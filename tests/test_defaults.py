@@ -46,16 +46,17 @@ def _defaults(tree: ast.AST) -> list[tuple[str, Any, int, str]]:
             pos = a.posonlyargs + a.args
             pairs = list(zip(pos[len(pos) - len(a.defaults) :], a.defaults, strict=True))
             pairs += [(arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
-            out += [(arg.arg, v, node.lineno, "parameter") for arg, d in pairs if (v := _literal(d)) is not _MISSING]
+            values = [(arg.arg, _literal(d)) for arg, d in pairs]
+            out += [(name, v, node.lineno, "parameter") for name, v in values if v is not _MISSING]
         elif isinstance(node, ast.ClassDef):
             for st in node.body:
-                if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
-                    if (v := _literal(st.value)) is not _MISSING:
-                        out.append((st.target.id, v, st.lineno, f"field of {node.name}"))
+                field = isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name)
+                if field and (v := _literal(st.value)) is not _MISSING:
+                    out.append((st.target.id, v, st.lineno, f"field of {node.name}"))  # type: ignore[union-attr]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
-            if len(node.args) == 2 and isinstance(key := _literal(node.args[0]), str):
-                if (v := _literal(node.args[1])) is not _MISSING:
-                    out.append((key, v, node.lineno, ".get fallback"))
+            key = _literal(node.args[0]) if len(node.args) == 2 else _MISSING
+            if isinstance(key, str) and (v := _literal(node.args[1])) is not _MISSING:
+                out.append((key, v, node.lineno, ".get fallback"))
     return out
 
 
@@ -89,7 +90,8 @@ def test_every_setting_default_is_written_once() -> None:
             # such as "?" where the setting's default is no literal, is not).
             rival = kind == ".get fallback" and any(type(v) is type(value) for _, v in settings[name])
             if same or rival:
-                copies.append(f"{rel}:{line}: {kind} {name}={value!r} (the setting's default: {homes or 'none'})")
+                where = homes or "none"
+                copies.append(f"{rel}:{line}: {kind} {name}={value!r} (the setting's default: {where})")
     assert not copies, "setting defaults written again:\n" + "\n".join(copies)
 
 

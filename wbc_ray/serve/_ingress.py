@@ -9,16 +9,17 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from ray import serve
@@ -31,7 +32,7 @@ from ..pipeline import AnalysisSettings
 from ..slides import SlideError, open_slide
 from ._audit import AuditLog
 from ._db import ACTIVE, LOCAL, Principal, ServiceDB
-from ._jobs import job_paths, new_job_id, progress_of, run_job_task
+from ._jobs import EXPORTS, build_export, job_paths, new_job_id, progress_of, run_job_task
 from ._queue import Runner, finish_times
 from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
 from ._schema import service_openapi
@@ -49,6 +50,7 @@ api = FastAPI(
 )
 bearer = HTTPBearer(auto_error=False, description="a token from `wbc-ray token create`")
 
+T = TypeVar("T")
 UPLOAD_CHUNK = 1 << 20
 JOB_RETRIES = 3
 
@@ -57,6 +59,13 @@ class Error(BaseModel):
     """Every error answer: what went wrong, naming the input."""
 
     detail: str
+
+
+def _write_atomic(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
 
 
 def _slide_info(path: str, default_mpp: float | None) -> dict[str, Any]:
@@ -211,11 +220,19 @@ class Ingress:
         self._cards: list[dict[str, Any]] | None = None
         self._schema: dict[str, Any] | None = None
         self._domain: tuple[Any] | None = None  # (the release's DomainFile or None,) once asked
+        self._heavy_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wbc-heavy")
+        self._export_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.runner = Runner(self.db, self._launch, svc.max_running)
         self.runner.start()
 
     def __del__(self) -> None:
         self.runner.stop()
+
+    async def _heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the Ingress' own two threads for heavy work (tile reads, PNG encoding), so
+        it never queues ahead of the light calls (status, progress) on the default executor.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._heavy_pool, fn, *args)
 
     async def cards(self) -> list[dict[str, Any]]:
         if self._cards is None:
@@ -514,12 +531,7 @@ class Ingress:
     async def job_heatmap(
         self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Response:
-        from ..store import heatmap_png
-
-        who = self._who(cred)
-        _, z = self._done(job_id, who)
-        self._log(who, "download", job_id=job_id, what="heatmap.png")
-        return Response(await asyncio.to_thread(heatmap_png, z), media_type="image/png")
+        return await self._download(job_id, cred, "heatmap")
 
     @api.get(
         "/jobs/{job_id}/geojson",
@@ -530,16 +542,7 @@ class Ingress:
     async def job_geojson(
         self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Response:
-        from ..store import geojson_text
-
-        who = self._who(cred)
-        _, z = self._done(job_id, who)
-        self._log(who, "download", job_id=job_id, what="geojson")
-        return Response(
-            await asyncio.to_thread(geojson_text, z),
-            media_type="application/geo+json",
-            headers={"Content-Disposition": f'attachment; filename="{job_id}.geojson"'},
-        )
+        return await self._download(job_id, cred, "geojson")
 
     @api.get(
         "/jobs/{job_id}/tiles.csv",
@@ -549,17 +552,28 @@ class Ingress:
     )
     async def job_csv(
         self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
-    ) -> PlainTextResponse:
-        from ..store import tiles_csv
+    ) -> Response:
+        return await self._download(job_id, cred, "csv")
 
+    async def _download(self, job_id: str, cred: HTTPAuthorizationCredentials | None, what: str) -> Response:
+        """A finished job's heatmap, GeoJSON or CSV: built once by a Ray task (a whole slide's
+        GeoJSON is seconds of pure Python), then served from its file, with an ETag.
+        """
+        name, media, suffix = EXPORTS[what]
         who = self._who(cred)
         _, z = self._done(job_id, who)
-        self._log(who, "download", job_id=job_id, what="tiles.csv")
-        return PlainTextResponse(
-            await asyncio.to_thread(tiles_csv, z),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
-        )
+        self._log(who, "download", job_id=job_id, what=name)
+        path = self.paths.exports(job_id) / name
+        if not path.is_file():
+            async with self._export_locks.setdefault((job_id, what), asyncio.Lock()):
+                if not path.is_file():
+                    import ray
+
+                    body = await ray.remote(num_cpus=JOB_CPUS)(build_export).remote(str(z), what)
+                    await asyncio.to_thread(_write_atomic, path, body)
+            self._export_locks.pop((job_id, what), None)
+        headers = {"Content-Disposition": f'attachment; filename="{job_id}{suffix}"'} if suffix else {}
+        return FileResponse(path, media_type=media, headers=headers)
 
     @api.get(
         "/jobs/{job_id}/tiles/{tile}/gradcam.png",
@@ -587,7 +601,7 @@ class Ingress:
         who = self._who(cred)
         job, z = self._done(job_id, who)
         # The store and the slide are read, and the PNG encoded, in threads: off the event loop.
-        px, p_mal = await asyncio.to_thread(self._tile_for_gradcam, job, z, tile, model)
+        px, p_mal = await self._heavy(self._tile_for_gradcam, job, z, tile, model)
         cls = {"malignant": 1, "benign": 0}.get(target, int(p_mal >= 0.5))
         try:
             cam = await self.ensemble.gradcam.remote(model, px, cls)
@@ -599,7 +613,7 @@ class Ingress:
             "X-Model-Probability-Malignant": f"{p_mal:.4f}",
             "X-Evidence": "none" if float(cam.max()) <= 0 else "some",
         }
-        png = await asyncio.to_thread(overlay_png, px, cam)
+        png = await self._heavy(overlay_png, px, cam)
         return Response(png, media_type="image/png", headers=headers)
 
     def _tile_for_gradcam(

@@ -44,9 +44,14 @@ class JobPaths:
             raise KeyError(job_id)
         return self.jobs / f"{job_id}.zarr"
 
+    def exports(self, job_id: str) -> Path:
+        """A finished job's downloads (heatmap, GeoJSON, CSV), each built once: a result is final."""
+        return self.jobs / f"{self.store(job_id).stem}.exports"
+
     def remove(self, job_id: str, upload: str | None) -> None:
-        """A job's files: its store, and its slide when the service holds it as an upload."""
+        """A job's files: its store, its downloads, and its slide when the service holds it as an upload."""
         shutil.rmtree(self.store(job_id), ignore_errors=True)
+        shutil.rmtree(self.exports(job_id), ignore_errors=True)
         if upload and Path(upload).resolve().is_relative_to(self.uploads.resolve()):
             Path(upload).unlink(missing_ok=True)
 
@@ -114,3 +119,26 @@ def run_job_task(
     )
     result["job_id"] = job_id
     return result
+
+
+# What each download is: (file name, media type, attachment suffix).
+EXPORTS: dict[str, tuple[str, str, str]] = {
+    "heatmap": ("heatmap.png", "image/png", ""),
+    "geojson": ("tiles.geojson", "application/geo+json", ".geojson"),
+    "csv": ("tiles.csv", "text/csv", ".csv"),
+}
+
+
+def build_export(store: str, what: str) -> bytes:
+    """Body of the Ray task that builds one download of a finished job from its store: in a worker
+    process, so neither the Ingress' event loop nor its interpreter lock carry the work.
+    """
+    from ..store import geojson_text, heatmap_png, tiles_csv
+
+    if what == "heatmap":
+        return heatmap_png(store)
+    if what == "geojson":
+        return geojson_text(store).encode()
+    if what == "csv":
+        return tiles_csv(store).encode()
+    raise KeyError(what)
