@@ -11,6 +11,7 @@ from types import ModuleType
 
 from ..errors import WbcRayError
 from . import (
+    adapt,
     analyze,
     calibrate,
     deploy,
@@ -41,6 +42,7 @@ VERBS: tuple[ModuleType, ...] = (
     calibrate,
     quantize,
     domain,
+    adapt,
     release,
     deploy,
 )

@@ -1,5 +1,6 @@
 """Training: batched augmentation, the training loop, metrics, evaluation, cutting releases."""
 
+from ._adapt import AdaptConfig, Refit, adapt, model_features, model_head, replay_sample, source_weights
 from ._data import augment, grayscale_u8, stain_jitter_u8
 from ._domain import add_domain
 from ._evaluate import evaluate, markdown_table
@@ -9,6 +10,13 @@ from ._sets import EvalSet, EvalSets, evaluate_sets, load_sets, sets_table
 from ._train import DEFAULT_EPOCHS, TrainConfig, fit_temperature, train, train_many
 
 __all__ = [
+    "AdaptConfig",
+    "Refit",
+    "model_features",
+    "model_head",
+    "replay_sample",
+    "source_weights",
+    "adapt",
     "EvalSet",
     "EvalSets",
     "ReleaseRefused",

@@ -1,0 +1,251 @@
+"""Learning curves of `wbc-ray adapt`: held-out balanced accuracy against labelled images per class.
+
+For each "other lab" (the Taleqani images under each shift, and PBC's normal cells at their scale
+beside Taleqani blasts), the release is adapted with 0 (the release as it is), 10, 20, 50 and 100
+labelled images per class, with the same math as `wbc-ray adapt` (`training.Refit` on each model's
+pooled features, the parent's replayed training images beside the lab's), and judged on that lab's
+held-out images and on the original Taleqani test split (what adapting costs the first lab).
+
+The labelled pool of a shifted lab is the validation split under the shift, then (for benign
+cells, of which the validation split has 64) training images the replay does not use, under the
+shift; held out: the test split under the shift. For the PBC lab: PBC cells (0.1 um/px) and
+Taleqani validation blasts; held out: other PBC cells and the test split's blasts.
+
+Writes bench_results/adapt_curve.json and .png; with --docs, the table into docs/adapt.md.
+
+    python -m benchmarks.adapt_curve [--ns 0 10 20 50 100] [--docs docs/adapt.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks._common import OUT_DIR, finish, target
+from wbc_ray.config import load_settings
+from wbc_ray.domain import read_fields
+from wbc_ray.ensemble import DEFAULT_FUSION, fuse
+from wbc_ray.manifest import Item, read_manifest
+from wbc_ray.models import Classifier, available
+from wbc_ray.scale import FIELD_PX
+from wbc_ray.training import (
+    AdaptConfig,
+    Refit,
+    binary_metrics,
+    model_features,
+    model_head,
+    replay_sample,
+    source_weights,
+)
+
+SHIFTS = ("stain", "scale_0.5", "scale_2", "blur", "jpeg", "grayscale")
+PBC = "PBC cells + Taleqani blasts"
+PULL = AdaptConfig.pull  # as `wbc-ray adapt` fits
+BEGIN, END = "<!-- adapt-curve:begin -->", "<!-- adapt-curve:end -->"
+
+
+def _ba(y: np.ndarray, p: np.ndarray) -> float:
+    return float(binary_metrics(y, (p >= 0.5).astype(int), p)["balanced_accuracy"])
+
+
+def _fused(ps: list[np.ndarray]) -> np.ndarray:
+    return fuse(np.stack([np.stack([1 - p, p], 1) for p in ps]), DEFAULT_FUSION)[0]
+
+
+class Features:
+    """Each model's pooled features and calibrated parent probabilities of a set of fields."""
+
+    def __init__(self, clfs: dict[str, Classifier], x: np.ndarray, seconds: dict[str, float]) -> None:
+        self.feats: dict[str, np.ndarray] = {}
+        self.parent: dict[str, np.ndarray] = {}
+        for name, clf in clfs.items():
+            t0 = time.perf_counter()
+            f, z = model_features(clf, x)
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.feats[name] = f
+            self.parent[name] = torch.softmax(clf.calibrate(torch.from_numpy(z)), 1)[:, 1].numpy()
+
+
+def _lab_sets(manifest: Path, pbc: Path, replayed: set[Path], seed: int) -> dict[str, dict[str, Any]]:
+    """Name -> {pool: [(Item, mpp, shift)], held: [...]} per lab."""
+    val, test, train = (read_manifest(manifest, s) for s in ("val", "test", "train"))
+    spare_benign = [it for it in train if it.label == 0 and it.path not in replayed]
+    out: dict[str, dict[str, Any]] = {}
+    for shift in SHIFTS:
+        out[f"test: {shift}"] = {
+            "pool": [(it, None, shift) for it in val + spare_benign],
+            "held": [(it, None, shift) for it in test],
+        }
+    rng = np.random.default_rng(seed)
+    cells = read_manifest(pbc)
+    order = rng.permutation(len(cells))
+    out[PBC] = {
+        "pool": [(cells[j], 0.1, "none") for j in order[:150]]
+        + [(it, None, "none") for it in val if it.label],
+        "held": [(cells[j], 0.1, "none") for j in order[150:300]]
+        + [(it, None, "none") for it in test if it.label],
+    }
+    return out
+
+
+def _fields(rows: list[tuple[Item, float | None, str]]) -> np.ndarray:
+    by_shift: dict[str, list[int]] = {}
+    for i, (_, _, shift) in enumerate(rows):
+        by_shift.setdefault(shift, []).append(i)
+    x = np.zeros((len(rows), FIELD_PX, FIELD_PX, 3), np.uint8)
+    for shift, idx in by_shift.items():
+        x[idx] = read_fields([rows[i][0].path for i in idx], [rows[i][1] for i in idx], FIELD_PX, shift)
+    return x
+
+
+def _pick(y: np.ndarray, n: int) -> np.ndarray:
+    """The first n of each class in pool order (validation images first)."""
+    return np.concatenate([np.flatnonzero(y == c)[:n] for c in (0, 1)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ns", type=int, nargs="+", default=[0, 10, 20, 50, 100])
+    ap.add_argument("--replay", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--docs", help="write the table into this Markdown file between its markers")
+    args = ap.parse_args()
+    s = load_settings()
+    manifest = s.data_dir / "all_taleqani" / "split.csv"
+    models = s.models_dir
+    torch.set_num_threads(2)
+    clfs = {n: Classifier.load(models, n, precision="fp32") for n in available(models)}
+    heads = {n: model_head(c) for n, c in clfs.items()}
+    seconds: dict[str, float] = {}
+    replay = replay_sample(read_manifest(manifest, "train"), args.replay, args.seed)
+    y_replay = np.array([it.label for it in replay])
+    t0 = time.perf_counter()
+    f_replay = Features(clfs, _fields([(it, None, "none") for it in replay]), seconds)
+    original = read_manifest(manifest, "test")
+    y_orig = np.array([it.label for it in original])
+    f_orig = Features(clfs, _fields([(it, None, "none") for it in original]), seconds)
+    n_images = len(replay) + len(original)
+    rows: list[dict[str, Any]] = []
+    for name, lab in _lab_sets(
+        manifest, s.data_dir / "pbc" / "labels.csv", {it.path for it in replay}, args.seed
+    ).items():
+        y_pool = np.array([it.label for it, _, _ in lab["pool"]])
+        y_held = np.array([it.label for it, _, _ in lab["held"]])
+        need = sorted(set(np.concatenate([_pick(y_pool, max(args.ns))])))
+        f_pool = Features(clfs, _fields([lab["pool"][i] for i in need]), seconds)
+        y_pool = y_pool[need]
+        f_held = Features(clfs, _fields(lab["held"]), seconds)
+        n_images += len(need) + len(lab["held"])
+        for n in args.ns:
+            t1 = time.perf_counter()
+            if n == 0:
+                p_held = [f_held.parent[m] for m in clfs]
+                p_orig = [f_orig.parent[m] for m in clfs]
+            else:
+                idx = _pick(y_pool, n)
+                y = np.concatenate([y_pool[idx], y_replay])
+                weight = source_weights(y_pool[idx], y_replay)
+                fits = {
+                    m: Refit.fit(
+                        np.concatenate([f_pool.feats[m][idx], f_replay.feats[m]]), y, weight, heads[m], 1e-3
+                    )
+                    for m in clfs
+                }
+                p_held = [fits[m].predict(f_held.feats[m]) for m in clfs]
+                p_orig = [fits[m].predict(f_orig.feats[m]) for m in clfs]
+            fit_s = time.perf_counter() - t1
+            per_image = sum(seconds.values()) / max(1, n_images)
+            labelled = int(min(n, (y_pool == 0).sum()) + min(n, (y_pool == 1).sum())) if n else 0
+            rows.append(
+                {
+                    "lab": name,
+                    "per_class": n,
+                    "labelled": labelled,
+                    "held_out_ba": round(_ba(y_held, _fused(p_held)), 4),
+                    "original_test_ba": round(_ba(y_orig, _fused(p_orig)), 4),
+                    # One forward pass per image and model (measured rate), then the fit itself.
+                    "minutes": round((fit_s + per_image * (labelled + len(replay) if n else 0)) / 60, 2),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    result: dict[str, Any] = {
+        "models": list(clfs),
+        "replay": len(replay),
+        "rows": rows,
+        "features_s_per_image": {m: round(v / n_images, 4) for m, v in seconds.items()},
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    base = {r["lab"]: r for r in rows if r["per_class"] == 0}
+    at20 = [r for r in rows if r["per_class"] == 20]
+    result["targets"] = {
+        "labs_better_at_20_per_class": target(
+            sum(r["held_out_ba"] >= base[r["lab"]]["held_out_ba"] for r in at20), ">=", len(at20), 0
+        ),
+        "worst_original_test_loss_at_20": target(
+            max((base[r["lab"]]["original_test_ba"] - r["original_test_ba"] for r in at20), default=0.0),
+            "<=",
+            0.02,
+        ),
+    }
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    _plot(rows, OUT_DIR / "adapt_curve.png")
+    if args.docs:
+        _write_docs(Path(args.docs), rows, result)
+    return finish("adapt_curve", result)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The learning curves as a Markdown table: held-out BA (original test BA) per labelled count."""
+    ns = sorted({r["per_class"] for r in rows})
+    head = "| lab | " + " | ".join(f"{n} per class" for n in ns) + " |"
+    lines = [head, "|" + " --- |" * (len(ns) + 1)]
+    for lab in dict.fromkeys(r["lab"] for r in rows):
+        cells = []
+        for n in ns:
+            r = next(r for r in rows if r["lab"] == lab and r["per_class"] == n)
+            cells.append(f"{r['held_out_ba']:.3f} ({r['original_test_ba']:.3f}; {r['minutes']:.1f} min)")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_docs(path: Path, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    text = path.read_text()
+    a, b = text.index(BEGIN), text.index(END)
+    body = (
+        f"{BEGIN}\n\nHeld-out balanced accuracy of the fused models on each lab's own images, and in "
+        "brackets on the original Taleqani test split and the minutes adapting took on this machine "
+        f"(replay {result['replay']} images; `python -m benchmarks.adapt_curve --docs {path}`):\n\n"
+        f"{table(rows)}\n\n"
+    )
+    path.write_text(text[:a] + body + text[b:])
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for lab in dict.fromkeys(r["lab"] for r in rows):
+        rs = [r for r in rows if r["lab"] == lab]
+        a.plot([r["per_class"] for r in rs], [r["held_out_ba"] for r in rs], marker="o", label=lab)
+        b.plot([r["per_class"] for r in rs], [r["original_test_ba"] for r in rs], marker="o", label=lab)
+    a.set(xlabel="labelled images per class", ylabel="balanced accuracy", title="The lab's held-out images")
+    b.set(
+        xlabel="labelled images per class", ylabel="balanced accuracy", title="Original Taleqani test split"
+    )
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""`wbc-ray adapt` on another lab's cells: PBC's normal cells (Barcelona, MGG, at their scale)
+as benign and Taleqani blasts at half their size (a lab whose cells the release reads wrong) as
+malignant; the adapted release is a release like any other and reads that lab's held-out cells."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import DATA, MANIFEST, need_data
+
+PER_CLASS = 24
+
+
+@pytest.fixture(scope="module")
+def lab_manifest(tmp_path_factory, test_items):
+    from wbc_ray.domain import shift_image
+    from wbc_ray.manifest import read_manifest
+
+    need_data()
+    d = tmp_path_factory.mktemp("lab")
+    rng = np.random.default_rng(3)
+    pbc = read_manifest(DATA / "pbc" / "labels.csv")
+    benign = [pbc[i] for i in rng.permutation(len(pbc))[:PER_CLASS]]
+    blasts = [it for it in test_items if it.label == 1][:PER_CLASS]
+    rows = ["path,label,mpp"] + [f"{it.path},benign,0.1" for it in benign]
+    for k, it in enumerate(blasts):
+        with Image.open(it.path) as im:
+            x = shift_image(np.asarray(im.convert("RGB")), "scale_0.5")
+        path = d / f"blast_{k:02d}.png"
+        Image.fromarray(x).save(path)
+        rows.append(f"{path},malignant,")
+    manifest = d / "lab.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def test_adapt_writes_a_release_that_reads_the_labs_cells(lab_manifest, models_dir, tmp_path) -> None:
+    from wbc_ray.models import load_release
+    from wbc_ray.release import verify_release
+    from wbc_ray.training import AdaptConfig, adapt
+
+    out = tmp_path / "adapted"
+    record = adapt(
+        AdaptConfig(
+            manifest=str(lab_manifest),
+            out=str(out),
+            parent=str(models_dir),
+            replay_manifest=str(MANIFEST),
+            replay=32,
+        ),
+        log=lambda _: None,
+    )
+    parent = verify_release(models_dir).info
+    release = verify_release(out)  # every file listed and checked, as any release
+    assert release.info["lineage"]["parent"] == parent["version"] == record["lineage"]["parent"]
+    assert len(release.info["lineage"]["lab_sha256"]) == 64
+    assert set(release.models) == set(parent["models"])
+    for name in release.models:
+        card = json.loads((out / f"{name}.json").read_text())
+        assert card["training"]["adapted"]["from_release"] == parent["version"]
+        assert card["version"] != json.loads((models_dir / f"{name}.json").read_text())["version"]
+
+    report = json.loads((out / "adapt.json").read_text())["evaluation"]
+    before, after = report["parent"]["fused"], report["adapted"]["fused"]
+    assert report["held_out"]["n"] >= 12
+    # The parent calls these small blasts benign; the adapted models read them.
+    assert after["balanced_accuracy"] >= max(0.8, before["balanced_accuracy"] + 0.1), (before, after)
+    # The domain check is refitted on both labs: the new lab's held-out cells are in range.
+    flagged = report["domain_flagged_held_out"]
+    assert flagged["adapted"] < flagged["parent"], flagged
+
+    # Loaded like the shipped release; its answers on the lab's cells are its own.
+    clfs = load_release(out, precision="fp32")
+    assert sorted(clfs) == sorted(release.models)
+
+
+def test_adapt_refuses_too_few_images_and_a_used_folder(tmp_path, models_dir, lab_manifest) -> None:
+    from wbc_ray.errors import InvalidInput, OutputExists
+    from wbc_ray.training import AdaptConfig, adapt
+
+    few = tmp_path / "few.csv"
+    lines = lab_manifest.read_text().splitlines()
+    few.write_text("\n".join(lines[:7] + lines[-1:]) + "\n")  # 6 benign, 1 malignant
+    with pytest.raises(InvalidInput, match="at least 2 malignant"):
+        adapt(AdaptConfig(str(few), str(tmp_path / "a"), str(models_dir), None), log=lambda _: None)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "x").write_text("")
+    with pytest.raises(OutputExists, match="not empty"):
+        adapt(AdaptConfig(str(lab_manifest), str(used), str(models_dir), None), log=lambda _: None)

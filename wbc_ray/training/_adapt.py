@@ -1,0 +1,352 @@
+"""`wbc-ray adapt`: the released models moved to a lab's own cells, as a release of its own.
+
+What is tuned was chosen by what fits 2 CPU cores in minutes and what the measurements of the
+domain report showed: another lab's cells keep most of their *ranking* under the shipped models
+(the features carry over) while the operating point and the colour statistics do not. So each
+model keeps its backbone; its classifier head is refitted on the pooled features of the lab's
+labelled images together with a replayed sample of the parent's own training images (so the
+parent's lab is not forgotten), pulled towards the parent's head (L2), class-balanced, the lab
+and the replay weighing the same; then temperature and operating point are refitted on the same
+images. Features are computed once per model, so the whole fit costs one forward pass per image.
+
+The result is a complete release: weights and cards naming the parent release and the lab data's
+hash, the domain statistics refitted on both labs' images (so the lab's slides are in range), the
+evaluation on a held-out part of the lab's images against the parent's, and `release.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..domain import FEATURE_PX, DomainFile, fit_check, image_stats, load_domain, read_fields, write_domain
+from ..ensemble import DEFAULT_FUSION, fuse
+from ..errors import InvalidInput, OutputExists
+from ..manifest import CLASSES, Item, manifest_hash, read_manifest
+from ..models import Classifier, available, get_spec, save_checkpoint, submodule
+from ..release import is_release, verify_release, write_release_record
+from ..scale import FIELD_PX
+from ._metrics import best_threshold, binary_metrics
+from ._train import fit_temperature
+
+ADAPTED = "adapt.json"  # the evaluation and the record of what was fitted, in the release
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """One adaptation: the lab's manifest, the parent release, where the new release goes."""
+
+    manifest: str  # the lab's labelled images: path,label[,split][,mpp]
+    out: str
+    parent: str  # the release adapted from
+    replay_manifest: str | None  # the parent's training images (its `train` split); None: no replay
+    mpp: float | None = None  # the lab images' scale where the manifest has no mpp column
+    held_out: float = 0.3  # share of each class kept out of the fit to judge it (without a split column)
+    replay: int = 256  # parent training images replayed in the fit (half per class)
+    pull: float = 1e-3  # L2 pull of the head towards the parent's, per feature
+    seed: int = 0
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lab_split(items: list[Item], held_out: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(fit, held out): the manifest's `test` rows held out where it has a split column, else a
+    share of each class, at least 2 of each in both parts.
+    """
+    if any(it.split for it in items):
+        fit = [it for it in items if it.split != "test"]
+        test = [it for it in items if it.split == "test"]
+    else:
+        rng = np.random.default_rng(seed)
+        fit, test = [], []
+        for label in (0, 1):
+            group = [it for it in items if it.label == label]
+            order = rng.permutation(len(group))
+            k = max(0, min(len(group) - 2, max(2, round(held_out * len(group)))))
+            test += [group[j] for j in order[:k]]
+            fit += [group[j] for j in order[k:]]
+    for label in (0, 1):
+        for part, name in ((fit, "fit"), (test, "held-out")):
+            if sum(it.label == label for it in part) < 2:
+                raise InvalidInput(
+                    f"the lab's images need at least 2 {CLASSES[label]} images in the {name} part "
+                    f"(give at least 4 of each class, or a split column with train and test rows)"
+                )
+    return fit, test
+
+
+def replay_sample(pool: list[Item], k: int, seed: int) -> list[Item]:
+    """`k` of the parent's training images, half of each class (as many as there are)."""
+    rng = np.random.default_rng(seed)
+    out: list[Item] = []
+    for label in (0, 1):
+        group = [it for it in pool if it.label == label]
+        out += [group[j] for j in sorted(rng.permutation(len(group))[: k // 2])]
+    return out
+
+
+def _fields(items: list[Item], mpp: float | None) -> np.ndarray:
+    """The images as the models' fields (224 px at the training scale)."""
+    return read_fields([it.path for it in items], [it.mpp or mpp for it in items], FIELD_PX)
+
+
+def model_features(clf: Classifier, x: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled features entering the head, the head's logits) for fields `x`."""
+    head = submodule(clf.model, get_spec(clf.name).head)
+    got: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inp, _out: got.append(inp[0].detach().float().cpu()))
+    try:
+        logits = [clf.logits(x[i : i + batch]).cpu() for i in range(0, len(x), batch)]
+    finally:
+        hook.remove()
+    return torch.cat(got).numpy(), torch.cat(logits).numpy()
+
+
+def fit_head(
+    feats: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: torch.Tensor, b0: torch.Tensor, pull: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear head (2 classes) minimising weighted cross-entropy plus `pull` x |W - W0|^2,
+    started from and pulled towards the parent's head (W0, b0).
+    """
+    x = torch.from_numpy(feats).float()
+    t = torch.from_numpy(y).long()
+    wt = torch.from_numpy(weight).float()
+    w = w0.detach().float().clone().requires_grad_(True)
+    b = b0.detach().float().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (F.cross_entropy(x @ w.T + b, t, reduction="none") * wt).sum() / wt.sum()
+        loss = loss + pull * ((w - w0.float()) ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(x, -60, 60)))
+
+
+def source_weights(y_lab: np.ndarray, y_replay: np.ndarray) -> np.ndarray:
+    """Class-balanced within each source; the lab and the replay weigh the same in total."""
+    out = []
+    for y in (y_lab, y_replay):
+        if not len(y):
+            continue
+        w = np.zeros(len(y), np.float64)
+        for c in (0, 1):
+            n = (y == c).sum()
+            w[y == c] = 0.5 / n if n else 0.0
+        out.append(w)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A model's refitted head and operating point (what `adapt` changes in a model)."""
+
+    weight: torch.Tensor  # (2, features)
+    bias_vector: torch.Tensor  # (2,)
+    temperature: float
+    bias: float  # on the malignant logit, after the temperature
+
+    @classmethod
+    def fit(
+        cls, feats: np.ndarray, y: np.ndarray, weight: np.ndarray, head: torch.nn.Linear, pull: float
+    ) -> Refit:
+        """Head by `fit_head`, then temperature by NLL and the operating point so that p >= 0.5 is
+        the balanced-accuracy-best threshold (each source counted as `weight` says).
+        """
+        w, b = fit_head(feats, y, weight, head.weight, head.bias, pull)
+        logits = feats @ w.numpy().T + b.numpy()
+        temp = fit_temperature(torch.from_numpy(logits).float(), torch.from_numpy(y).long())
+        z = logits / temp
+        score = _sigmoid(z[:, 1] - z[:, 0])
+        reps = np.maximum(1, np.round(weight / weight[weight > 0].min())).astype(int)
+        thr = float(np.clip(best_threshold(np.repeat(y, reps), np.repeat(score, reps)), 1e-4, 1 - 1e-4))
+        return cls(w, b, float(temp), float(-np.log(thr / (1 - thr))))
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        """Calibrated probability of malignant for pooled features."""
+        z = feats @ self.weight.numpy().T + self.bias_vector.numpy()
+        return _sigmoid((z[:, 1] - z[:, 0]) / self.temperature + self.bias)
+
+    def apply(self, head: torch.nn.Linear) -> None:
+        """Write the refitted weights into the model's head."""
+        with torch.no_grad():
+            head.weight.copy_(self.weight)
+            head.bias.copy_(self.bias_vector)
+
+
+def model_head(clf: Classifier) -> torch.nn.Linear:
+    """The classifier head `adapt` refits (linear in every registered architecture)."""
+    head = submodule(clf.model, get_spec(clf.name).head)
+    if not isinstance(head, torch.nn.Linear):
+        raise InvalidInput(f"{clf.name}: its head is a {type(head).__name__}, not a linear layer")
+    return head
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    return binary_metrics(y, (p >= 0.5).astype(int), p)
+
+
+def adapt(cfg: AdaptConfig, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Adapt the parent release to the lab's images into `cfg.out`; return the release record."""
+    t0 = time.perf_counter()
+    parent = Path(cfg.parent)
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        raise OutputExists(f"{out} is not empty; give a new folder for the adapted release")
+    parent_info = verify_release(parent).info if is_release(parent) else {"version": "checkpoints"}
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    items = read_manifest(cfg.manifest)
+    if cfg.mpp is None and any(it.mpp is None for it in items):
+        log(
+            "note: no scale for some of the lab's images (--mpp, or an mpp column): "
+            "each is taken as one whole field"
+        )
+    fit, test = lab_split(items, cfg.held_out, cfg.seed)
+    replay: list[Item] = []
+    if cfg.replay_manifest and cfg.replay:
+        replay = replay_sample(read_manifest(cfg.replay_manifest, "train"), cfg.replay, cfg.seed)
+    log(f"lab images: {len(fit)} to fit, {len(test)} held out; {len(replay)} of the parent's replayed")
+    x_fit, x_test = _fields(fit, cfg.mpp), _fields(test, cfg.mpp)
+    x_replay = _fields(replay, None) if replay else np.zeros((0, FIELD_PX, FIELD_PX, 3), np.uint8)
+    y_fit = np.array([it.label for it in fit])
+    y_test = np.array([it.label for it in test])
+    y_replay = np.array([it.label for it in replay], dtype=int)
+    weight = source_weights(y_fit, y_replay)
+    y_all = np.concatenate([y_fit, y_replay])
+
+    stage = out.with_name(out.name + ".partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    names = available(parent)
+    before: dict[str, np.ndarray] = {}
+    after: dict[str, np.ndarray] = {}
+    cards: dict[str, str] = {}
+    for name in names:
+        clf = Classifier.load(parent, name, precision="fp32")
+        tm = time.perf_counter()
+        feats, _ = model_features(clf, np.concatenate([x_fit, x_replay]))
+        f_test, z_test = model_features(clf, x_test)
+        before[name] = torch.softmax(clf.calibrate(torch.from_numpy(z_test)), 1)[:, 1].numpy()
+        head = model_head(clf)
+        refit = Refit.fit(feats, y_all, weight, head, cfg.pull)
+        refit.apply(head)
+        card = replace(
+            clf.card,
+            temperature=refit.temperature,
+            bias=refit.bias,
+            training={
+                **clf.card.training,
+                "adapted": {
+                    "from_release": parent_info.get("version"),
+                    "from_model": clf.card.version,
+                    "lab_sha256": manifest_hash(items),
+                    "lab_images": len(fit),
+                    "replayed": len(replay),
+                    "tuned": "head, temperature, operating point",
+                },
+            },
+        )
+        p_new = refit.predict(f_test)
+        after[name] = p_new
+        card = replace(card, metrics={"lab_held_out": _metrics(y_test, p_new)})
+        save_checkpoint(clf.model, card, stage)
+        cards[name] = card.version
+        log(
+            f"{name}: held-out balanced accuracy "
+            f"{_metrics(y_test, before[name])['balanced_accuracy']:.3f} -> "
+            f"{card.metrics['lab_held_out']['balanced_accuracy']:.3f} ({time.perf_counter() - tm:.0f} s)"
+        )
+
+    def fused(ps: dict[str, np.ndarray]) -> np.ndarray:
+        probs = np.stack([np.stack([1 - ps[n], ps[n]], 1) for n in names])
+        return fuse(probs, DEFAULT_FUSION)[0]
+
+    evaluation: dict[str, Any] = {"held_out": {"n": len(test), "malignant": int(y_test.sum())}}
+    for key, ps in (("parent", before), ("adapted", after)):
+        evaluation[key] = {n: _metrics(y_test, ps[n]) for n in names} | {"fused": _metrics(y_test, fused(ps))}
+    domain = _refit_domain(parent, x_fit, x_replay)
+    if domain is not None:
+        write_domain(stage, domain)
+        evaluation["domain_flagged_held_out"] = {
+            "parent": _flagged(load_domain(parent), x_test),
+            "adapted": _flagged(domain, x_test),
+        }
+    seconds = time.perf_counter() - t0
+    (stage / ADAPTED).write_text(
+        json.dumps({"config": asdict(cfg), "evaluation": evaluation}, indent=1) + "\n"
+    )
+    record = write_release_record(
+        stage,
+        {
+            "version": f"{parent_info.get('version')}+lab-{manifest_hash(items)[:8]}",
+            "models": cards,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "lineage": {
+                "parent": parent_info.get("version"),
+                "lab_sha256": manifest_hash(items),
+                "lab_manifest": os.path.basename(cfg.manifest),
+                "adapted_s": round(seconds, 1),
+            },
+        },
+    )
+    if out.exists():
+        out.rmdir()
+    os.replace(stage, out)
+    fb, fa = evaluation["parent"]["fused"], evaluation["adapted"]["fused"]
+    log(
+        f"fused on the held-out lab images: balanced accuracy {fb['balanced_accuracy']:.3f} -> "
+        f"{fa['balanced_accuracy']:.3f}; release {record['version']} in {out} ({seconds:.0f} s)"
+    )
+    return record
+
+
+def _refit_domain(parent: Path, x_fit: np.ndarray, x_replay: np.ndarray) -> DomainFile | None:
+    """The parent's domain file with its check refitted on both labs' images (the parent's
+    replayed training images and the lab's), its stain references kept.
+    """
+    base = load_domain(parent)
+    if base is None:
+        return None
+    both = np.concatenate([x_replay, x_fit]) if len(x_replay) else x_fit
+    stats = image_stats(_small(both))
+    quantile = float(base.check.fitted.get("quantile", 0.975))
+    check = fit_check(stats, stats, quantile, refitted_on_lab=True)
+    return DomainFile(
+        check, base.stain_references, base.stain_default, {**base.info, "refitted_on_lab": True}
+    )
+
+
+def _small(x: np.ndarray) -> np.ndarray:
+    """Fields at the domain check's size."""
+    from PIL import Image
+
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((FEATURE_PX, FEATURE_PX), Image.Resampling.BILINEAR))
+            for f in x
+        ]
+    )
+
+
+def _flagged(domain: DomainFile | None, x: np.ndarray) -> float | None:
+    if domain is None or not len(x):
+        return None
+    return round(float(domain.check.out_of_range(domain.check.distances(_small(x))).mean()), 4)
