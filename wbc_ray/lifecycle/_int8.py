@@ -98,9 +98,11 @@ def _release_decisions(
     models_dir: str | os.PathLike[str], manifest: str | os.PathLike[str]
 ) -> dict[str, dict[str, np.ndarray]] | None:
     """{split: {model: fp32 malignant probabilities in manifest order}} recorded in a release's
-    evaluation (val and test), or None for a plain checkpoint folder.
+    evaluation (val and test), or None for a plain checkpoint folder or a release that records
+    none (an adapted one, `wbc-ray adapt`: fp32 is then computed here).
     """
-    if not is_release(models_dir):
+    recorded = [Path(models_dir, "eval", split, PREDICTIONS) for split in ("val", "test")]
+    if not is_release(models_dir) or not all(p.is_file() for p in recorded):
         return None
     out: dict[str, dict[str, np.ndarray]] = {}
     for split in ("val", "test"):
