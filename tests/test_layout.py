@@ -4,6 +4,7 @@ that runs back up the layers fails here, not in a reviewer's head."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "wbc_ray"
@@ -29,25 +30,29 @@ ALLOWED: dict[str, set[str]] = {
 TOP = {"cli", "analyze", "demo", "__init__"}
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """The first-level wbc_ray names `path` imports (relative or absolute, also inside functions)."""
-    tree = ast.parse(path.read_text(), str(path))
+def _import_statements(path: Path, module: str) -> Iterator[tuple[list[str], list[str]]]:
+    """(the dotted path an import names, the names it takes) of every wbc_ray import in `path`,
+    relative or absolute, also inside functions."""
     parts = module.split(".")
-    found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = parts[: len(parts) - node.level]  # the package the dots point at
-                target = base + (node.module.split(".") if node.module else [])
-                names = [target + [a.name] for a in node.names] if len(target) < 2 else [target]
+            if node.level:  # the package the dots point at, then the module named
+                target = parts[: len(parts) - node.level] + (node.module.split(".") if node.module else [])
             elif node.module and node.module.split(".")[0] == "wbc_ray":
                 target = node.module.split(".")
-                names = [target + [a.name] for a in node.names] if len(target) < 2 else [target]
             else:
                 continue
-            found |= {n[1] for n in names if len(n) > 1 and n[0] == "wbc_ray"}
+            yield target, [a.name for a in node.names]
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("wbc_ray.")}
+            yield from ((a.name.split("."), []) for a in node.names if a.name.startswith("wbc_ray."))
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The first-level wbc_ray names `path` imports (relative or absolute, also inside functions)."""
+    found: set[str] = set()
+    for target, names in _import_statements(path, module):
+        full = [target + [n] for n in names] if len(target) < 2 and names else [target]
+        found |= {n[1] for n in full if len(n) > 1 and n[0] == "wbc_ray"}
     return found
 
 
@@ -95,22 +100,10 @@ def _module_imports(path: Path, module: str) -> set[str]:
     """The wbc_ray modules `path` imports, as dotted names (also inside functions); a name taken
     from a package (`from . import x`, `from ..models import y`) counts as the package's
     `__init__` unless it is a module of that package."""
-    tree = ast.parse(path.read_text(), str(path))
-    parts = module.split(".")
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                target = parts[: len(parts) - node.level] + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.split(".")[0] == "wbc_ray":
-                target = node.module.split(".")
-            else:
-                continue
-            for alias in node.names:
-                sub = ".".join([*target, alias.name])
-                found.add(sub if sub in _MODULES else ".".join(target))
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("wbc_ray.")}
+    for target, names in _import_statements(path, module):
+        subs = [".".join([*target, n]) for n in names] or [".".join(target)]
+        found |= {sub if sub in _MODULES else ".".join(target) for sub in subs}
     return {f if f in _MODULES else f"{f}.__init__" for f in found if f != "wbc_ray"}
 
 
