@@ -51,3 +51,19 @@ def test_health_answers_while_exports_of_a_large_slide_are_in_flight(
     geojson = [size for route, _, size in finished if route == "geojson"]
     assert len(geojson) == 2 and geojson[0] == geojson[1]
     assert answered >= 10, f"/health answered {answered} times while {len(pullers)} downloads ran"
+
+
+def test_text_downloads_come_gzipped_when_asked_with_an_etag(api, mixed_slide) -> None:
+    job = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+    assert wait_done(api, job)["status"] == "done"
+    for route in ("geojson", "tiles.csv"):
+        plain = api.get(f"/jobs/{job}/{route}", headers={"Accept-Encoding": "identity"})
+        zipped = api.get(f"/jobs/{job}/{route}", headers={"Accept-Encoding": "gzip"})
+        assert plain.status_code == zipped.status_code == 200
+        assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+        assert zipped.content == plain.content  # httpx decodes: the same document
+        assert int(zipped.headers["content-length"]) * 3 < len(plain.content)
+        assert plain.headers["etag"] and plain.headers["etag"] != zipped.headers["etag"]
+        assert zipped.headers["vary"] == "Accept-Encoding"
+    png = api.get(f"/jobs/{job}/heatmap.png", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in png.headers and png.content[:4] == b"\x89PNG"

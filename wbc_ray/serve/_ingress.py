@@ -32,7 +32,7 @@ from ..pipeline import AnalysisSettings
 from ..slides import SlideError, open_slide
 from ._audit import AuditLog
 from ._db import ACTIVE, LOCAL, Principal, ServiceDB
-from ._jobs import EXPORTS, build_export, job_paths, new_job_id, progress_of, run_job_task
+from ._jobs import EXPORTS, build_export_files, job_paths, new_job_id, progress_of, run_job_task
 from ._queue import Runner, finish_times
 from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
 from ._schema import service_openapi
@@ -529,9 +529,9 @@ class Ingress:
         responses={**_binary("image/png"), **_errors(401, 404, 409)},
     )
     async def job_heatmap(
-        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+        self, job_id: str, request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Response:
-        return await self._download(job_id, cred, "heatmap")
+        return await self._download(job_id, request, cred, "heatmap")
 
     @api.get(
         "/jobs/{job_id}/geojson",
@@ -540,9 +540,9 @@ class Ingress:
         responses={**GEOJSON_RESPONSE, **_errors(401, 404, 409)},
     )
     async def job_geojson(
-        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+        self, job_id: str, request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Response:
-        return await self._download(job_id, cred, "geojson")
+        return await self._download(job_id, request, cred, "geojson")
 
     @api.get(
         "/jobs/{job_id}/tiles.csv",
@@ -551,15 +551,18 @@ class Ingress:
         responses={**_binary("text/csv"), **_errors(401, 404, 409)},
     )
     async def job_csv(
-        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+        self, job_id: str, request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Response:
-        return await self._download(job_id, cred, "csv")
+        return await self._download(job_id, request, cred, "csv")
 
-    async def _download(self, job_id: str, cred: HTTPAuthorizationCredentials | None, what: str) -> Response:
+    async def _download(
+        self, job_id: str, request: Request, cred: HTTPAuthorizationCredentials | None, what: str
+    ) -> Response:
         """A finished job's heatmap, GeoJSON or CSV: built once by a Ray task (a whole slide's
-        GeoJSON is seconds of pure Python), then served from its file, with an ETag.
+        GeoJSON is seconds of pure Python), then served from its file, with an ETag, gzipped for
+        clients that accept it.
         """
-        name, media, suffix = EXPORTS[what]
+        name, media, suffix, compressed = EXPORTS[what]
         who = self._who(cred)
         _, z = self._done(job_id, who)
         self._log(who, "download", job_id=job_id, what=name)
@@ -569,10 +572,18 @@ class Ingress:
                 if not path.is_file():
                     import ray
 
-                    body = await ray.remote(num_cpus=JOB_CPUS)(build_export).remote(str(z), what)
-                    await asyncio.to_thread(_write_atomic, path, body)
+                    task = ray.remote(num_cpus=JOB_CPUS)(build_export_files)
+                    body, gz = await task.remote(str(z), what)
+                    if gz is not None:
+                        await asyncio.to_thread(_write_atomic, path.with_name(name + ".gz"), gz)
+                    await asyncio.to_thread(_write_atomic, path, body)  # last: it marks both done
             self._export_locks.pop((job_id, what), None)
         headers = {"Content-Disposition": f'attachment; filename="{job_id}{suffix}"'} if suffix else {}
+        if compressed:
+            headers["Vary"] = "Accept-Encoding"
+            if "gzip" in request.headers.get("accept-encoding", ""):
+                headers["Content-Encoding"] = "gzip"
+                return FileResponse(path.with_name(name + ".gz"), media_type=media, headers=headers)
         return FileResponse(path, media_type=media, headers=headers)
 
     @api.get(

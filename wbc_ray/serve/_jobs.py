@@ -121,11 +121,12 @@ def run_job_task(
     return result
 
 
-# What each download is: (file name, media type, attachment suffix).
-EXPORTS: dict[str, tuple[str, str, str]] = {
-    "heatmap": ("heatmap.png", "image/png", ""),
-    "geojson": ("tiles.geojson", "application/geo+json", ".geojson"),
-    "csv": ("tiles.csv", "text/csv", ".csv"),
+# What each download is: (file name, media type, attachment suffix, also kept gzipped). Text
+# shrinks about tenfold: a whole slide's GeoJSON crosses Serve's proxy in a tenth of the bytes.
+EXPORTS: dict[str, tuple[str, str, str, bool]] = {
+    "heatmap": ("heatmap.png", "image/png", "", False),
+    "geojson": ("tiles.geojson", "application/geo+json", ".geojson", True),
+    "csv": ("tiles.csv", "text/csv", ".csv", True),
 }
 
 
@@ -142,3 +143,11 @@ def build_export(store: str, what: str) -> bytes:
     if what == "csv":
         return tiles_csv(store).encode()
     raise KeyError(what)
+
+
+def build_export_files(store: str, what: str) -> tuple[bytes, bytes | None]:
+    """The download and, for text, its gzip encoding (both built in the task, off the Ingress)."""
+    import gzip
+
+    body = build_export(store, what)
+    return body, gzip.compress(body, 6, mtime=0) if EXPORTS[what][3] else None

@@ -165,12 +165,24 @@ class Refit:
 
     @classmethod
     def fit(
-        cls, feats: np.ndarray, y: np.ndarray, weight: np.ndarray, head: torch.nn.Linear, pull: float
+        cls,
+        feats: np.ndarray,
+        y: np.ndarray,
+        weight: np.ndarray,
+        head: torch.nn.Linear,
+        pull: float,
+        tune: str = "head",
     ) -> Refit:
-        """Head by `fit_head`, then temperature by NLL and the operating point so that p >= 0.5 is
-        the balanced-accuracy-best threshold (each source counted as `weight` says).
+        """Head by `fit_head` (`tune="head"`; "operating_point" keeps the parent's), then the
+        temperature by NLL and the operating point so that p >= 0.5 is the balanced-accuracy-best
+        threshold (each source counted as `weight` says).
         """
-        w, b = fit_head(feats, y, weight, head.weight, head.bias, pull)
+        if tune == "head":
+            w, b = fit_head(feats, y, weight, head.weight, head.bias, pull)
+        elif tune == "operating_point":
+            w, b = head.weight.detach().float().clone(), head.bias.detach().float().clone()
+        else:
+            raise InvalidInput(f"tune must be head or operating_point, not {tune!r}")
         logits = feats @ w.numpy().T + b.numpy()
         temp = fit_temperature(torch.from_numpy(logits).float(), torch.from_numpy(y).long())
         z = logits / temp
