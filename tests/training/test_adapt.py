@@ -62,6 +62,9 @@ def test_adapt_writes_a_release_that_reads_the_labs_cells(lab_manifest, models_d
     for name in release.models:
         card = json.loads((out / f"{name}.json").read_text())
         assert card["training"]["adapted"]["from_release"] == parent["version"]
+        adapted = card["training"]["adapted"]
+        assert adapted["tuned"] in ("operating_point", "head")
+        assert set(adapted["cross_validated_balanced_accuracy"]) == {"operating_point", "head"}
         assert card["version"] != json.loads((models_dir / f"{name}.json").read_text())["version"]
 
     report = json.loads((out / "adapt.json").read_text())["evaluation"]

@@ -1,6 +1,17 @@
 """Training: batched augmentation, the training loop, metrics, evaluation, cutting releases."""
 
-from ._adapt import AdaptConfig, Refit, adapt, model_features, model_head, replay_sample, source_weights
+from ._adapt import (
+    TUNINGS,
+    AdaptConfig,
+    Refit,
+    adapt,
+    choose_tuning,
+    fused_score,
+    model_features,
+    model_head,
+    replay_sample,
+    source_weights,
+)
 from ._data import augment, grayscale_u8, stain_jitter_u8
 from ._domain import add_domain
 from ._evaluate import evaluate, markdown_table
@@ -10,7 +21,10 @@ from ._sets import EvalSet, EvalSets, evaluate_sets, load_sets, sets_table
 from ._train import DEFAULT_EPOCHS, TrainConfig, fit_temperature, train, train_many
 
 __all__ = [
+    "TUNINGS",
     "AdaptConfig",
+    "choose_tuning",
+    "fused_score",
     "Refit",
     "model_features",
     "model_head",
