@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import Settings, load_settings
 from .ensemble import VERDICT_MEANING
+from .errors import InvalidInput
 from .slides import SlideError
 
 
@@ -100,6 +101,26 @@ def ensure_app(
         start(serve_config, **overrides)
 
 
+def _check_same_models(cards: list[dict[str, Any]], models_dir: str) -> None:
+    """Refuse to analyse with a running app whose models are not `models_dir`'s: the app is not
+    restarted under a service that may be serving others; the caller says what to do.
+    """
+    differ = []
+    for c in cards:
+        card = Path(models_dir) / f"{c['name']}.json"
+        try:
+            version = json.loads(card.read_text()).get("version")
+        except (OSError, ValueError):
+            version = None
+        if version != c["version"]:
+            differ.append(f"{c['name']} {c['version']} (asked: {version or 'none'})")
+    if differ:
+        raise InvalidInput(
+            f"the running wbc-ray app serves other models than {models_dir}: {', '.join(differ)}; "
+            "analyse with the app's models, or stop it first (`serve shutdown`, or stop `wbc-ray serve`)"
+        )
+
+
 def analyze_slides(
     slides: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str] = "results",
@@ -158,6 +179,7 @@ def analyze_slides(
     # The app's own job records stay on a local folder; a URI out_dir holds this run's results.
     ensure_app(models, str(s.results_dir) if out.remote else str(out_dir), fusion, serve_config)
     cards = ensemble_handle().models.remote().result()
+    _check_same_models(cards, models)
     rates_record = ensemble_handle().tile_rates.remote().result()
     domain_record = ensemble_handle().domain.remote().result()
     domain = DomainFile.from_dict(domain_record) if domain_record else None

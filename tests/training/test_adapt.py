@@ -95,3 +95,22 @@ def test_adapt_refuses_too_few_images_and_a_used_folder(tmp_path, models_dir, la
     (used / "x").write_text("")
     with pytest.raises(OutputExists, match="not empty"):
         adapt(AdaptConfig(str(lab_manifest), str(used), str(models_dir), None), log=lambda _: None)
+
+
+def test_analysing_with_other_models_than_the_running_app_is_refused(
+    server, lab_manifest, models_dir, tmp_path
+):
+    """A running app (a lab's service) is not swapped under its users: `analyze_slides` with an
+    adapted release while the app serves the shipped one says so, naming both versions."""
+    from wbc_ray.analyze import analyze_slides
+    from wbc_ray.errors import InvalidInput
+    from wbc_ray.training import AdaptConfig, adapt
+
+    out = tmp_path / "adapted"
+    adapt(AdaptConfig(str(lab_manifest), str(out), str(models_dir), None), log=lambda _: None)
+    with pytest.raises(InvalidInput, match="serves other models than") as err:
+        analyze_slides([str(tmp_path / "any.tiff")], tmp_path / "results", models_dir=out, progress=False)
+    for name in ("mobilenet", "xception", "inception_v3"):
+        theirs = json.loads((models_dir / f"{name}.json").read_text())["version"]
+        ours = json.loads((out / f"{name}.json").read_text())["version"]
+        assert f"{name} {theirs} (asked: {ours})" in str(err.value)

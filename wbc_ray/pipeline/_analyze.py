@@ -201,7 +201,17 @@ def analyze_slide(
     tile_mpp, tile_px = tile_scale(cards)
     spec = GridSpec(tile_px=tile_px, mpp=settings.tile_mpp or tile_mpp, min_tissue=settings.min_tissue)
     plan = plan_slide(slide_path, spec, slide_mpp=settings.slide_mpp, default_mpp=settings.default_mpp)
-    models = [{"name": c["name"], "version": c["version"], "architecture": c["architecture"]} for c in cards]
+    # Each model as the result names it; an adapted one (`wbc-ray adapt`) with its lineage: the
+    # parent release and model, the lab data's hash, when.
+    models = [
+        {
+            "name": c["name"],
+            "version": c["version"],
+            "architecture": c["architecture"],
+            **({"adapted": c["training"]["adapted"]} if (c.get("training") or {}).get("adapted") else {}),
+        }
+        for c in cards
+    ]
     unit = work_unit(len(plan.grid), settings.chunk_tiles, settings.score_tasks)
 
     attrs = {

@@ -297,6 +297,7 @@ def adapt(cfg: AdaptConfig, log: Callable[[str], Any] = print) -> dict[str, Any]
     before: dict[str, np.ndarray] = {}
     after: dict[str, np.ndarray] = {}
     cards: dict[str, str] = {}
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     clfs = {name: Classifier.load(parent, name, precision="fp32") for name in names}
     feats: dict[str, np.ndarray] = {}
     f_test: dict[str, np.ndarray] = {}
@@ -335,6 +336,7 @@ def adapt(cfg: AdaptConfig, log: Callable[[str], Any] = print) -> dict[str, Any]
                     "lab_images": len(fit),
                     "replayed": len(replay),
                     "tuned": tune,
+                    "created": created,
                     "cross_validated_balanced_accuracy": scores,
                 },
             },
@@ -370,7 +372,7 @@ def adapt(cfg: AdaptConfig, log: Callable[[str], Any] = print) -> dict[str, Any]
         {
             "version": f"{parent_info.get('version')}+lab-{manifest_hash(items)[:8]}",
             "models": cards,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": created,
             "lineage": {
                 "parent": parent_info.get("version"),
                 "lab_sha256": manifest_hash(items),
