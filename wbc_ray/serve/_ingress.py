@@ -4,11 +4,14 @@
 
 import asyncio
 import contextlib
+import io
 import math
 import os
 import re
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -17,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as Path_
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -187,6 +191,40 @@ class IngressSettings:
     app_name: str
 
 
+# Deep Zoom: slides kept open for viewers, and the encoded tiles kept (bytes).
+DZ_OPEN_SLIDES = 4
+DZ_CACHE_BYTES = 64 * 2**20
+
+
+class ByteCache:
+    """A thread-safe LRU of encoded tiles, bounded in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        """The cached bytes (now the most recent), or None."""
+        with self._lock:
+            body = self._items.get(key)
+            if body is not None:
+                self._items.move_to_end(key)
+            return body
+
+    def put(self, key: tuple[Any, ...], body: bytes) -> None:
+        """Keep `body`, dropping the least recently used beyond the limit."""
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = body
+            self.size += len(body)
+            while self.size > self.limit and self._items:
+                _, old = self._items.popitem(last=False)
+                self.size -= len(old)
+
+
 # CPUs a job's driver task holds: it only waits on its stream's tasks, which hold their own.
 JOB_CPUS = 0.05
 
@@ -222,6 +260,11 @@ class Ingress:
         self._domain: tuple[Any] | None = None  # (the release's DomainFile or None,) once asked
         self._heavy_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wbc-heavy")
         self._export_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Deep Zoom: open slides and overlays of the jobs being viewed, and encoded tiles.
+        self._dz_lock = threading.Lock()
+        self._dz_slides: OrderedDict[str, tuple[Any, Any, np.ndarray]] = OrderedDict()
+        self._dz_overlays: OrderedDict[str, Any] = OrderedDict()
+        self._dz_cache = ByteCache(DZ_CACHE_BYTES)
         self.runner = Runner(self.db, self._launch, svc.max_running)
         self.runner.start()
 
@@ -496,6 +539,7 @@ class Ingress:
         else:
             self.db.remove(job_id)
             outcome = "removed"
+        self._forget_deepzoom(job_id)
         await asyncio.to_thread(self.paths.remove, job_id, job["path"] if job["upload"] else None)
         self._log(who, "delete", job_id=job_id, outcome=outcome)
         return {"job_id": job_id, "status": outcome}
@@ -652,6 +696,135 @@ class Ingress:
                 410, f"slide of job {job['job_id']} ({job['slide']}) can no longer be read: {exc.reason}"
             ) from None
         return px, float(np.asarray(array(g, "probs")[tile, names.index(model), 1]))
+
+    # ---- deep zoom: the slide and the calls over it, for the viewer ---------------------------
+    @api.get(
+        "/jobs/{job_id}/{layer}.dzi",
+        summary="Deep Zoom descriptor of a finished job's slide, or of its call overlay",
+        response_class=Response,
+        responses={
+            200: {"content": {"application/xml": {"schema": {"type": "string"}}}, "description": "DZI"},
+            **_errors(401, 404, 409, 410),
+        },
+    )
+    async def deepzoom_dzi(
+        self,
+        job_id: str,
+        layer: str = Path_(..., pattern="^(slide|overlay)$", description="slide or overlay"),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> Response:
+        """`slide`: JPEG tiles of the slide; `overlay`: PNG tiles (transparent) of the calls on the
+        same grid: each scored tile translucent in its score's colour, malignant calls outlined,
+        quality-control rejects grey, tiles out of the domain check's range outlined magenta.
+        """
+        who = self._who(cred)
+        job, _ = self._done(job_id, who)
+        grid = (await self._heavy(self._deepzoom_slide, job))[1]
+        return Response(grid.dzi("jpeg" if layer == "slide" else "png"), media_type="application/xml")
+
+    @api.get(
+        "/jobs/{job_id}/{layer}_files/{level}/{tile}",
+        summary="One Deep Zoom tile of a finished job's slide (JPEG) or call overlay (PNG)",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    m: {"schema": {"type": "string", "format": "binary"}} for m in ("image/jpeg", "image/png")
+                },
+                "description": "the tile: JPEG for the slide, PNG for the overlay",
+            },
+            304: {"description": "not modified (If-None-Match matched the tile's ETag)"},
+            **_errors(401, 404, 409, 410),
+        },
+    )
+    async def deepzoom_tile(
+        self,
+        job_id: str,
+        level: int,
+        request: Request,
+        layer: str = Path_(..., pattern="^(slide|overlay)$"),
+        tile: str = Path_(
+            ..., pattern=r"^[0-9]{1,6}_[0-9]{1,6}\.(jpeg|png)$", description="COL_ROW.jpeg|png"
+        ),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> Response:
+        """Tiles are made off the event loop, kept in a bounded cache, and carry an ETag (a
+        repeated request with If-None-Match is a 304).
+        """
+        who = self._who(cred)
+        job, z = self._done(job_id, who)
+        col, row = (int(v) for v in tile.split(".")[0].split("_"))
+        etag = f'"{job_id}-{layer}-{level}-{col}-{row}"'
+        media = "image/jpeg" if layer == "slide" else "image/png"
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        key = (job_id, layer, level, col, row)
+        body = self._dz_cache.get(key)
+        if body is None:
+            try:
+                body = await self._heavy(self._deepzoom_tile, job, z, layer, level, col, row)
+            except SlideError as exc:
+                raise HTTPException(404, exc.reason) from None
+            self._dz_cache.put(key, body)
+        return Response(
+            body, media_type=media, headers={"ETag": etag, "Cache-Control": "private, max-age=86400"}
+        )
+
+    def _forget_deepzoom(self, job_id: str) -> None:
+        """Drop a deleted job's open slide and overlay (its cached tiles age out). Slides are not
+        closed here but released: a tile read in another thread may still hold one, and the last
+        reference closes it.
+        """
+        with self._dz_lock:
+            self._dz_slides.pop(job_id, None)
+            self._dz_overlays.pop(job_id, None)
+
+    def _deepzoom_slide(self, job: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
+        """(open slide, its Deep Zoom grid, its thumbnail) of a job, kept open for the next tiles."""
+        from ..slides import deepzoom_grid
+
+        with self._dz_lock:
+            held = self._dz_slides.get(job["job_id"])
+        if held is not None:
+            return held
+        try:
+            slide = open_slide(job["path"], default_mpp=self.settings.default_mpp)
+        except SlideError as exc:
+            raise HTTPException(410, f"the job's slide can no longer be read: {exc.reason}") from None
+        held = (slide, deepzoom_grid(slide), slide.thumbnail(2048))
+        with self._dz_lock:
+            self._dz_slides[job["job_id"]] = held
+            while len(self._dz_slides) > DZ_OPEN_SLIDES:
+                self._dz_slides.popitem(last=False)  # released, closed by its last holder
+        return held
+
+    def _deepzoom_tile(
+        self, job: dict[str, Any], z: Path, layer: str, level: int, col: int, row: int
+    ) -> bytes:
+        from PIL import Image
+
+        from ..slides import read_deepzoom_tile
+        from ..store import CallOverlay
+
+        slide, grid, thumb = self._deepzoom_slide(job)
+        buf = io.BytesIO()
+        if layer == "slide":
+            px = read_deepzoom_tile(slide, grid, level, col, row, thumb)
+            Image.fromarray(px).save(buf, format="JPEG", quality=85)
+            return buf.getvalue()
+        with self._dz_lock:
+            overlay = self._dz_overlays.get(job["job_id"])
+        if overlay is None:
+            overlay = CallOverlay.load(z)
+            with self._dz_lock:
+                self._dz_overlays[job["job_id"]] = overlay
+                while len(self._dz_overlays) > DZ_OPEN_SLIDES:
+                    self._dz_overlays.popitem(last=False)
+        x0, y0, x1, y1 = grid.tile_box(level, col, row)
+        s = grid.scale(level)
+        rgba = overlay.render((x0 * s, y0 * s, x1 * s, y1 * s), (x1 - x0, y1 - y0))
+        Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+        return buf.getvalue()
 
     # ---- models and patches -----------------------------------------------------------------
     @api.post(

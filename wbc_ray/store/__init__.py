@@ -1,9 +1,11 @@
 """Zarr result stores: layout, chunk writes, resume state, exports."""
 
 from ._exports import geojson, geojson_text, heatmap_png, overlay_png, tiles_csv
+from ._overlay import CallOverlay
 from ._zarr import array, attrs, create_store, done_chunks, done_tiles, layout, open_store, write_chunk
 
 __all__ = [
+    "CallOverlay",
     "array",
     "attrs",
     "create_store",
