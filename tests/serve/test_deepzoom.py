@@ -17,9 +17,11 @@ NS = "{http://schemas.microsoft.com/deepzoom/2008}"
 
 
 @pytest.fixture(scope="module")
-def viewed(api, mixed_slide):
-    job = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
-    assert wait_done(api, job)["status"] == "done"
+def viewed(server, mixed_slide):
+    """A finished job of the mixed slide (one per module: every test here only reads it)."""
+    with httpx.Client(base_url=server, timeout=60) as api:
+        job = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+        assert wait_done(api, job)["status"] == "done"
     return job
 
 
