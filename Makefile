@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+OSD     := wbc_ray/serve/viewer/vendor/openseadragon/VERSION
 DATA    ?= $(abspath ../shared/data)
 export WBC_RAY_DATA ?= $(DATA)
 export RAY_AUTH_MODE ?= disabled
@@ -11,13 +12,18 @@ export OMP_NUM_THREADS ?= 2
 
 .PHONY: setup browser test lint docs bench bench-peers gpu-check demo models release image kuberay clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(OSD)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The review workspace's OpenSeadragon: a pinned release from the npm registry, hash-checked
+# (wbc_ray/serve/_viewer.py pins it); fetched again when the pin changes.
+$(OSD): wbc_ray/serve/_viewer.py | $(STAMP)
+	$(BIN)/python -m wbc_ray.serve._viewer --force
 
 # The UI tests drive a real headless Chromium: Debian's (Playwright's own browser download is not
 # reachable from every machine). Without root or sudo this warns, and the UI tests skip, except in

@@ -62,7 +62,51 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at REAL
     );
     """,
+    # 2: reviews of tiles (the current decision per tile, every version in the history) and
+    # reviewers' sign-offs of slides.
+    """
+    CREATE TABLE reviews (
+        job_id TEXT NOT NULL,
+        tile INTEGER NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('agree', 'benign', 'malignant', 'not_assessable')),
+        model_call TEXT NOT NULL,     -- the call reviewed: benign, malignant or rejected
+        label TEXT,                   -- the reviewer's class (NULL: not assessable)
+        reason TEXT,
+        reviewer TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (job_id, tile)
+    );
+    CREATE TABLE review_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        tile INTEGER NOT NULL,        -- -1: the slide's sign-off
+        decision TEXT NOT NULL,
+        label TEXT,
+        reason TEXT,
+        reviewer TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX review_history_job ON review_history (job_id, id);
+    CREATE TABLE signoffs (
+        job_id TEXT PRIMARY KEY,
+        verdict TEXT NOT NULL,
+        note TEXT,
+        reviewer TEXT NOT NULL,
+        at REAL NOT NULL
+    )
+    """,
 )
+# What a reviewer may decide about a tile, and the class each decision gives it.
+DECISIONS = ("agree", "benign", "malignant", "not_assessable")
+
+
+def reviewed_label(decision: str, model_call: str) -> str | None:
+    """The tile's class after review: the models' call where agreed (none for a tile quality
+    control rejected), the reviewer's class otherwise, None where not assessable.
+    """
+    if decision == "agree":
+        return model_call if model_call in ("benign", "malignant") else None
+    return None if decision == "not_assessable" else decision
 
 
 @dataclass(frozen=True)
@@ -280,8 +324,81 @@ class ServiceDB:
         return before
 
     def remove(self, job_id: str) -> None:
+        """Forget a job and its reviews (the audit log keeps who did what)."""
         with self._write() as c:
-            c.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+            for table in ("jobs", "reviews", "review_history", "signoffs"):
+                c.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+
+    # ---- reviews ---------------------------------------------------------------------------
+    def set_review(
+        self, job_id: str, tile: int, decision: str, model_call: str, reviewer: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Record (or revise) a reviewer's decision on a tile; every version stays in the history."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
+        label = reviewed_label(decision, model_call)
+        now = time.time()
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO reviews (job_id, tile, decision, model_call, label, reason, reviewer, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, tile) DO UPDATE SET"
+                " decision = excluded.decision, model_call = excluded.model_call, label = excluded.label,"
+                " reason = excluded.reason, reviewer = excluded.reviewer, at = excluded.at",
+                (job_id, tile, decision, model_call, label, reason, reviewer, now),
+            )
+            c.execute(
+                "INSERT INTO review_history (job_id, tile, decision, label, reason, reviewer, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, tile, decision, label, reason, reviewer, now),
+            )
+        return self.reviews(job_id)[tile]
+
+    def reviews(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """The current decision on each reviewed tile of a job."""
+        rows = self._conn().execute("SELECT * FROM reviews WHERE job_id = ? ORDER BY tile", (job_id,))
+        return {int(r["tile"]): {k: v for k, v in dict(r).items() if k != "job_id"} for r in rows}
+
+    def review_history(self, job_id: str) -> list[dict[str, Any]]:
+        """Every decision and sign-off ever made on a job, oldest first."""
+        rows = self._conn().execute(
+            "SELECT tile, decision, label, reason, reviewer, at FROM review_history WHERE job_id = ?"
+            " ORDER BY id",
+            (job_id,),
+        )
+        return [dict(r) for r in rows]
+
+    def review_revision(self, job_id: str) -> int:
+        """A number that grows with every review or sign-off of the job (0: never reviewed)."""
+        row = self._conn().execute("SELECT MAX(id) FROM review_history WHERE job_id = ?", (job_id,))
+        return int(row.fetchone()[0] or 0)
+
+    def set_signoff(self, job_id: str, verdict: str, note: str | None, reviewer: str) -> dict[str, Any]:
+        """A reviewer's own verdict on the slide (revisable; every version in the history)."""
+        now = time.time()
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO signoffs (job_id, verdict, note, reviewer, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict, note = excluded.note,"
+                " reviewer = excluded.reviewer, at = excluded.at",
+                (job_id, verdict, note, reviewer, now),
+            )
+            c.execute(
+                "INSERT INTO review_history (job_id, tile, decision, label, reason, reviewer, at)"
+                " VALUES (?, -1, 'signoff', ?, ?, ?, ?)",
+                (job_id, verdict, note, reviewer, now),
+            )
+        signed = self.signoff(job_id)
+        assert signed is not None
+        return signed
+
+    def signoff(self, job_id: str) -> dict[str, Any] | None:
+        """The slide's sign-off, or None."""
+        row = (
+            self._conn()
+            .execute("SELECT verdict, note, reviewer, at FROM signoffs WHERE job_id = ?", (job_id,))
+            .fetchone()
+        )
+        return dict(row) if row is not None else None
 
     # ---- tokens ----------------------------------------------------------------------------
     def create_token(self, user: str, role: str) -> tuple[str, str]:

@@ -36,10 +36,20 @@ from ..pipeline import AnalysisSettings
 from ..slides import SlideError, open_slide
 from ._audit import AuditLog
 from ._db import ACTIVE, LOCAL, Principal, ServiceDB
-from ._jobs import EXPORTS, build_export_files, job_paths, new_job_id, progress_of, run_job_task
+from ._jobs import (
+    EXPORTS,
+    build_export_files,
+    export_name,
+    job_paths,
+    new_job_id,
+    progress_of,
+    run_job_task,
+)
 from ._queue import Runner, finish_times
 from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
+from ._reviews import ReviewBody, SignoffBody, export_reviewed, review_summary
 from ._schema import service_openapi
+from ._viewer import OSD_VERSION, VIEWER_DIR, viewer_ready
 
 api = FastAPI(
     title="wbc-ray",
@@ -70,6 +80,14 @@ def _write_atomic(path: Path, body: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(body)
     os.replace(tmp, path)
+
+
+def _drop_older(path: Path, what: str) -> None:
+    """Remove the earlier review revisions' files of one export (the current one is `path`)."""
+    stem, _, ext = EXPORTS[what][0].partition(".")
+    for old in path.parent.glob(f"{stem}.r*.{ext}*"):
+        if old.name not in (path.name, path.name + ".gz"):
+            old.unlink(missing_ok=True)
 
 
 def _slide_info(path: str, default_mpp: float | None) -> dict[str, Any]:
@@ -191,6 +209,14 @@ class IngressSettings:
     app_name: str
 
 
+VIEWER_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".txt": "text/plain",
+}
+
 # Deep Zoom: slides kept open for viewers, and the encoded tiles kept (bytes).
 DZ_OPEN_SLIDES = 4
 DZ_CACHE_BYTES = 64 * 2**20
@@ -263,7 +289,7 @@ class Ingress:
         # Deep Zoom: open slides and overlays of the jobs being viewed, and encoded tiles.
         self._dz_lock = threading.Lock()
         self._dz_slides: OrderedDict[str, tuple[Any, Any, np.ndarray]] = OrderedDict()
-        self._dz_overlays: OrderedDict[str, Any] = OrderedDict()
+        self._dz_kept: dict[str, OrderedDict[str, Any]] = {"overlay": OrderedDict(), "tiles": OrderedDict()}
         self._dz_cache = ByteCache(DZ_CACHE_BYTES)
         self.runner = Runner(self.db, self._launch, svc.max_running)
         self.runner.start()
@@ -564,7 +590,8 @@ class Ingress:
         who = self._who(cred)
         job, _ = self._done(job_id, who)
         self._log(who, "view", job_id=job_id, what="result")
-        return {**job["result"], "slide": job["slide"]}
+        review = review_summary(self.db.reviews(job_id), self.db.signoff(job_id))
+        return {**job["result"], "slide": job["slide"], "review": review}
 
     @api.get(
         "/jobs/{job_id}/heatmap.png",
@@ -606,22 +633,29 @@ class Ingress:
         GeoJSON is seconds of pure Python), then served from its file, with an ETag, gzipped for
         clients that accept it.
         """
-        name, media, suffix, compressed = EXPORTS[what]
+        _, media, suffix, compressed = EXPORTS[what]
         who = self._who(cred)
         _, z = self._done(job_id, who)
+        # The tile exports carry the reviews: one file per review revision, the older ones removed.
+        revision = self.db.review_revision(job_id)
+        name = export_name(what, revision)
         self._log(who, "download", job_id=job_id, what=name)
         path = self.paths.exports(job_id) / name
         if not path.is_file():
-            async with self._export_locks.setdefault((job_id, what), asyncio.Lock()):
+            key = (job_id, name)
+            async with self._export_locks.setdefault(key, asyncio.Lock()):
                 if not path.is_file():
                     import ray
 
+                    reviews = self.db.reviews(job_id) if what != "heatmap" else None
                     task = ray.remote(num_cpus=JOB_CPUS)(build_export_files)
-                    body, gz = await task.remote(str(z), what)
+                    body, gz = await task.remote(str(z), what, reviews)
                     if gz is not None:
                         await asyncio.to_thread(_write_atomic, path.with_name(name + ".gz"), gz)
                     await asyncio.to_thread(_write_atomic, path, body)  # last: it marks both done
-            self._export_locks.pop((job_id, what), None)
+                    if revision:
+                        await asyncio.to_thread(_drop_older, path, what)
+            self._export_locks.pop(key, None)
         headers = {"Content-Disposition": f'attachment; filename="{job_id}{suffix}"'} if suffix else {}
         if compressed:
             headers["Vary"] = "Accept-Encoding"
@@ -777,7 +811,8 @@ class Ingress:
         """
         with self._dz_lock:
             self._dz_slides.pop(job_id, None)
-            self._dz_overlays.pop(job_id, None)
+            for kept in self._dz_kept.values():
+                kept.pop(job_id, None)
 
     def _deepzoom_slide(self, job: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
         """(open slide, its Deep Zoom grid, its thumbnail) of a job, kept open for the next tiles."""
@@ -798,6 +833,21 @@ class Ingress:
                 self._dz_slides.popitem(last=False)  # released, closed by its last holder
         return held
 
+    def _kept(self, kind: str, job_id: str, make: Callable[[], T]) -> T:
+        """A job's `kind` of loaded results (its call overlay, its tile table), kept for the next
+        requests of its viewers (the last few jobs').
+        """
+        with self._dz_lock:
+            held = self._dz_kept[kind].get(job_id)
+        if held is None:
+            held = make()
+            with self._dz_lock:
+                kept = self._dz_kept[kind]
+                kept[job_id] = held
+                while len(kept) > DZ_OPEN_SLIDES:
+                    kept.popitem(last=False)
+        return held  # type: ignore[no-any-return]
+
     def _deepzoom_tile(
         self, job: dict[str, Any], z: Path, layer: str, level: int, col: int, row: int
     ) -> bytes:
@@ -812,19 +862,199 @@ class Ingress:
             px = read_deepzoom_tile(slide, grid, level, col, row, thumb)
             Image.fromarray(px).save(buf, format="JPEG", quality=85)
             return buf.getvalue()
-        with self._dz_lock:
-            overlay = self._dz_overlays.get(job["job_id"])
-        if overlay is None:
-            overlay = CallOverlay.load(z)
-            with self._dz_lock:
-                self._dz_overlays[job["job_id"]] = overlay
-                while len(self._dz_overlays) > DZ_OPEN_SLIDES:
-                    self._dz_overlays.popitem(last=False)
+        overlay = self._kept("overlay", job["job_id"], lambda: CallOverlay.load(z))
         x0, y0, x1, y1 = grid.tile_box(level, col, row)
         s = grid.scale(level)
         rgba = overlay.render((x0 * s, y0 * s, x1 * s, y1 * s), (x1 - x0, y1 - y0))
         Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
         return buf.getvalue()
+
+    # ---- review: tiles, the review queue, decisions, sign-off, the reviewed tiles as data ---
+    def _table(self, job_id: str, z: Path) -> Any:
+        from ..store import TileTable
+
+        return self._kept("tiles", job_id, lambda: TileTable.load(z))
+
+    async def _tile_table(self, job_id: str, who: Principal) -> tuple[dict[str, Any], Any]:
+        job, z = self._done(job_id, who)
+        return job, await self._heavy(self._table, job_id, z)
+
+    @api.get(
+        "/jobs/{job_id}/tiles/{tile}",
+        summary="One tile: where it is, each model's probability, the fused score and call, "
+        "screening, and its review",
+        responses=_errors(401, 404, 409),
+    )
+    async def tile_record(
+        self, job_id: str, tile: int, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> dict[str, Any]:
+        who = self._who(cred)
+        _, table = await self._tile_table(job_id, who)
+        if not 0 <= tile < len(table):
+            raise HTTPException(404, f"tile {tile} out of range 0..{len(table) - 1}")
+        return {**table.record(tile), "review": self.db.reviews(job_id).get(tile)}
+
+    @api.get(
+        "/jobs/{job_id}/tiles",
+        summary="The tile at a point of the slide (level-0 pixels), as /jobs/{job_id}/tiles/{tile}",
+        responses=_errors(401, 404, 409),
+    )
+    async def tile_at(
+        self,
+        job_id: str,
+        x: float = Query(..., ge=0, le=1e7, description="level-0 x"),
+        y: float = Query(..., ge=0, le=1e7, description="level-0 y"),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> dict[str, Any]:
+        who = self._who(cred)
+        _, table = await self._tile_table(job_id, who)
+        tile = table.at(x, y)
+        if tile is None:
+            raise HTTPException(404, f"no tile at ({x:.0f}, {y:.0f}): no tissue was tiled there")
+        return {**table.record(tile), "review": self.db.reviews(job_id).get(tile)}
+
+    @api.get(
+        "/jobs/{job_id}/queue",
+        summary="The review queue: the most suspicious calls, then the most uncertain, then the "
+        "tiles out of the domain check's range",
+        responses=_errors(401, 404, 409),
+    )
+    async def review_queue(
+        self,
+        job_id: str,
+        per_group: int = Query(25, ge=1, le=1000, description="at most this many tiles per group"),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> dict[str, Any]:
+        who = self._who(cred)
+        _, table = await self._tile_table(job_id, who)
+        items = await self._heavy(table.queue, per_group)
+        reviews = self.db.reviews(job_id)
+        return {
+            "tile_threshold": table.threshold,
+            "items": [{**it, "review": reviews.get(it["tile"])} for it in items],
+        }
+
+    @api.put(
+        "/jobs/{job_id}/tiles/{tile}/review",
+        summary="Agree with a tile's call or reclassify it (benign, malignant, not assessable); "
+        "revisable, every version kept",
+        responses=_errors(401, 403, 404, 409, 422),
+    )
+    async def review_tile(
+        self,
+        job_id: str,
+        tile: int,
+        body: ReviewBody,
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> dict[str, Any]:
+        who = self._who(cred, "submit")
+        _, table = await self._tile_table(job_id, who)
+        if not 0 <= tile < len(table):
+            raise HTTPException(404, f"tile {tile} out of range 0..{len(table) - 1}")
+        reason = (body.reason or "").strip() or None
+        review = self.db.set_review(job_id, tile, body.decision, table.call(tile), who.user, reason)
+        self._log(who, "review", job_id=job_id, tile=tile, decision=body.decision)
+        summary = review_summary(self.db.reviews(job_id), self.db.signoff(job_id))
+        return {"tile": tile, "review": review, "summary": summary}
+
+    @api.get(
+        "/jobs/{job_id}/reviews",
+        summary="The job's reviewed tiles, its sign-off, and every decision ever made on it",
+        responses=_errors(401, 404, 409),
+    )
+    async def job_reviews(
+        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> dict[str, Any]:
+        who = self._who(cred)
+        self._done(job_id, who)
+        reviews = self.db.reviews(job_id)
+        return {
+            "reviews": [{"tile": t, **r} for t, r in reviews.items()],
+            "summary": review_summary(reviews, self.db.signoff(job_id)),
+            "history": self.db.review_history(job_id),
+        }
+
+    @api.put(
+        "/jobs/{job_id}/signoff",
+        summary="Sign the slide off with the reviewer's own verdict, beside the models'",
+        responses=_errors(401, 403, 404, 409, 422),
+    )
+    async def signoff(
+        self, job_id: str, body: SignoffBody, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> dict[str, Any]:
+        who = self._who(cred, "submit")
+        self._done(job_id, who)
+        note = (body.note or "").strip() or None
+        signed = self.db.set_signoff(job_id, body.verdict, note, who.user)
+        self._log(who, "signoff", job_id=job_id, verdict=body.verdict)
+        return {"job_id": job_id, "signoff": signed}
+
+    @api.get(
+        "/reviews/export.zip",
+        summary="The reviewed tiles as a labelled image set (images at the models' scale and a "
+        "manifest that `wbc-ray adapt` and `wbc-ray train` take)",
+        response_class=Response,
+        responses={**_binary("application/zip"), **_errors(401, 404)},
+    )
+    async def export_reviews(
+        self,
+        job_id: list[str] | None = Query(None, description="these jobs (default: all yours)"),
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> Response:
+        """Tiles judged not assessable are left out; each image's scale is in the manifest's `mpp`."""
+        who = self._who(cred)
+        if job_id:
+            jobs = [self._job(j, who) for j in job_id]
+        else:
+            jobs = self.db.jobs(None if who.admin else who.user)
+        body, counts = await self._heavy(self._export_zip, jobs)
+        self._log(who, "export reviews", jobs=len(jobs), tiles=counts["tiles"])
+        headers = {
+            "Content-Disposition": 'attachment; filename="wbc-ray-reviews.zip"',
+            "X-Tiles": str(counts["tiles"]),
+        }
+        return Response(body, media_type="application/zip", headers=headers)
+
+    def _export_zip(self, jobs: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:
+        import tempfile
+        import zipfile
+
+        with tempfile.TemporaryDirectory(dir=self.results_dir) as tmp:
+            counts = export_reviewed(self.db, self.paths, jobs, Path(tmp), self.settings.default_mpp)
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNGs: deflate gains nothing
+                for f in sorted(Path(tmp).rglob("*")):
+                    if f.is_file():
+                        zf.write(f, f.relative_to(tmp).as_posix())
+        return buf.getvalue(), counts
+
+    # ---- the review workspace's page ----------------------------------------------------------
+    @api.get("/viewer", response_class=HTMLResponse, summary="The review workspace (open with ?job=ID)")
+    async def viewer_page(self) -> HTMLResponse:
+        if not viewer_ready():
+            return HTMLResponse(
+                "<h1>The viewer is not installed</h1><p>OpenSeadragon "
+                f"{OSD_VERSION} is fetched by the project's setup: run <code>make setup</code>, or "
+                "<code>python -m wbc_ray.serve._viewer</code>, then reload.</p>",
+                status_code=503,
+            )
+        html = await asyncio.to_thread((VIEWER_DIR / "index.html").read_text)
+        return HTMLResponse(html.replace("{{OSD_VERSION}}", OSD_VERSION))
+
+    @api.get(
+        "/viewer/{name:path}",
+        summary="The review workspace's scripts, styles, and OpenSeadragon with its licence",
+        response_class=Response,
+        responses=_errors(404),
+    )
+    async def viewer_file(self, name: str) -> Response:
+        root = VIEWER_DIR.resolve()
+        path = (root / name).resolve()
+        if not path.is_relative_to(root) or not path.is_file() or path.suffix not in VIEWER_TYPES:
+            raise HTTPException(404, f"no viewer file {name[:80]!r}")
+        return FileResponse(
+            path, media_type=VIEWER_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=3600"}
+        )
 
     # ---- models and patches -----------------------------------------------------------------
     @api.post(

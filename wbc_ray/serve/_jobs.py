@@ -130,24 +130,38 @@ EXPORTS: dict[str, tuple[str, str, str, bool]] = {
 }
 
 
-def build_export(store: str, what: str) -> bytes:
+def export_name(what: str, revision: int) -> str:
+    """The file a download is kept in: the tile exports carry the reviews, so each review
+    revision of a job has its own (0: never reviewed).
+    """
+    name = EXPORTS[what][0]
+    if not revision or what == "heatmap":
+        return name
+    stem, dot, ext = name.partition(".")
+    return f"{stem}.r{revision}{dot}{ext}"
+
+
+def build_export(store: str, what: str, reviews: dict[int, dict[str, Any]] | None = None) -> bytes:
     """Body of the Ray task that builds one download of a finished job from its store: in a worker
-    process, so neither the Ingress' event loop nor its interpreter lock carry the work.
+    process, so neither the Ingress' event loop nor its interpreter lock carry the work. The tile
+    exports (CSV, GeoJSON) carry `reviews` where given.
     """
     from ..store import geojson_text, heatmap_png, tiles_csv
 
     if what == "heatmap":
         return heatmap_png(store)
     if what == "geojson":
-        return geojson_text(store).encode()
+        return geojson_text(store, reviews).encode()
     if what == "csv":
-        return tiles_csv(store).encode()
+        return tiles_csv(store, reviews).encode()
     raise KeyError(what)
 
 
-def build_export_files(store: str, what: str) -> tuple[bytes, bytes | None]:
+def build_export_files(
+    store: str, what: str, reviews: dict[int, dict[str, Any]] | None = None
+) -> tuple[bytes, bytes | None]:
     """The download and, for text, its gzip encoding (both built in the task, off the Ingress)."""
     import gzip
 
-    body = build_export(store, what)
+    body = build_export(store, what, reviews)
     return body, gzip.compress(body, 6, mtime=0) if EXPORTS[what][3] else None

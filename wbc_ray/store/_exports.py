@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,28 @@ def heatmap_png(path: str | os.PathLike[str], alpha: float = 0.55) -> bytes:
     return buf.getvalue()
 
 
-def _rows(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+# A reviewer's decision on a tile, as the exports take it: tile -> {"decision", "label" (the
+# reviewer's class, None where not assessable), "reviewer", "at" (epoch seconds), "reason"}.
+Reviews = dict[int, dict[str, Any]]
+REVIEW_COLUMNS = ("review", "reviewed_class", "reviewer", "reviewed_at", "review_reason")
+
+
+def _review_fields(review: dict[str, Any] | None) -> dict[str, Any]:
+    if review is None:
+        return dict.fromkeys(REVIEW_COLUMNS, "")
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(review["at"])))
+    return {
+        "review": review["decision"],
+        "reviewed_class": review["label"] or "not_assessable",
+        "reviewer": review["reviewer"],
+        "reviewed_at": at,
+        "review_reason": review.get("reason") or "",
+    }
+
+
+def _rows(
+    path: str | os.PathLike[str], reviews: Reviews | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     g = open_store(path)
     coords = np.asarray(array(g, "coords")[:])
     tissue = np.asarray(array(g, "tissue")[:])
@@ -116,12 +138,15 @@ def _rows(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, 
         }
         for j, n in enumerate(names):
             row[f"p_{n}"] = round(float(probs[i, j, 1]), 5)
+        if reviews is not None:
+            row.update(_review_fields(reviews.get(i)))
         rows.append(row)
     return meta, rows
 
 
-def tiles_csv(path: str | os.PathLike[str]) -> str:
-    _, rows = _rows(path)
+def tiles_csv(path: str | os.PathLike[str], reviews: Reviews | None = None) -> str:
+    """One row per tile; with `reviews`, each tile's review columns (empty where not reviewed)."""
+    _, rows = _rows(path, reviews)
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -132,12 +157,21 @@ def tiles_csv(path: str | os.PathLike[str]) -> str:
     return buf.getvalue()
 
 
-def geojson(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Tiles as QuPath detections (level-0 pixel coordinates) with class and measurements."""
-    _, rows = _rows(path)
-    colors = {"malignant": [200, 30, 30], "benign": [40, 90, 200], "rejected": list(REJECTED_RGB)}
+def geojson(path: str | os.PathLike[str], reviews: Reviews | None = None) -> dict[str, Any]:
+    """Tiles as QuPath detections (level-0 pixel coordinates) with class and measurements. A
+    reviewed tile's class is the reviewer's (QuPath keeps it), the models' call beside it.
+    """
+    _, rows = _rows(path, reviews)
+    colors = {
+        "malignant": [200, 30, 30],
+        "benign": [40, 90, 200],
+        "rejected": list(REJECTED_RGB),
+        "not_assessable": [150, 150, 60],
+    }
     feats = []
     for r in rows:
+        name = r.get("reviewed_class") or r["call"]
+        review = {k: r[k] for k in REVIEW_COLUMNS if r.get("review")}
         x, y, s = r["x"], r["y"], r["size"]
         feats.append(
             {
@@ -149,7 +183,9 @@ def geojson(path: str | os.PathLike[str]) -> dict[str, Any]:
                 },
                 "properties": {
                     "objectType": "detection",
-                    "classification": {"name": r["call"], "color": colors[r["call"]]},
+                    "classification": {"name": name, "color": colors[name]},
+                    "model_call": r["call"],
+                    **review,
                     "measurements": {
                         k: v
                         for k, v in r.items()
@@ -163,8 +199,9 @@ def geojson(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": feats}
 
 
-def geojson_text(path: str | os.PathLike[str]) -> str:
-    return json.dumps(geojson(path))
+def geojson_text(path: str | os.PathLike[str], reviews: Reviews | None = None) -> str:
+    """`geojson` as JSON text."""
+    return json.dumps(geojson(path, reviews))
 
 
 def overlay_png(tile: np.ndarray, cam: np.ndarray) -> bytes:
