@@ -66,8 +66,8 @@ def ui_process(api: str, port: int) -> Iterator[str]:
 
 
 @contextmanager
-def browser_page(url: str) -> Iterator[Any]:
-    """A headless Chromium page on the UI, once its controls are there."""
+def browser_page(url: str, ready: str = "#analyse", height: int = 1800) -> Iterator[Any]:
+    """A headless Chromium page on `url` (the UI by default), once `ready` is there."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -75,9 +75,9 @@ def browser_page(url: str) -> Iterator[Any]:
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-background-networking"]
         )
         try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+            pg = browser.new_page(viewport={"width": 1400, "height": height})
             pg.goto(url, wait_until="domcontentloaded")
-            pg.wait_for_selector("#analyse", timeout=60_000)
+            pg.wait_for_selector(ready, timeout=60_000)
             yield pg
         finally:
             browser.close()

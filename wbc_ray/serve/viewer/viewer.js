@@ -320,14 +320,21 @@
     sessionStorage.setItem("wbc-ray-token", $("token").value.trim());
     location.reload();
   });
-  document.addEventListener("keydown", (e) => {
-    if (e.target.matches("input, textarea, select") || e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.key === "n") run(() => step(+1))();
-    else if (e.key === "p") run(() => step(-1))();
-    else if (DECISION_KEYS[e.key]) run(() => decide(DECISION_KEYS[e.key]))();
-    else return;
-    e.preventDefault();
-  });
+  // In the capture phase: OpenSeadragon's canvas keeps the keys it gets to itself.
+  document.addEventListener(
+    "keydown",
+    (e) => {
+      const typing = e.target.matches("input:not([type=checkbox]):not([type=range]), textarea, select");
+      if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (e.key === "n") run(() => step(+1))();
+      else if (e.key === "p") run(() => step(-1))();
+      else if (DECISION_KEYS[e.key]) run(() => decide(DECISION_KEYS[e.key]))();
+      else return;
+      e.preventDefault();
+      e.stopPropagation();
+    },
+    true,
+  );
 
   async function start() {
     if (!job) throw new Error("no job: open this page as /viewer?job=JOB_ID");
