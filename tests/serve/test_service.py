@@ -197,6 +197,30 @@ def test_the_page_signs_in_with_a_token_and_shows_only_that_users_work(lab, mixe
     assert clara not in (lab["results"] / "audit.log").read_text()
 
 
+def test_the_review_workspace_shows_a_slide_to_its_owner_only(lab, mixed_slide) -> None:
+    """The viewer with accounts: the owner's token opens the slide; another user's gets the same
+    404 as for a job that does not exist, and sees nothing of it; no token asks for one."""
+    from tests._browser import browser_page, need_chromium
+
+    need_chromium()
+    dana = lab["db"].create_token("dana", "submit")[1]
+    eve = lab["db"].create_token("eve", "submit")[1]
+    with client(lab, None) as anon:
+        owner = httpx.Client(base_url=lab["base"], headers={"Authorization": f"Bearer {dana}"}, timeout=60)
+        job = owner.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+        assert wait_done(owner, job)["status"] == "done"
+        assert anon.get(f"/jobs/{job}/slide.dzi").status_code == 401
+    view = f"{lab['base']}/viewer?job={job}"
+    with browser_page(f"{view}#token={dana}", ready="body[data-ready='1']", height=900) as page:
+        assert mixed_slide.name in page.inner_text("#slide-name")
+        page.wait_for_function("() => window.wbcReview.queue.length > 0")
+    with browser_page(f"{view}#token={eve}", ready="#error:not([hidden])", height=900) as page:
+        assert f"404: no job '{job}'" in page.inner_text("#error")
+        assert page.inner_text("#slide-name") == "" and page.inner_text("#verdict") == ""
+    with browser_page(view, ready="#error:not([hidden])", height=900) as page:
+        assert "401" in page.inner_text("#error") and page.is_visible("#token-bar")
+
+
 def test_delete_cancels_a_running_job_and_removes_a_finished_one(
     lab, mixed_slide, slide_dir, test_items
 ) -> None:

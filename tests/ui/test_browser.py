@@ -72,15 +72,15 @@ def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, compos
     cams = page.inner_text("#gradcam")
     for m in ("inception_v3", "mobilenet", "xception"):
         assert re.search(rf"{m}: p\(malignant\) \d\.\d{{3}}", cams), cams
-    tiles = httpx.get(f"{server}/jobs/{job.group(1)}/tiles.csv", timeout=30).text.splitlines()[1:]
-    top = max(tiles, key=lambda r: float(r.split(",")[5]))
-    assert f"tile {top.split(',')[0]}: fused" in page.input_value("#tile input")
+    # The tiles are the service's review queue, most suspicious first.
+    queue = httpx.get(f"{server}/jobs/{job.group(1)}/queue", params={"per_group": 10}, timeout=30).json()
+    assert f"1. most suspicious · tile {queue['items'][0]['tile']}: fused" in page.input_value("#tile input")
     # Another tile from the list is explained in its turn, with that tile's probabilities.
-    second = sorted(tiles, key=lambda r: -float(r.split(",")[5]))[1].split(",")[0]
+    second = queue["items"][1]["tile"]
     page.click("#tile input")
-    page.get_by_role("option", name=re.compile(rf"^tile {second}: ")).first.click()
+    page.get_by_role("option", name=re.compile(rf"^2\. .* tile {second}: ")).first.click()
     page.wait_for_function(
-        "t => document.querySelector('#tile input').value.startsWith(t)", arg=f"tile {second}: "
+        "t => document.querySelector('#tile input').value.includes(t)", arg=f" tile {second}: "
     )
     g = httpx.get(
         f"{server}/jobs/{job.group(1)}/tiles/{second}/gradcam.png", params={"model": "mobilenet"}, timeout=60
@@ -91,6 +91,10 @@ def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, compos
         arg=f"mobilenet: p(malignant) {p_mob:.3f}",
         timeout=120_000,
     )
+    # The slide's details beside the job; the review workspace in the page, for this job.
+    assert "µm/px" in done or "resolution not recorded" in done, done
+    src = page.get_attribute("#review iframe", "src") or ""
+    assert f"/viewer?job={job.group(1)}" in src, src
     # Downloads: the three exports, named for the job.
     files = re.sub(r"\s+", "", page.inner_text("#downloads"))
     for suffix in (".result.json", ".tiles.csv", ".geojson"):
@@ -130,9 +134,16 @@ def test_a_slide_by_its_path_on_the_server(page, server, slide_dir, composed) ->
     clear = page.locator("#slide-file button[aria-label='Clear']")
     if clear.count():
         clear.first.click()
+    # A path outside the slide folders: refused, naming the folders that are allowed.
+    page.fill("#slide-path textarea, #slide-path input", "/etc/hostname")
+    page.click("#analyse")
+    refused = wait_status(page, r"Error \(403\)", timeout_s=60)
+    assert str(slide_dir) in refused, refused
     page.fill("#slide-path textarea, #slide-path input", str(target))
     before = {j["job_id"] for j in httpx.get(f"{server}/jobs", timeout=30).json()}
     page.click("#analyse")
+    wait_status(page, r"Submitting|Submitted|Running|Done", timeout_s=60)  # the refusal is gone
+    assert "Error" not in page.inner_text("#status")
     done = wait_status(page, r"Done — .* job [0-9a-f]{16}", timeout_s=180)
     job = re.search(r"job ([0-9a-f]{16})", done)
     assert job and job.group(1) not in before, done

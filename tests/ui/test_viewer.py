@@ -57,7 +57,7 @@ def _on_screen(page, x: float, y: float) -> tuple[float, float]:
     return float(p[0]), float(p[1])
 
 
-def test_the_viewer_shows_the_slides_pixels_opens_tiles_and_steps_the_queue(server, job, viewed_slide) -> None:
+def test_the_viewer_shows_pixels_opens_tiles_and_steps_the_queue(server, job, viewed_slide) -> None:
     from wbc_ray.slides import open_slide
 
     api = httpx.Client(base_url=server, timeout=60)

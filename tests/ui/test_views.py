@@ -7,7 +7,8 @@ from wbc_ray.ui._views import (
     finished_jobs,
     interval_picture,
     progress_text,
-    suspicious,
+    queue_choices,
+    slide_details,
     verdict_card,
 )
 
@@ -35,10 +36,18 @@ def test_agreement_counts_calls_per_model_and_unanimity() -> None:
     assert agreement([]) == []
 
 
-def test_suspicious_tiles_are_the_highest_fused_first() -> None:
-    rows = [_row(i, f, 0.5, 0.5) for i, f in enumerate([0.3, 0.95, 0.1, 0.6])]
-    assert [t for _, t in suspicious(rows, k=3)] == [1, 3, 0]
-    assert suspicious(rows, k=1)[0][0] == "tile 1: fused 0.950, tissue 80% at x=10, y=0"
+def test_the_queue_and_the_slide_in_words() -> None:
+    items = [
+        {"tile": 7, "group": "suspicious", "fused": 1.0, "call": "malignant", "models": {"a": 0.9, "b": 0.7}},
+        {"tile": 3, "group": "uncertain", "fused": 0.49, "call": "benign", "models": {"a": 0.5, "b": 0.4}},
+    ]
+    assert queue_choices(items) == [
+        ("1. most suspicious · tile 7: fused 1.000, models' mean 0.800, called malignant", 7),
+        ("2. uncertain · tile 3: fused 0.490, models' mean 0.450, called benign", 3),
+    ]
+    st = {"slide": "s.svs", "vendor": "aperio", "dimensions": [46000, 32914], "mpp": 0.2499}
+    assert slide_details(st) == "`s.svs` · aperio · 46,000 × 32,914 px · 0.250 µm/px"
+    assert slide_details({"slide": "x.png"}).endswith("resolution not recorded")
 
 
 def test_progress_and_verdict_text() -> None:
@@ -139,7 +148,7 @@ def test_verdict_card_says_out_of_scope_and_what_screening_found() -> None:
     assert "Domain check not run: turned off" in off
 
 
-def test_rejected_tiles_are_parsed_and_left_out_of_agreement_and_ranking() -> None:
+def test_rejected_tiles_are_parsed_and_left_out_of_agreement() -> None:
     from wbc_ray.ui._views import agreement, tile_rows
 
     data = (
@@ -149,5 +158,4 @@ def test_rejected_tiles_are_parsed_and_left_out_of_agreement_and_ranking() -> No
     )
     rows = tile_rows(data)
     assert rows[1]["qc"] == "blur" and rows[1]["call"] == "rejected" and rows[1]["fused"] != rows[1]["fused"]
-    assert [t for _, t in suspicious(rows)] == [0]
     assert agreement(rows)[0] == ["mobilenet", 1.0, 1.0]

@@ -13,6 +13,10 @@ HELP = "the Gradio page (its own process) over a running REST API"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api", default="http://127.0.0.1:8000", help="the wbc-ray REST API's base URL")
+    p.add_argument(
+        "--viewer-url",
+        help="where visitors' browsers reach the service, for the review workspace (default: --api)",
+    )
     add_bind(p, 7860)
 
 
@@ -27,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         client.close()
     print(f"wbc-ray UI on http://{args.host}:{args.port} (API: {args.api}); Ctrl-C to stop", flush=True)
-    launch(args.api, host=args.host, port=args.port)
+    launch(args.api, host=args.host, port=args.port, viewer_url=args.viewer_url)
     return 0

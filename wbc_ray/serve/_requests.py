@@ -84,7 +84,12 @@ def allowed_path(path: str, roots: list[Path]) -> Path:
     if p.is_absolute() and not any(Path(os.path.normpath(p)).is_relative_to(r) for r in roots):
         # Outside, said before the disk is looked at: a missing and an existing file outside
         # the folders get the same answer.
-        raise HTTPException(403, f"{path[:200]!r} is outside the slide folders this server may read")
+        allowed = ", ".join(str(r) for r in roots)
+        raise HTTPException(
+            403,
+            f"{path[:200]!r} is outside the slide folders this server may read: give a path under "
+            f"{allowed} (or upload the file)",
+        )
     if not p.is_absolute():
         raise HTTPException(
             400, f"path must be absolute (the server's working folder is not yours): {path[:200]!r}"
@@ -96,7 +101,12 @@ def allowed_path(path: str, roots: list[Path]) -> Path:
     except OSError as exc:
         raise HTTPException(400, f"cannot use path {path[:200]!r}: {exc.strerror}") from None
     if not any(real.is_relative_to(r) for r in roots):
-        raise HTTPException(403, f"{path[:200]!r} is outside the slide folders this server may read")
+        allowed = ", ".join(str(r) for r in roots)
+        raise HTTPException(
+            403,
+            f"{path[:200]!r} is outside the slide folders this server may read: give a path under "
+            f"{allowed} (or upload the file)",
+        )
     return real
 
 

@@ -6,11 +6,13 @@ current Gradio, and a UI that restarts must not take the service down with it).
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,8 @@ from ._views import (
     interval_picture,
     model_names,
     progress_text,
-    suspicious,
+    queue_choices,
+    slide_details,
     tile_rows,
     verdict_card,
 )
@@ -73,8 +76,11 @@ class _Handlers:
     order.
     """
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, viewer_url: str | None = None) -> None:
         self.api_url = api_url
+        # Where browsers reach the service (the review workspace is its page): the API's address
+        # unless the page's visitors reach the service by another.
+        self.viewer_url = (viewer_url or api_url).rstrip("/")
         self._clients: dict[str, ApiClient] = {}
 
     def client(self, token: str | None) -> ApiClient:
@@ -84,37 +90,61 @@ class _Handlers:
             self._clients[key] = ApiClient(self.api_url, token=key or None)
         return self._clients[key]
 
-    def shown(self, api: ApiClient, job_id: str, st: dict[str, Any]) -> tuple[Any, ...]:
-        """Everything the page shows for a finished job."""
+    def shown(
+        self, api: ApiClient, job_id: str, st: dict[str, Any], token: str = ""
+    ) -> Iterator[tuple[Any, ...]]:
+        """Everything the page shows for a finished job: the verdict at once, then the first
+        tile's Grad-CAMs (seconds of the models' time) once they are made.
+        """
         result = api.result(job_id)
         tiles_csv = api.download(job_id, "tiles.csv")
         rows = tile_rows(tiles_csv)
-        choices = suspicious(rows)
+        choices = queue_choices(api.queue(job_id))
         first = choices[0][1] if choices else None
-        return (
-            f"{progress_text(st)} — job `{job_id}`",
+        out = (
+            f"{progress_text(st)} — job `{job_id}` · {slide_details(st)}",
             verdict_card(result),
             interval_picture(result),
             _png(api.heatmap_png(job_id)),
             agreement(rows, float(result["tile_threshold"])),
             gr.update(choices=choices, value=first),
-            _explain(api, job_id, first, model_names(rows)),
+            [],
             _downloads(api, job_id, result, tiles_csv),
             job_id,
             gr.update(choices=finished_jobs(api.jobs()), value=job_id),
+            self.review_link(job_id, token),
+        )
+        yield out
+        yield (*out[:6], _explain(api, job_id, first, model_names(rows)), *out[7:])
+
+    def review_link(self, job_id: str, token: str) -> str:
+        """The review workspace of a job (served by the service), in the page and in a tab of its
+        own; the visitor's token goes in the fragment, which browsers never send to a server.
+        """
+        src = f"{self.viewer_url}/viewer?job={html.escape(job_id)}"
+        if token.strip():
+            src += "#token=" + urllib.parse.quote(token.strip(), safe="")
+        return (
+            f'<p><a href="{html.escape(src)}" target="_blank" rel="noopener">Open the review workspace '
+            "in a tab of its own</a>: zoom to the cells, step through the review queue, agree or "
+            "overturn each call, sign the slide off.</p>"
+            f'<iframe src="{html.escape(src)}" title="review workspace" '
+            'style="width:100%;height:760px;border:1px solid #ccc"></iframe>'
         )
 
     @staticmethod
     def message(text: str, job_id: str = "") -> tuple[Any, ...]:
         """The outputs with only the status line (and the job, if there is one) to show."""
         empty: tuple[Any, ...] = ("", None, None, None, gr.update(choices=[], value=None), [], None)
-        return (text, *empty, job_id, gr.update())
+        return (text, *empty, job_id, gr.update(), "")
 
     def analyse(
         self, upload: str | None, path: str, fusion: str, token: str = "", stain: str = ""
     ) -> Iterator[tuple[Any, ...]]:
         """Submit a slide, then show its progress until it is done or failed."""
         api = self.client(token)
+        # The last run's words go at once: a refusal must not stand over the next run.
+        yield self.message("**Submitting** …")
         try:
             if upload:
                 job_id = api.submit_upload(upload, fusion, stain)
@@ -127,20 +157,23 @@ class _Handlers:
             while (st := api.status(job_id))["status"] not in {"done", "failed", "cancelled"}:
                 yield self.message(progress_text(st), job_id)
                 time.sleep(POLL_S)
-            done = st["status"] == "done"
-            yield self.shown(api, job_id, st) if done else self.message(progress_text(st), job_id)
+            if st["status"] == "done":
+                yield from self.shown(api, job_id, st, token)
+            else:
+                yield self.message(progress_text(st), job_id)
         except ApiError as exc:
             yield self.message(f"**Error ({exc.status}):** {exc}")
 
-    def reopen(self, job_id: str | None, token: str = "") -> tuple[Any, ...]:
+    def reopen(self, job_id: str | None, token: str = "") -> Iterator[tuple[Any, ...]]:
         """Show an earlier job again."""
         if not job_id:
-            return self.message("")
+            yield self.message("")
+            return
         api = self.client(token)
         try:
-            return self.shown(api, job_id, api.status(job_id))
+            yield from self.shown(api, job_id, api.status(job_id), token)
         except ApiError as exc:
-            return self.message(f"**Error ({exc.status}):** {exc}")
+            yield self.message(f"**Error ({exc.status}):** {exc}")
 
     def earlier(self, token: str = "") -> Any:
         """The finished jobs, for the picker."""
@@ -179,6 +212,7 @@ class _Page:
     agree: Any
     tile: Any
     cams: Any
+    review: Any
 
     @property
     def outputs(self) -> list[Any]:
@@ -193,6 +227,7 @@ class _Page:
             self.downloads,
             self.job,
             self.jobs,
+            self.review,
         ]
 
 
@@ -241,9 +276,21 @@ def _layout() -> _Page:
                 label="Model agreement over the scored tiles",
                 elem_id="agreement",
             )
-    gr.Markdown("### Most suspicious tiles, with each model's Grad-CAM")
-    tile = gr.Dropdown(label="Tile", choices=[], elem_id="tile")
-    cams = gr.Gallery(label="Grad-CAM per model", columns=3, elem_id="gradcam")
+    gr.Markdown("### Review the calls")
+    review = gr.HTML(elem_id="review")
+    gr.Markdown("### The review queue's tiles, with each model's Grad-CAM")
+    tile = gr.Dropdown(
+        label="Tile (most suspicious, then most uncertain, then out of the domain check's range)",
+        choices=[],
+        elem_id="tile",
+    )
+    cams = gr.Gallery(
+        label="Grad-CAM per model: left the tile, right the model's evidence",
+        columns=3,
+        object_fit="contain",
+        height="auto",
+        elem_id="gradcam",
+    )
     return _Page(
         job,
         token,
@@ -261,12 +308,15 @@ def _layout() -> _Page:
         agree,
         tile,
         cams,
+        review,
     )
 
 
-def build_ui(api_url: str) -> gr.Blocks:
-    """The page over the REST API at `api_url` (which it reaches only through `ApiClient`)."""
-    h = _Handlers(api_url)
+def build_ui(api_url: str, viewer_url: str | None = None) -> gr.Blocks:
+    """The page over the REST API at `api_url` (which it reaches only through `ApiClient`);
+    browsers reach the review workspace at `viewer_url` (default: `api_url`).
+    """
+    h = _Handlers(api_url, viewer_url)
     with gr.Blocks(title="wbc-ray: ALL screening") as ui:
         page = _layout()
         page.run.click(h.analyse, [page.upload, page.path, page.fusion, page.token, page.stain], page.outputs)
@@ -279,8 +329,14 @@ def build_ui(api_url: str) -> gr.Blocks:
     return ui
 
 
-def launch(api_url: str, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+def launch(
+    api_url: str,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    viewer_url: str | None = None,
+) -> gr.Blocks:
     """Serve the page on `host:port` (this machine only by default)."""
-    ui = build_ui(api_url)
+    ui = build_ui(api_url, viewer_url)
     ui.queue().launch(server_name=host, server_port=port, prevent_thread_lock=not block, footer_links=[])
     return ui

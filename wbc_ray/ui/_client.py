@@ -79,6 +79,10 @@ class ApiClient:
     def result(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/result").json()
 
+    def queue(self, job_id: str, per_group: int = 10) -> list[dict[str, Any]]:
+        """The job's review queue (most suspicious, most uncertain, out of range)."""
+        return self._call("GET", f"/jobs/{job_id}/queue", params={"per_group": per_group}).json()["items"]
+
     def heatmap_png(self, job_id: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/heatmap.png").content
 

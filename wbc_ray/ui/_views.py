@@ -106,19 +106,43 @@ def agreement(rows: list[dict[str, Any]], threshold: float = 0.5) -> list[list[A
     return table
 
 
-def suspicious(rows: list[dict[str, Any]], k: int = 8) -> list[tuple[str, int]]:
-    """The k tiles with the highest fused score, as (label, tile index) dropdown choices. The label
-    gives the tile's tissue share: tiles partly on glass or across a gap lean malignant.
+QUEUE_WORDS = {
+    "suspicious": "most suspicious",
+    "uncertain": "uncertain",
+    "out_of_range": "out of range",
+}
+
+
+def queue_choices(items: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The service's review queue (most suspicious, then most uncertain, then out of the domain
+    check's range) as (label, tile index) dropdown choices; ties on the fused score are ranked by
+    the models' mean probability, which the label shows.
     """
-    top = sorted((r for r in rows if r["fused"] == r["fused"]), key=lambda r: -r["fused"])[:k]
-    return [
-        (
-            f"tile {int(r['tile'])}: fused {r['fused']:.3f}, tissue {r['tissue']:.0%}"
-            f" at x={int(r['x'])}, y={int(r['y'])}",
-            int(r["tile"]),
+    out = []
+    for k, it in enumerate(items, start=1):
+        probs = [p for p in it["models"].values() if p is not None]
+        mean = sum(probs) / len(probs) if probs else float("nan")
+        out.append(
+            (
+                f"{k}. {QUEUE_WORDS.get(it['group'], it['group'])} · tile {it['tile']}: fused "
+                f"{it['fused']:.3f}, models' mean {mean:.3f}, called {it['call']}",
+                int(it["tile"]),
+            )
         )
-        for r in top
-    ]
+    return out
+
+
+def slide_details(status: dict[str, Any]) -> str:
+    """The slide's name, scanner, size and resolution, as one line."""
+    parts = [f"`{status.get('slide', '')}`"]
+    if status.get("vendor"):
+        parts.append(str(status["vendor"]))
+    if status.get("dimensions"):
+        w, h = status["dimensions"]
+        parts.append(f"{w:,} × {h:,} px")
+    mpp = status.get("mpp")
+    parts.append(f"{float(mpp):.3f} µm/px" if mpp else "resolution not recorded")
+    return " · ".join(parts)
 
 
 def finished_jobs(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -150,7 +174,7 @@ def interval_picture(result: dict[str, Any], width_px: int = 640) -> Image.Image
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_yticks([])
-    ax.set_xlabel("malignant fraction of the slide's cells (band: interval)", fontsize=9)
+    ax.set_xlabel("share of the slide's scored tiles called malignant (band: interval)", fontsize=9)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     buf = io.BytesIO()
