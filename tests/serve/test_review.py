@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 import zipfile
 
 import httpx
@@ -115,7 +117,7 @@ def test_decisions_are_kept_revisable_and_in_every_export(api, reviewed, results
     assert not audit or '"action": "review"' in audit
 
 
-def test_the_reviewed_tiles_export_as_a_labelled_image_set(api, reviewed, tmp_path) -> None:
+def test_the_reviewed_tiles_export_as_a_labelled_image_set(api, reviewed, tmp_path, results_dir) -> None:
     r = api.get("/reviews/export.zip", params={"job_id": reviewed})
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
@@ -130,6 +132,18 @@ def test_the_reviewed_tiles_export_as_a_labelled_image_set(api, reviewed, tmp_pa
             assert im.size == (result["tile_px"], result["tile_px"])
         assert it.mpp == pytest.approx(result["tile_mpp"], rel=1e-3)
     assert api.get("/reviews/export.zip", params={"job_id": "0" * 16}).status_code == 404
+
+    # The CLI writes the same set from the service's results folder.
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "wbc_ray.cli", "review", "export", "--out", str(out)]
+    args = [*cmd, "--results", str(results_dir), "--job", reviewed]
+    run = subprocess.run(args, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "3 reviewed tiles (2 benign, 1 malignant)" in run.stdout
+    assert "wbc-ray adapt --manifest" in run.stdout
+    assert (out / "manifest.csv").read_text() == (tmp_path / "manifest.csv").read_text()
+    again = subprocess.run([*cmd, "--results", str(results_dir)], capture_output=True, text=True)
+    assert again.returncode != 0 and "is not empty" in again.stderr
 
 
 # ---- the loop: a slide from another lab, reviewed, exported, adapted -------------------------------

@@ -101,7 +101,7 @@ class _Handlers:
         rows = tile_rows(tiles_csv)
         choices = queue_choices(api.queue(job_id))
         first = choices[0][1] if choices else None
-        out = (
+        out: tuple[Any, ...] = (
             f"{progress_text(st)} — job `{job_id}` · {slide_details(st)}",
             verdict_card(result),
             interval_picture(result),
