@@ -10,7 +10,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup browser test lint docs bench bench-peers gpu-check demo models release image kuberay clean
+.PHONY: setup browser test lint docs bench bench-peers gpu-check demo screenshots models release image kuberay clean
 
 setup: $(STAMP) $(OSD)
 
@@ -105,6 +105,10 @@ image: setup
 # KubeRay resources in deploy/, rendered from configs/serve*.yaml and validated against the CRDs.
 kuberay: setup
 	$(BIN)/wbc-ray deploy render
+
+# The README's and docs' pictures, retaken from the real page and review workspace (Chromium).
+screenshots: setup browser
+	$(BIN)/python docs/screenshots.py
 
 demo: setup
 	$(BIN)/python -m wbc_ray.demo

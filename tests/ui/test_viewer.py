@@ -66,7 +66,7 @@ def test_the_viewer_shows_pixels_opens_tiles_and_steps_the_queue(server, job, vi
         _settled(page)
         assert "viewed.tiff" in page.inner_text("header")
         assert "µm/px" in page.inner_text("#slide-details")
-        assert "Share of scored tiles called malignant" in page.inner_text("#verdict")
+        assert "Malignant share of the scored tiles" in page.inner_text("#verdict")
 
         # Full resolution: one slide pixel per screen pixel, centred on a field, calls hidden.
         page.uncheck("#overlay-on")

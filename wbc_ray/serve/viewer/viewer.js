@@ -162,9 +162,15 @@
       h(
         "div",
         {},
-        `Share of scored tiles called malignant ${fmt(result.malignant_fraction)} ` +
-          `(${Math.round(100 * result.confidence)} % interval ${fmt(lo)}–${fmt(hi)}; slide threshold τ ${result.tau}); ` +
-          `${result.n_tiles.toLocaleString()} tiles scored, ${result.n_malignant.toLocaleString()} called malignant.`,
+        // The estimate is of tiles, not cells; corrected for the models' tile error rates where
+        // the release measured them, so it is not simply called / scored.
+        `Malignant share of the scored tiles ${fmt(result.malignant_fraction)} ` +
+          `(${Math.round(100 * result.confidence)} % interval ${fmt(lo)}–${fmt(hi)}; slide threshold τ ${result.tau})` +
+          (result.adjusted_by ? ", corrected for the models' tile error rates" : "") +
+          `; ${result.n_malignant.toLocaleString()} of ${result.n_tiles.toLocaleString()} scored tiles called malignant` +
+          (result.n_rejected ? `, ${result.n_rejected.toLocaleString()} rejected by quality control` : "") +
+          (result.n_excluded ? `, ${result.n_excluded.toLocaleString()} excluded (mostly glass)` : "") +
+          ".",
       ),
     );
     showReviewSummary(result.review);
