@@ -54,6 +54,9 @@ class TilingSettings(_Strict):
     mpp: float = Field(TRAINING_MPP, gt=0)
     stride_px: int | None = None
     min_tissue: float = Field(0.25, ge=0, le=1)
+    # Tiles with less tissue than this (strips of mostly empty glass at a smear's edge) are scored
+    # and drawn, but not counted in the slide's share: a tile a third on cells would count benign.
+    min_tissue_counted: float = Field(0.5, ge=0, le=1)
     chunk_tiles: int = Field(64, ge=1)  # tiles per work unit = per Zarr chunk (tiling jobs)
     store_pixels: bool = True
     read_cpus: float = Field(0.5, gt=0)  # fractional, so readers never starve other stages

@@ -122,7 +122,7 @@ def test_quality_control_and_the_domain_check_on_slides(
         for kind in ("blur", "ink", "blank")
     }
     clean = [f["box"] for f in truth["fields"] if "defect" not in f]
-    counted = (tissue >= 0.25) & (qc == 0)
+    counted = (tissue >= res["min_tissue_counted"]) & (qc == 0)
     found: dict[str, list[str]] = {"blur": [], "ink": [], "clean": []}
     for i, (x, y) in enumerate(coords):
         tile = (float(x), float(y), size)
@@ -141,7 +141,7 @@ def test_quality_control_and_the_domain_check_on_slides(
     assert found["blur"].count("blur") >= 0.8 * n["blur"], found["blur"]
     assert found["ink"].count("ink") == n["ink"], found["ink"]
     assert found["clean"].count("ok") >= 0.97 * n["clean"], found["clean"]
-    assert res["n_rejected"] == int(((tissue >= 0.25) & (qc != 0)).sum()) > 0
+    assert res["n_rejected"] == int(((tissue >= res["min_tissue_counted"]) & (qc != 0)).sum()) > 0
     assert {"blur", "ink"} <= set(res["qc"]["rejected"]) and res["n_tiles"] == int(counted.sum())
     assert res["verdict"] in {"malignant", "indeterminate"}  # 30 % malignant fields, judged on the rest
     heat = np.asarray(Image.open(__import__("io").BytesIO(heatmap_png(results[0].store))).convert("RGB"))

@@ -21,10 +21,15 @@ from tests.serve.conftest import wait_done
 
 
 @pytest.fixture(scope="module")
-def reviewed(server, mixed_slide):
-    """A finished job of the mixed slide, reviewed by the tests in this module in order."""
+def reviewed(server, slide_dir, test_items):
+    """A finished job of a 6 x 8-field slide whose tile grid leaves strips of glass at its edges,
+    reviewed by the tests in this module in order."""
+    from wbc_ray.slides import compose_slide
+
+    slide = slide_dir / "reviewed.tiff"
+    compose_slide(test_items, slide, grid=(6, 8), malignant_fraction=0.25, seed=7)
     with httpx.Client(base_url=server, timeout=60) as api:
-        job = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+        job = api.post("/jobs", json={"path": str(slide)}).json()["job_id"]
         assert wait_done(api, job)["status"] == "done"
     return job
 
@@ -45,8 +50,17 @@ def test_tiles_and_the_review_queue(api, reviewed) -> None:
     assert api.get(f"/jobs/{reviewed}/tiles", params={"x": 1, "y": 1}).status_code == 404  # the margin
     assert api.get(f"/jobs/{reviewed}/tiles/{len(rows)}").status_code == 404
 
+    # Strips of mostly empty glass (a tile a third on the fields) are scored but not counted.
+    glass = [r for r in rows if float(r["tissue"]) < 0.5 and r["qc"] == "ok"]
+    assert glass and all(r["call"] == "excluded" for r in glass)
+    result = api.get(f"/jobs/{reviewed}/result").json()
+    assert result["min_tissue_counted"] == 0.5 and result["n_excluded"] >= len(glass)
+    counted = [r for r in rows if r["call"] in ("benign", "malignant")]
+    assert result["n_tiles"] == len(counted)
+
     q = api.get(f"/jobs/{reviewed}/queue", params={"per_group": 5}).json()
     items = q["items"]
+    assert not {it["tile"] for it in items} & {int(r["tile"]) for r in glass}
     groups = [it["group"] for it in items]
     assert groups == sorted(groups, key=["suspicious", "uncertain", "out_of_range"].index)
     assert len({it["tile"] for it in items}) == len(items)  # each tile once

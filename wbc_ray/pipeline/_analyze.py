@@ -139,6 +139,7 @@ class AnalysisSettings:
     tau: float = _DEFAULTS.ensemble.tau
     confidence: float = _DEFAULTS.ensemble.confidence
     min_tissue: float = _DEFAULTS.tiling.min_tissue
+    min_tissue_counted: float = _DEFAULTS.tiling.min_tissue_counted
     tile_threshold: float = _DEFAULTS.ensemble.tile_threshold
     fusion: str = _DEFAULTS.ensemble.fusion
     chunk_tiles: int = _DEFAULTS.analysis.chunk_tiles  # see configs/default.yaml `analysis`
@@ -156,6 +157,7 @@ class AnalysisSettings:
             "tau": s.ensemble.tau,
             "confidence": s.ensemble.confidence,
             "min_tissue": s.tiling.min_tissue,
+            "min_tissue_counted": s.tiling.min_tissue_counted,
             "tile_threshold": s.ensemble.tile_threshold,
             "fusion": s.ensemble.fusion,
             "chunk_tiles": s.analysis.chunk_tiles,
@@ -252,12 +254,13 @@ def analyze_slide(
         heat = np.full(plan.grid.shape, np.nan, np.float32)
         heat[cells[:, 0], cells[:, 1]] = fused
         array(g, "heatmap")[:] = heat
+    counted = max(settings.min_tissue, settings.min_tissue_counted)
     verdict = slide_verdict(
         fused >= settings.tile_threshold,
         tissue,
         tau=settings.tau,
         confidence=settings.confidence,
-        min_tissue=settings.min_tissue,
+        min_tissue=counted,
         rates=rates,
         screen=screening,
     )
@@ -268,6 +271,7 @@ def analyze_slide(
         **verdict.to_dict(),
         "fusion": settings.fusion,
         "tile_threshold": settings.tile_threshold,
+        "min_tissue_counted": counted,
         "tile_px": tile_px,
         "tile_mpp": spec.mpp,
         "models": models,

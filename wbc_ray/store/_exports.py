@@ -26,6 +26,15 @@ def _colormap(v: np.ndarray) -> np.ndarray:
 
 REJECTED_RGB = (110, 110, 110)  # tiles quality control rejected: grey, not a score colour
 OUT_OF_RANGE_RGB = (230, 0, 230)  # outline of tiles the domain check flags
+EXCLUDED_RGB = (225, 225, 225)  # tiles of mostly empty glass: scored, not counted
+
+
+def excluded_tiles(g: Any, meta: dict[str, Any]) -> np.ndarray:
+    """Per tile: whether it has too little tissue to count in the slide's share (mostly glass);
+    none for results from before the rule.
+    """
+    tissue = np.asarray(array(g, "tissue")[:])
+    return tissue < float((meta.get("result") or {}).get("min_tissue_counted") or 0.0)
 
 
 def _screening(g: Any, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -69,10 +78,11 @@ def heatmap_png(path: str | os.PathLike[str], alpha: float = 0.55) -> bytes:
     qc, dist, _ = _screening(g, a)
     cells = np.asarray(array(g, "cells")[:])
     far = np.nan_to_num(dist, nan=-np.inf) > _threshold(a)
-    for i in np.flatnonzero((qc != 0) | far):
+    excluded = excluded_tiles(g, a)
+    for i in np.flatnonzero((qc != 0) | far | excluded):
         x0, y0, x1, y1 = box(int(cells[i, 0]), int(cells[i, 1]))
-        if qc[i]:
-            rgba[y0:y1, x0:x1, :3] = REJECTED_RGB
+        if qc[i] or excluded[i]:
+            rgba[y0:y1, x0:x1, :3] = REJECTED_RGB if qc[i] else EXCLUDED_RGB
             rgba[y0:y1, x0:x1, 3] = int(255 * alpha)
         else:  # an outline one thumbnail pixel wide, the score colour inside stays
             for sl in (
@@ -122,8 +132,15 @@ def _rows(
     qc, dist, reasons = _screening(g, meta)
     limit = _threshold(meta)
     rows = []
+    excluded = excluded_tiles(g, meta)
     for i in range(len(coords)):
-        call = "rejected" if qc[i] else ("malignant" if fused[i] >= threshold else "benign")
+        call = (
+            "rejected"
+            if qc[i]
+            else "excluded"
+            if excluded[i]
+            else ("malignant" if fused[i] >= threshold else "benign")
+        )
         row = {
             "tile": i,
             "x": int(coords[i, 0]),
@@ -166,6 +183,7 @@ def geojson(path: str | os.PathLike[str], reviews: Reviews | None = None) -> dic
         "malignant": [200, 30, 30],
         "benign": [40, 90, 200],
         "rejected": list(REJECTED_RGB),
+        "excluded": list(EXCLUDED_RGB),
         "not_assessable": [150, 150, 60],
     }
     feats = []

@@ -1,6 +1,7 @@
 """The calls over the slide, as transparent tiles on any grid (the viewer's Deep Zoom grid): each
 scored tile in its score's colour, translucent; tiles called malignant outlined; tiles quality
-control rejected in grey; tiles outside the domain check's range outlined in magenta.
+control rejected in grey, tiles of mostly glass (not counted) light grey; tiles outside the
+domain check's range outlined in magenta.
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._exports import OUT_OF_RANGE_RGB, REJECTED_RGB, _colormap, _screening, _threshold
+from ._exports import (
+    EXCLUDED_RGB,
+    OUT_OF_RANGE_RGB,
+    REJECTED_RGB,
+    _colormap,
+    _screening,
+    _threshold,
+    excluded_tiles,
+)
 from ._zarr import array, attrs, open_store
 
 FILL_ALPHA = 110  # of 255: the cells stay readable under the colour
@@ -25,6 +34,7 @@ class CallOverlay:
     fused: np.ndarray
     qc: np.ndarray
     far: np.ndarray  # outside the domain check's range
+    excluded: np.ndarray  # mostly glass: scored, not counted
     called: np.ndarray
     stride0: float
     size0: float
@@ -46,6 +56,7 @@ class CallOverlay:
             fused=fused,
             qc=qc,
             far=np.nan_to_num(dist, nan=-np.inf) > _threshold(meta),
+            excluded=excluded_tiles(g, meta),
             called=fused >= float(meta["result"]["tile_threshold"]),
             stride0=float(tiling["stride0"]),
             size0=float(tiling["size0"]),
@@ -72,8 +83,8 @@ class CallOverlay:
                 py1 = min(h, int(np.ceil((r * self.stride0 + self.size0 - y0) * sy)))
                 if px1 <= px0 or py1 <= py0:
                     continue
-                if self.qc[i]:
-                    out[py0:py1, px0:px1] = (*REJECTED_RGB, FILL_ALPHA)
+                if self.qc[i] or self.excluded[i]:
+                    out[py0:py1, px0:px1] = (*(REJECTED_RGB if self.qc[i] else EXCLUDED_RGB), FILL_ALPHA)
                     continue
                 out[py0:py1, px0:px1] = (*_colormap(self.fused[i : i + 1])[0], FILL_ALPHA)
                 edge = OUT_OF_RANGE_RGB if self.far[i] else CALLED_RGB if self.called[i] else None

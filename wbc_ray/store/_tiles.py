@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._exports import _screening, _threshold
+from ._exports import _screening, _threshold, excluded_tiles
 from ._zarr import array, attrs, open_store
 
 # The queue's groups, in the order a reviewer works through them.
@@ -33,6 +33,7 @@ class TileTable:
     domain: np.ndarray  # distance from the release's images (NaN where not measured)
     domain_limit: float
     threshold: float  # the tile threshold: fused at or above it is a malignant call
+    excluded: np.ndarray  # mostly glass: scored, not counted in the slide's share
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TileTable:
@@ -54,15 +55,20 @@ class TileTable:
             domain=dist,
             domain_limit=_threshold(meta),
             threshold=float(meta["result"]["tile_threshold"]),
+            excluded=excluded_tiles(g, meta),
         )
 
     def __len__(self) -> int:
         return len(self.coords)
 
     def call(self, i: int) -> str:
-        """The models' call on tile `i`: malignant, benign, or rejected (by quality control)."""
+        """The models' call on tile `i`: malignant, benign, rejected (by quality control), or
+        excluded (mostly glass: scored, not counted).
+        """
         if self.qc[i]:
             return "rejected"
+        if self.excluded[i]:
+            return "excluded"
         return "malignant" if self.fused[i] >= self.threshold else "benign"
 
     def out_of_range(self, i: int) -> bool:
@@ -116,7 +122,7 @@ class TileTable:
         the models' mean probability and then their lowest one: the tile all models are surest of
         comes first.
         """
-        usable = self.qc == 0
+        usable = (self.qc == 0) & ~self.excluded
         mean, low = self.probs.mean(1), self.probs.min(1)
         called = np.flatnonzero(usable & (self.fused >= self.threshold))
         order = called[np.lexsort((-low[called], -mean[called], -self.fused[called]))]

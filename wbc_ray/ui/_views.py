@@ -44,7 +44,7 @@ def verdict_card(result: dict[str, Any]) -> str:
             f"({100 * result['confidence']:.0f} % interval {lo:.3f}–{hi:.3f}){adjusted}; "
             f"slide threshold τ = {result['tau']}",
             f"- Tissue tiles counted {result['n_tiles']:,}, called malignant {result['n_malignant']:,}, "
-            f"excluded (too little tissue) {result['n_excluded']:,}",
+            f"excluded as mostly empty glass (scored, not counted) {result['n_excluded']:,}",
             *screening_lines(result),
             f"- Fusion `{result.get('fusion', '?')}`; models {models}",
             f"- {t.get('total_s', 0):.1f} s, {t.get('tiles_per_s', 0):.1f} tiles/s",

@@ -225,7 +225,12 @@
     $("tile").dataset.tile = rec.tile;
     if (move) fly(rec);
     highlight(rec);
-    const call = rec.call === "rejected" ? `rejected by quality control (${rec.qc})` : `called ${rec.call}`;
+    const call =
+      rec.call === "rejected"
+        ? `rejected by quality control (${rec.qc})`
+        : rec.call === "excluded"
+          ? "mostly glass: scored, not counted"
+          : `called ${rec.call}`;
     $("tile-title").textContent = `Tile ${rec.tile} · ${call}`;
     const rows = [
       ["fused score", `${fmt(rec.fused)} (tile threshold ${fmt(rec.tile_threshold, 2)})`],
