@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # The review workspace's OpenSeadragon: a pinned release from the npm registry, hash-checked
 # (wbc_ray/serve/_viewer.py pins it); fetched again when the pin changes.
 $(OSD): wbc_ray/serve/_viewer.py | $(STAMP)
-	$(BIN)/python -m wbc_ray.serve._viewer --force
+	$(BIN)/python -c 'from wbc_ray.serve._viewer import main; main(["--force"])'
 
 # The UI tests drive a real headless Chromium: Debian's (Playwright's own browser download is not
 # reachable from every machine). Without root or sudo this warns, and the UI tests skip, except in

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .ensemble import DEFAULT_CONFIDENCE, DEFAULT_FUSION, DEFAULT_TAU, Fusion
 from .errors import InvalidInput, MissingInput
 from .scale import FIELD_PX, TRAINING_MPP
+
+# The release a service is started with, as submissions name it; and what other names may be.
+MAIN_RELEASE = "main"
+RELEASE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The settings and Serve configs ship inside the package (`configs/` in a checkout links here),
@@ -120,6 +125,19 @@ class ServiceSettings(_Strict):
     audit_log: bool = True  # <results_dir>/audit.log, JSON lines
     max_score_files: int = Field(64, ge=1)  # patches per POST /score; beyond: 413
     max_score_mb: float = Field(16.0, gt=0)  # bytes per patch of POST /score; beyond: 413
+    # Labs' releases (`wbc-ray adapt`) served beside the main one, each its own Serve application:
+    # name -> release folder. A submission names one (`release`); none: the main release.
+    releases: dict[str, Path] = {}
+
+    @field_validator("releases")
+    @classmethod
+    def _release_names(cls, v: dict[str, Path]) -> dict[str, Path]:
+        for name in v:
+            if not RELEASE_NAME.fullmatch(name) or name == MAIN_RELEASE:
+                raise ValueError(
+                    f"release name {name!r}: 1-32 lower-case letters, digits, - or _, not {MAIN_RELEASE!r}"
+                )
+        return v
 
 
 class Settings(_Strict):

@@ -48,6 +48,16 @@ def is_release(models_dir: str | os.PathLike[str]) -> bool:
     return (Path(models_dir) / RELEASE_FILE).is_file()
 
 
+def release_summary(models_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A release's version and lineage (parent release, lab data hash, when), as results and the
+    service name it; None for a plain folder of checkpoints.
+    """
+    if not is_release(models_dir):
+        return None
+    info = _read_record(Path(models_dir))
+    return {"version": info.get("version"), "created": info.get("created"), "lineage": info.get("lineage")}
+
+
 def _read_record(models_dir: Path) -> dict[str, Any]:
     path = models_dir / RELEASE_FILE
     try:

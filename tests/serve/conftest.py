@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
+
+from tests.conftest import DATA
 
 
 def wait_done(api: httpx.Client, job_id: str, timeout: float = 600) -> dict:
@@ -69,3 +73,34 @@ def run_schemathesis(base: str, slide: Path, token: str | None = None) -> str:
     tested = re.search(r"Tested: (\d+)", report)
     assert tested and int(tested.group(1)) >= 13, report  # every route of the schema
     return report
+
+
+LAB_FIELDS = 24  # of each class, on the slide from another lab
+
+
+@pytest.fixture(scope="session")
+def other_lab_slide(slide_dir, test_items):
+    """A slide of another lab's cells: PBC's normal cells (at their true size) and Taleqani blasts
+    at half their size, which the release calls benign; its truth per field."""
+    from wbc_ray.domain import shift_image, to_field
+    from wbc_ray.manifest import Item, read_manifest
+    from wbc_ray.slides import compose_slide
+
+    rng = np.random.default_rng(5)
+    pbc = read_manifest(DATA / "pbc" / "labels.csv")
+    fields = slide_dir / "other_lab_fields"
+    fields.mkdir()
+    items = []
+    for k, it in enumerate(pbc[i] for i in rng.permutation(len(pbc))[:LAB_FIELDS]):
+        with Image.open(it.path) as im:
+            x = to_field(np.asarray(im.convert("RGB")), it.mpp or 0.1, 224)
+        Image.fromarray(x).save(fields / f"n{k}.png")
+        items.append(Item(fields / f"n{k}.png", 0, None, None))
+    for k, it in enumerate([it for it in test_items if it.label == 1][:LAB_FIELDS]):
+        with Image.open(it.path) as im:
+            x = shift_image(np.asarray(im.convert("RGB").resize((224, 224))), "scale_0.5")
+        Image.fromarray(x).save(fields / f"b{k}.png")
+        items.append(Item(fields / f"b{k}.png", 1, None, None))
+    out = slide_dir / "other_lab.tiff"
+    truth = compose_slide(items, out, grid=(6, 8), malignant_fraction=0.5, seed=2)
+    return out, truth

@@ -8,6 +8,7 @@ from wbc_ray.ui._views import (
     interval_picture,
     progress_text,
     queue_choices,
+    release_choices,
     slide_details,
     verdict_card,
 )
@@ -48,6 +49,19 @@ def test_the_queue_and_the_slide_in_words() -> None:
     st = {"slide": "s.svs", "vendor": "aperio", "dimensions": [46000, 32914], "mpp": 0.2499}
     assert slide_details(st) == "`s.svs` · aperio · 46,000 × 32,914 px · 0.250 µm/px"
     assert slide_details({"slide": "x.png"}).endswith("resolution not recorded")
+
+
+def test_release_choices_name_the_lineage() -> None:
+    held = {
+        "lab_a": {"version": "2+lab-1234abcd", "lineage": {"parent": "2", "lab_sha256": "1234abcd99"}},
+        "main": {"version": "2", "lineage": None},
+        "lab_b": {"error": "RayServeException: no app"},
+    }
+    assert release_choices(held) == [
+        ("main (release 2)", "main"),
+        ("lab_a (adapted from release 2, lab data 1234abcd)", "lab_a"),
+        ("lab_b (not running: RayServeException: no app)", "lab_b"),
+    ]
 
 
 def test_progress_and_verdict_text() -> None:

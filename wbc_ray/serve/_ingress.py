@@ -4,14 +4,10 @@
 
 import asyncio
 import contextlib
-import io
 import math
 import os
-import re
 import shutil
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -19,21 +15,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi import Path as Path_
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from fastapi.security import HTTPAuthorizationCredentials
 from ray import serve
 
-from ..config import APP_NAME, VERSION, ServiceSettings
+from ..config import APP_NAME, MAIN_RELEASE, RELEASE_NAME, ServiceSettings
 from ..ensemble import VERDICT_MEANING, Fusion
 from ..errors import InvalidInput
 from ..manifest import CLASSES
 from ..pipeline import AnalysisSettings
 from ..slides import SlideError, open_slide
+from ._api import api, bearer, binary_response, error_responses
 from ._audit import AuditLog
 from ._db import ACTIVE, LOCAL, Principal, ServiceDB
 from ._jobs import (
@@ -46,33 +40,22 @@ from ._jobs import (
     run_job_task,
 )
 from ._queue import Runner, finish_times
-from ._requests import PathSubmission, allowed_path, check_name, decode_patch, score_response
-from ._reviews import ReviewBody, SignoffBody, export_reviewed, review_summary
-from ._schema import service_openapi
-from ._viewer import OSD_VERSION, VIEWER_DIR, viewer_ready
-
-api = FastAPI(
-    title="wbc-ray",
-    description="Whole-slide screening for acute lymphoblastic leukemia: three CNNs on Ray Serve "
-    "fused by a fuzzy rank ensemble into a slide verdict. With auth on, every route but /health "
-    "takes a bearer token (`wbc-ray token create`).",
-    version=VERSION,
-    # Served by the Ingress itself (`openapi_json`, `docs`): the schema depends on its settings.
-    openapi_url=None,
-    docs_url=None,
-    redoc_url=None,
+from ._requests import (
+    PathSubmission,
+    allowed_path,
+    check_name,
+    check_release,
+    decode_patch,
+    release_app_name,
+    score_response,
 )
-bearer = HTTPBearer(auto_error=False, description="a token from `wbc-ray token create`")
+from ._reviews import review_summary
+from ._schema import service_openapi
+from ._viewing import ViewingRoutes
 
 T = TypeVar("T")
 UPLOAD_CHUNK = 1 << 20
 JOB_RETRIES = 3
-
-
-class Error(BaseModel):
-    """Every error answer: what went wrong, naming the input."""
-
-    detail: str
 
 
 def _write_atomic(path: Path, body: bytes) -> None:
@@ -106,31 +89,9 @@ RESULT_DOC = (
 )
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "malformed request",
-        401: "no or unknown token",
-        403: "not allowed for this token, or outside the slide folders",
-        404: "no such job (or not yours), tile or model",
-        409: "the job has not finished",
-        410: "the job's slide can no longer be read",
-        413: "too large",
-        422: "invalid input",
-        429: "the queue is full; retry after the seconds in Retry-After",
-        507: "not enough free disk for the upload",
-    }
-    return {c: {"model": Error, "description": text[c]} for c in codes}
-
-
 def _slide_error(exc: SlideError, shown: str) -> HTTPException:
     # The message names what the client sent, never our internal storage path.
     return HTTPException(422, f"{shown}: {exc.reason.replace(exc.path, shown)}")
-
-
-def _binary(media: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {"content": {media: {"schema": {"type": "string", "format": "binary"}}}, "description": "OK"}
-    }
 
 
 # The GeoJSON download is JSON (a FeatureCollection), declared as such, not as opaque bytes.
@@ -153,48 +114,6 @@ GEOJSON_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-# Registered before the class: `serve.ingress` takes the app as it is at that point.
-@api.middleware("http")
-async def _allow_header(request: Request, call_next: Any) -> Any:
-    # A path with several routes (GET and POST /jobs; GET and DELETE /jobs/{id}) answers 405 from
-    # whichever route matched first, naming only its methods; name all the path has. Read from the
-    # app's own schema: in a replica the routes sit inside Serve's included router, whose shape is
-    # FastAPI's private business.
-    response = await call_next(request)
-    if response.status_code == 405:
-        paths = request.app.openapi()["paths"]
-        # A literal path wins over a template it also matches (/jobs/upload is not /jobs/{job_id}).
-        matching = (
-            [request.url.path]
-            if request.url.path in paths
-            else [
-                template
-                for template in paths
-                if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), request.url.path)
-            ]
-        )
-        methods = {
-            method.upper() for template in matching for method in paths[template] if method in _HTTP_METHODS
-        }
-        response.headers["Allow"] = ", ".join(sorted(methods))
-    return response
-
-
-_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-
-
-@api.exception_handler(SlideError)
-async def _slide_errors(_: Request, exc: SlideError) -> JSONResponse:
-    return JSONResponse({"detail": f"{os.path.basename(exc.path)[:120]}: {exc.reason}"}, status_code=422)
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-    # One shape for every error answer ({"detail": "..."}), as the schema says.
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()[:5]]
-    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
-
-
 @dataclass(frozen=True)
 class IngressSettings:
     """What the Ingress runs with, typed end to end: built once by `app.build_app` from the Serve
@@ -209,55 +128,13 @@ class IngressSettings:
     app_name: str
 
 
-VIEWER_TYPES = {
-    ".html": "text/html",
-    ".js": "text/javascript",
-    ".css": "text/css",
-    ".png": "image/png",
-    ".txt": "text/plain",
-}
-
-# Deep Zoom: slides kept open for viewers, and the encoded tiles kept (bytes).
-DZ_OPEN_SLIDES = 4
-DZ_CACHE_BYTES = 64 * 2**20
-
-
-class ByteCache:
-    """A thread-safe LRU of encoded tiles, bounded in bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> bytes | None:
-        """The cached bytes (now the most recent), or None."""
-        with self._lock:
-            body = self._items.get(key)
-            if body is not None:
-                self._items.move_to_end(key)
-            return body
-
-    def put(self, key: tuple[Any, ...], body: bytes) -> None:
-        """Keep `body`, dropping the least recently used beyond the limit."""
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = body
-            self.size += len(body)
-            while self.size > self.limit and self._items:
-                _, old = self._items.popitem(last=False)
-                self.size -= len(old)
-
-
 # CPUs a job's driver task holds: it only waits on its stream's tasks, which hold their own.
 JOB_CPUS = 0.05
 
 
 @serve.deployment(max_ongoing_requests=64)
 @serve.ingress(api)
-class Ingress:
+class Ingress(ViewingRoutes):
     """The REST service: accounts, the durable bounded job queue, results and exports, patches."""
 
     def __init__(self, ensemble: Any, settings: IngressSettings) -> None:
@@ -286,11 +163,10 @@ class Ingress:
         self._domain: tuple[Any] | None = None  # (the release's DomainFile or None,) once asked
         self._heavy_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wbc-heavy")
         self._export_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        # Deep Zoom: open slides and overlays of the jobs being viewed, and encoded tiles.
-        self._dz_lock = threading.Lock()
-        self._dz_slides: OrderedDict[str, tuple[Any, Any, np.ndarray]] = OrderedDict()
-        self._dz_kept: dict[str, OrderedDict[str, Any]] = {"overlay": OrderedDict(), "tiles": OrderedDict()}
-        self._dz_cache = ByteCache(DZ_CACHE_BYTES)
+        # Labs' releases served beside the main one, each its own application (`service.releases`).
+        self.releases = sorted(svc.releases)
+        self._release_handles: dict[str, Any] = {}
+        self._init_viewing()
         self.runner = Runner(self.db, self._launch, svc.max_running)
         self.runner.start()
 
@@ -380,6 +256,15 @@ class Ingress:
         mine = [t for j, t in zip(active, ends, strict=True) if user is None or j["user"] == user]
         return int(min(3600, max(1, math.ceil(min(mine, default=1.0)))))
 
+    def _ensemble_of(self, release: str | None) -> tuple[Any, str]:
+        """(the Ensemble handle, its application's name) of a release (None: the main one)."""
+        if release is None:
+            return self.ensemble, self.app_name
+        app = release_app_name(self.app_name, release)
+        if release not in self._release_handles:
+            self._release_handles[release] = serve.get_deployment_handle("Ensemble", app_name=app)
+        return self._release_handles[release], app
+
     def _launch(self, job: dict[str, Any]) -> Any:
         """Start a claimed job as a Ray task (called by the runner thread)."""
         import ray
@@ -391,14 +276,17 @@ class Ingress:
             settings = replace(settings, fusion=job["fusion"])
         if stain := (job.get("info") or {}).get("stain"):
             settings = replace(settings, screen=replace(settings.screen, stain=stain))
-        cards = self.ensemble.models.remote().result()
-        rates = rates_for(self.ensemble.tile_rates.remote().result(), settings.fusion)
-        domain = self.ensemble.domain.remote().result()
+        # The job's release: its models, their tile rates and its own domain statistics (an
+        # adapted release's are refitted on the lab's images).
+        ensemble, app_name = self._ensemble_of((job.get("info") or {}).get("release"))
+        cards = ensemble.models.remote().result()
+        rates = rates_for(ensemble.tile_rates.remote().result(), settings.fusion)
+        domain = ensemble.domain.remote().result()
         # The job's driver is a task: if its node is lost it runs again elsewhere and resumes from
         # the store (finished units are skipped), with the same results.
         task = ray.remote(num_cpus=JOB_CPUS, max_retries=JOB_RETRIES)(run_job_task)
         store = str(self.paths.store(job["job_id"]))
-        return task.remote(store, job["job_id"], job["path"], cards, settings, self.app_name, rates, domain)
+        return task.remote(store, job["job_id"], job["path"], cards, settings, app_name, rates, domain)
 
     async def _submit(
         self,
@@ -409,6 +297,7 @@ class Ingress:
         fusion: str | None,
         upload: bool,
         stain: str | None = None,
+        release: str | None = None,
     ) -> dict[str, Any]:
         try:
             info = await asyncio.to_thread(_slide_info, path, self.settings.default_mpp)
@@ -417,6 +306,8 @@ class Ingress:
         keep = {k: info[k] for k in ("vendor", "dimensions", "mpp")}
         if stain:
             keep["stain"] = stain
+        if release:
+            keep["release"] = release
         self.db.add_job(job_id, who.user, shown, path, upload, fusion, keep)
         self._log(who, "submit", job_id=job_id, slide=shown)
         return {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
@@ -425,23 +316,31 @@ class Ingress:
         "/jobs",
         status_code=202,
         summary="Submit a slide by path on the server's slide folders",
-        responses=_errors(400, 401, 403, 404, 422, 429),
+        responses=error_responses(400, 401, 403, 404, 422, 429),
     )
     async def submit_path(
         self, body: PathSubmission, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> dict[str, Any]:
         who = self._who(cred, "submit")
+        release = check_release(body.release, self.releases)
         real = allowed_path(body.path, self.roots)
         with self._reserved(who):
             return await self._submit(
-                who, new_job_id(), str(real), body.path, body.fusion, upload=False, stain=body.stain
+                who,
+                new_job_id(),
+                str(real),
+                body.path,
+                body.fusion,
+                upload=False,
+                stain=body.stain,
+                release=release,
             )
 
     @api.post(
         "/jobs/upload",
         status_code=202,
         summary="Submit a slide by upload",
-        responses=_errors(400, 401, 403, 413, 422, 429, 507),
+        responses=error_responses(400, 401, 403, 413, 422, 429, 507),
     )
     async def submit_upload(
         self,
@@ -455,12 +354,19 @@ class Ingress:
             pattern="^(release|none|macenko|reinhard)$",
             description="stain normalisation for this analysis (default: the service's domain.stain)",
         ),
+        release: str | None = Query(
+            None,
+            max_length=32,
+            pattern=f"^{RELEASE_NAME.pattern}$",
+            description="the release to analyse with (GET /models lists the service's; default: main)",
+        ),
         cred: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> dict[str, Any]:
         who = self._who(cred, "submit")
         name = check_name(file.filename or "")
+        chosen = check_release(release, self.releases)
         with self._reserved(who):
-            return await self._receive(who, request, file, name, fusion, stain)
+            return await self._receive(who, request, file, name, fusion, stain, chosen)
 
     async def _receive(
         self,
@@ -470,6 +376,7 @@ class Ingress:
         name: str,
         fusion: str | None,
         stain: str | None,
+        release: str | None = None,
     ) -> dict[str, Any]:
         """Write an upload to the uploads folder (refused, and nothing kept, over a limit), then
         submit it.
@@ -489,7 +396,9 @@ class Ingress:
                         raise HTTPException(413, f"upload is over the {self.max_upload / 2**20:.0f} MB limit")
                     self._check_disk(len(chunk), name)
                     await asyncio.to_thread(fh.write, chunk)
-            return await self._submit(who, job_id, str(dest), name, fusion, upload=True, stain=stain)
+            return await self._submit(
+                who, job_id, str(dest), name, fusion, upload=True, stain=stain, release=release
+            )
         except HTTPException:
             dest.unlink(missing_ok=True)
             raise
@@ -503,7 +412,9 @@ class Ingress:
                 f"{self.min_free / 1e9:.1f} GB free (setting service.min_free_gb)",
             )
 
-    @api.get("/jobs", summary="Your jobs (an admin's: everyone's), oldest first", responses=_errors(401))
+    @api.get(
+        "/jobs", summary="Your jobs (an admin's: everyone's), oldest first", responses=error_responses(401)
+    )
     async def list_jobs(
         self, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> list[dict[str, Any]]:
@@ -519,7 +430,7 @@ class Ingress:
     @api.get(
         "/jobs/{job_id}",
         summary="Job status with queue position and progress (tiles done/total, ETA)",
-        responses=_errors(401, 404),
+        responses=error_responses(401, 404),
     )
     async def job_status(
         self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -550,7 +461,7 @@ class Ingress:
     @api.delete(
         "/jobs/{job_id}",
         summary="Cancel a queued or running job, or remove a finished one; its files go with it",
-        responses=_errors(401, 403, 404),
+        responses=error_responses(401, 403, 404),
     )
     async def delete_job(
         self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -582,7 +493,7 @@ class Ingress:
         "/jobs/{job_id}/result",
         summary="Verdict, malignant fraction with interval, models, timings",
         description=RESULT_DOC,
-        responses=_errors(401, 404, 409),
+        responses=error_responses(401, 404, 409),
     )
     async def job_result(
         self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -591,13 +502,14 @@ class Ingress:
         job, _ = self._done(job_id, who)
         self._log(who, "view", job_id=job_id, what="result")
         review = review_summary(self.db.reviews(job_id), self.db.signoff(job_id))
-        return {**job["result"], "slide": job["slide"], "review": review}
+        release = job["info"].get("release") or MAIN_RELEASE
+        return {**job["result"], "slide": job["slide"], "release": release, "review": review}
 
     @api.get(
         "/jobs/{job_id}/heatmap.png",
         summary="Fused malignant score over the thumbnail",
         response_class=Response,
-        responses={**_binary("image/png"), **_errors(401, 404, 409)},
+        responses={**binary_response("image/png"), **error_responses(401, 404, 409)},
     )
     async def job_heatmap(
         self, job_id: str, request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -608,7 +520,7 @@ class Ingress:
         "/jobs/{job_id}/geojson",
         summary="Tiles as QuPath detections with class and scores",
         response_class=Response,
-        responses={**GEOJSON_RESPONSE, **_errors(401, 404, 409)},
+        responses={**GEOJSON_RESPONSE, **error_responses(401, 404, 409)},
     )
     async def job_geojson(
         self, job_id: str, request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -619,7 +531,7 @@ class Ingress:
         "/jobs/{job_id}/tiles.csv",
         summary="One row per tile: position, tissue, per-model and fused scores",
         response_class=Response,
-        responses={**_binary("text/csv"), **_errors(401, 404, 409)},
+        responses={**binary_response("text/csv"), **error_responses(401, 404, 409)},
     )
     async def job_csv(
         self, job_id: str, request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -668,7 +580,7 @@ class Ingress:
         "/jobs/{job_id}/tiles/{tile}/gradcam.png",
         summary="Grad-CAM of one tile for one model",
         response_class=Response,
-        responses={**_binary("image/png"), **_errors(401, 404, 409, 410)},
+        responses={**binary_response("image/png"), **error_responses(401, 404, 409, 410)},
     )
     async def job_gradcam(
         self,
@@ -692,8 +604,9 @@ class Ingress:
         # The store and the slide are read, and the PNG encoded, in threads: off the event loop.
         px, p_mal = await self._heavy(self._tile_for_gradcam, job, z, tile, model)
         cls = {"malignant": 1, "benign": 0}.get(target, int(p_mal >= 0.5))
+        ensemble, _ = self._ensemble_of(job["info"].get("release"))
         try:
-            cam = await self.ensemble.gradcam.remote(model, px, cls)
+            cam = await ensemble.gradcam.remote(model, px, cls)
         except KeyError:
             raise HTTPException(404, f"no model {model[:40]!r}") from None
         self._log(who, "download", job_id=job_id, what=f"gradcam tile {tile} {model}")
@@ -731,336 +644,11 @@ class Ingress:
             ) from None
         return px, float(np.asarray(array(g, "probs")[tile, names.index(model), 1]))
 
-    # ---- deep zoom: the slide and the calls over it, for the viewer ---------------------------
-    @api.get(
-        "/jobs/{job_id}/{layer}.dzi",
-        summary="Deep Zoom descriptor of a finished job's slide, or of its call overlay",
-        response_class=Response,
-        responses={
-            200: {"content": {"application/xml": {"schema": {"type": "string"}}}, "description": "DZI"},
-            **_errors(401, 404, 409, 410),
-        },
-    )
-    async def deepzoom_dzi(
-        self,
-        job_id: str,
-        layer: str = Path_(..., pattern="^(slide|overlay)$", description="slide or overlay"),
-        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> Response:
-        """`slide`: JPEG tiles of the slide; `overlay`: PNG tiles (transparent) of the calls on the
-        same grid: each scored tile translucent in its score's colour, malignant calls outlined,
-        quality-control rejects grey, tiles out of the domain check's range outlined magenta.
-        """
-        who = self._who(cred)
-        job, _ = self._done(job_id, who)
-        grid = (await self._heavy(self._deepzoom_slide, job))[1]
-        return Response(grid.dzi("jpeg" if layer == "slide" else "png"), media_type="application/xml")
-
-    @api.get(
-        "/jobs/{job_id}/{layer}_files/{level}/{tile}",
-        summary="One Deep Zoom tile of a finished job's slide (JPEG) or call overlay (PNG)",
-        response_class=Response,
-        responses={
-            200: {
-                "content": {
-                    m: {"schema": {"type": "string", "format": "binary"}} for m in ("image/jpeg", "image/png")
-                },
-                "description": "the tile: JPEG for the slide, PNG for the overlay",
-            },
-            304: {"description": "not modified (If-None-Match matched the tile's ETag)"},
-            **_errors(401, 404, 409, 410),
-        },
-    )
-    async def deepzoom_tile(
-        self,
-        job_id: str,
-        level: int,
-        request: Request,
-        layer: str = Path_(..., pattern="^(slide|overlay)$"),
-        tile: str = Path_(
-            ..., pattern=r"^[0-9]{1,6}_[0-9]{1,6}\.(jpeg|png)$", description="COL_ROW.jpeg|png"
-        ),
-        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> Response:
-        """Tiles are made off the event loop, kept in a bounded cache, and carry an ETag (a
-        repeated request with If-None-Match is a 304).
-        """
-        who = self._who(cred)
-        job, z = self._done(job_id, who)
-        col, row = (int(v) for v in tile.split(".")[0].split("_"))
-        etag = f'"{job_id}-{layer}-{level}-{col}-{row}"'
-        media = "image/jpeg" if layer == "slide" else "image/png"
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={"ETag": etag})
-        key = (job_id, layer, level, col, row)
-        body = self._dz_cache.get(key)
-        if body is None:
-            try:
-                body = await self._heavy(self._deepzoom_tile, job, z, layer, level, col, row)
-            except SlideError as exc:
-                raise HTTPException(404, exc.reason) from None
-            self._dz_cache.put(key, body)
-        return Response(
-            body, media_type=media, headers={"ETag": etag, "Cache-Control": "private, max-age=86400"}
-        )
-
-    def _forget_deepzoom(self, job_id: str) -> None:
-        """Drop a deleted job's open slide and overlay (its cached tiles age out). Slides are not
-        closed here but released: a tile read in another thread may still hold one, and the last
-        reference closes it.
-        """
-        with self._dz_lock:
-            self._dz_slides.pop(job_id, None)
-            for kept in self._dz_kept.values():
-                kept.pop(job_id, None)
-
-    def _deepzoom_slide(self, job: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
-        """(open slide, its Deep Zoom grid, its thumbnail) of a job, kept open for the next tiles."""
-        from ..slides import deepzoom_grid
-
-        with self._dz_lock:
-            held = self._dz_slides.get(job["job_id"])
-        if held is not None:
-            return held
-        try:
-            slide = open_slide(job["path"], default_mpp=self.settings.default_mpp)
-        except SlideError as exc:
-            raise HTTPException(410, f"the job's slide can no longer be read: {exc.reason}") from None
-        held = (slide, deepzoom_grid(slide), slide.thumbnail(2048))
-        with self._dz_lock:
-            self._dz_slides[job["job_id"]] = held
-            while len(self._dz_slides) > DZ_OPEN_SLIDES:
-                self._dz_slides.popitem(last=False)  # released, closed by its last holder
-        return held
-
-    def _kept(self, kind: str, job_id: str, make: Callable[[], T]) -> T:
-        """A job's `kind` of loaded results (its call overlay, its tile table), kept for the next
-        requests of its viewers (the last few jobs').
-        """
-        with self._dz_lock:
-            held = self._dz_kept[kind].get(job_id)
-        if held is None:
-            held = make()
-            with self._dz_lock:
-                kept = self._dz_kept[kind]
-                kept[job_id] = held
-                while len(kept) > DZ_OPEN_SLIDES:
-                    kept.popitem(last=False)
-        return held  # type: ignore[no-any-return]
-
-    def _deepzoom_tile(
-        self, job: dict[str, Any], z: Path, layer: str, level: int, col: int, row: int
-    ) -> bytes:
-        from PIL import Image
-
-        from ..slides import read_deepzoom_tile
-        from ..store import CallOverlay
-
-        slide, grid, thumb = self._deepzoom_slide(job)
-        buf = io.BytesIO()
-        if layer == "slide":
-            px = read_deepzoom_tile(slide, grid, level, col, row, thumb)
-            Image.fromarray(px).save(buf, format="JPEG", quality=85)
-            return buf.getvalue()
-        overlay = self._kept("overlay", job["job_id"], lambda: CallOverlay.load(z))
-        x0, y0, x1, y1 = grid.tile_box(level, col, row)
-        s = grid.scale(level)
-        rgba = overlay.render((x0 * s, y0 * s, x1 * s, y1 * s), (x1 - x0, y1 - y0))
-        Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
-        return buf.getvalue()
-
-    # ---- review: tiles, the review queue, decisions, sign-off, the reviewed tiles as data ---
-    def _table(self, job_id: str, z: Path) -> Any:
-        from ..store import TileTable
-
-        return self._kept("tiles", job_id, lambda: TileTable.load(z))
-
-    async def _tile_table(self, job_id: str, who: Principal) -> tuple[dict[str, Any], Any]:
-        job, z = self._done(job_id, who)
-        return job, await self._heavy(self._table, job_id, z)
-
-    @api.get(
-        "/jobs/{job_id}/tiles/{tile}",
-        summary="One tile: where it is, each model's probability, the fused score and call, "
-        "screening, and its review",
-        responses=_errors(401, 404, 409),
-    )
-    async def tile_record(
-        self, job_id: str, tile: int, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
-    ) -> dict[str, Any]:
-        who = self._who(cred)
-        _, table = await self._tile_table(job_id, who)
-        if not 0 <= tile < len(table):
-            raise HTTPException(404, f"tile {tile} out of range 0..{len(table) - 1}")
-        return {**table.record(tile), "review": self.db.reviews(job_id).get(tile)}
-
-    @api.get(
-        "/jobs/{job_id}/tiles",
-        summary="The tile at a point of the slide (level-0 pixels), as /jobs/{job_id}/tiles/{tile}",
-        responses=_errors(401, 404, 409),
-    )
-    async def tile_at(
-        self,
-        job_id: str,
-        x: float = Query(..., ge=0, le=1e7, description="level-0 x"),
-        y: float = Query(..., ge=0, le=1e7, description="level-0 y"),
-        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> dict[str, Any]:
-        who = self._who(cred)
-        _, table = await self._tile_table(job_id, who)
-        tile = table.at(x, y)
-        if tile is None:
-            raise HTTPException(404, f"no tile at ({x:.0f}, {y:.0f}): no tissue was tiled there")
-        return {**table.record(tile), "review": self.db.reviews(job_id).get(tile)}
-
-    @api.get(
-        "/jobs/{job_id}/queue",
-        summary="The review queue: the most suspicious calls, then the most uncertain, then the "
-        "tiles out of the domain check's range",
-        responses=_errors(401, 404, 409),
-    )
-    async def review_queue(
-        self,
-        job_id: str,
-        per_group: int = Query(25, ge=1, le=1000, description="at most this many tiles per group"),
-        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> dict[str, Any]:
-        who = self._who(cred)
-        _, table = await self._tile_table(job_id, who)
-        items = await self._heavy(table.queue, per_group)
-        reviews = self.db.reviews(job_id)
-        return {
-            "tile_threshold": table.threshold,
-            "items": [{**it, "review": reviews.get(it["tile"])} for it in items],
-        }
-
-    @api.put(
-        "/jobs/{job_id}/tiles/{tile}/review",
-        summary="Agree with a tile's call or reclassify it (benign, malignant, not assessable); "
-        "revisable, every version kept",
-        responses=_errors(401, 403, 404, 409, 422),
-    )
-    async def review_tile(
-        self,
-        job_id: str,
-        tile: int,
-        body: ReviewBody,
-        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> dict[str, Any]:
-        who = self._who(cred, "submit")
-        _, table = await self._tile_table(job_id, who)
-        if not 0 <= tile < len(table):
-            raise HTTPException(404, f"tile {tile} out of range 0..{len(table) - 1}")
-        reason = (body.reason or "").strip() or None
-        review = self.db.set_review(job_id, tile, body.decision, table.call(tile), who.user, reason)
-        self._log(who, "review", job_id=job_id, tile=tile, decision=body.decision)
-        summary = review_summary(self.db.reviews(job_id), self.db.signoff(job_id))
-        return {"tile": tile, "review": review, "summary": summary}
-
-    @api.get(
-        "/jobs/{job_id}/reviews",
-        summary="The job's reviewed tiles, its sign-off, and every decision ever made on it",
-        responses=_errors(401, 404, 409),
-    )
-    async def job_reviews(
-        self, job_id: str, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
-    ) -> dict[str, Any]:
-        who = self._who(cred)
-        self._done(job_id, who)
-        reviews = self.db.reviews(job_id)
-        return {
-            "reviews": [{"tile": t, **r} for t, r in reviews.items()],
-            "summary": review_summary(reviews, self.db.signoff(job_id)),
-            "history": self.db.review_history(job_id),
-        }
-
-    @api.put(
-        "/jobs/{job_id}/signoff",
-        summary="Sign the slide off with the reviewer's own verdict, beside the models'",
-        responses=_errors(401, 403, 404, 409, 422),
-    )
-    async def signoff(
-        self, job_id: str, body: SignoffBody, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
-    ) -> dict[str, Any]:
-        who = self._who(cred, "submit")
-        self._done(job_id, who)
-        note = (body.note or "").strip() or None
-        signed = self.db.set_signoff(job_id, body.verdict, note, who.user)
-        self._log(who, "signoff", job_id=job_id, verdict=body.verdict)
-        return {"job_id": job_id, "signoff": signed}
-
-    @api.get(
-        "/reviews/export.zip",
-        summary="The reviewed tiles as a labelled image set (images at the models' scale and a "
-        "manifest that `wbc-ray adapt` and `wbc-ray train` take)",
-        response_class=Response,
-        responses={**_binary("application/zip"), **_errors(401, 404)},
-    )
-    async def export_reviews(
-        self,
-        job_id: list[str] | None = Query(None, description="these jobs (default: all yours)"),
-        cred: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> Response:
-        """Tiles judged not assessable are left out; each image's scale is in the manifest's `mpp`."""
-        who = self._who(cred)
-        if job_id:
-            jobs = [self._job(j, who) for j in job_id]
-        else:
-            jobs = self.db.jobs(None if who.admin else who.user)
-        body, counts = await self._heavy(self._export_zip, jobs)
-        self._log(who, "export reviews", jobs=len(jobs), tiles=counts["tiles"])
-        headers = {
-            "Content-Disposition": 'attachment; filename="wbc-ray-reviews.zip"',
-            "X-Tiles": str(counts["tiles"]),
-        }
-        return Response(body, media_type="application/zip", headers=headers)
-
-    def _export_zip(self, jobs: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:
-        import tempfile
-        import zipfile
-
-        with tempfile.TemporaryDirectory(dir=self.results_dir) as tmp:
-            counts = export_reviewed(self.db, self.paths, jobs, Path(tmp), self.settings.default_mpp)
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNGs: deflate gains nothing
-                for f in sorted(Path(tmp).rglob("*")):
-                    if f.is_file():
-                        zf.write(f, f.relative_to(tmp).as_posix())
-        return buf.getvalue(), counts
-
-    # ---- the review workspace's page ----------------------------------------------------------
-    @api.get("/viewer", response_class=HTMLResponse, summary="The review workspace (open with ?job=ID)")
-    async def viewer_page(self) -> HTMLResponse:
-        if not viewer_ready():
-            return HTMLResponse(
-                "<h1>The viewer is not installed</h1><p>OpenSeadragon "
-                f"{OSD_VERSION} is fetched by the project's setup: run <code>make setup</code>, or "
-                "<code>python -m wbc_ray.serve._viewer</code>, then reload.</p>",
-                status_code=503,
-            )
-        html = await asyncio.to_thread((VIEWER_DIR / "index.html").read_text)
-        return HTMLResponse(html.replace("{{OSD_VERSION}}", OSD_VERSION))
-
-    @api.get(
-        "/viewer/{name:path}",
-        summary="The review workspace's scripts, styles, and OpenSeadragon with its licence",
-        response_class=Response,
-        responses=_errors(404),
-    )
-    async def viewer_file(self, name: str) -> Response:
-        root = VIEWER_DIR.resolve()
-        path = (root / name).resolve()
-        if not path.is_relative_to(root) or not path.is_file() or path.suffix not in VIEWER_TYPES:
-            raise HTTPException(404, f"no viewer file {name[:80]!r}")
-        return FileResponse(
-            path, media_type=VIEWER_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=3600"}
-        )
-
     # ---- models and patches -----------------------------------------------------------------
     @api.post(
         "/score",
         summary="Score raw patches: per-model probabilities and the fused score",
-        responses=_errors(400, 401, 403, 413, 422),
+        responses=error_responses(400, 401, 403, 413, 422),
     )
     async def score(
         self,
@@ -1155,7 +743,9 @@ class Ingress:
         }
 
     @api.get(
-        "/models", summary="Models with versions and metrics, and their replicas", responses=_errors(401)
+        "/models",
+        summary="Models with versions and metrics, and their replicas",
+        responses=error_responses(401),
     )
     async def models(self, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
         self._who(cred)
@@ -1169,10 +759,25 @@ class Ingress:
         except Exception as exc:  # status is informative only
             replicas = {"error": str(exc)}
         keep = ("name", "architecture", "version", "input_size", "mpp", "temperature", "bias", "classes")
+        releases = {MAIN_RELEASE: {**(await self.ensemble.release.remote() or {}), "models": cards}}
+        for name in self.releases:
+            handle, _ = self._ensemble_of(name)
+            try:
+                theirs = await handle.models.remote()
+                releases[name] = {**(await handle.release.remote() or {}), "models": theirs}
+            except Exception as exc:  # a release app not (yet) running is named, not fatal
+                releases[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         return {
             "models": [
                 {**{k: c[k] for k in keep}, "test_metrics": c.get("metrics", {}).get("test")} for c in cards
             ],
+            "releases": {
+                name: {
+                    **{k: v for k, v in r.items() if k != "models"},
+                    "models": {c["name"]: c["version"] for c in r.get("models", [])},
+                }
+                for name, r in releases.items()
+            },
             "deployments": replicas,
             "stats": await self.ensemble.stats.remote(),
         }

@@ -294,6 +294,14 @@ class Ensemble:
         found = await asyncio.to_thread(load_domain, self.models_dir)
         return None if found is None else found.to_dict()
 
+    async def release(self) -> dict[str, Any] | None:
+        """The served release's version and lineage (None for a plain folder of checkpoints)."""
+        from ..release import release_summary
+
+        if self.models_dir is None:
+            return None
+        return await asyncio.to_thread(release_summary, self.models_dir)
+
     async def gradcam(self, model: str, tile: np.ndarray, target: int = 1) -> np.ndarray:
         if model not in self.cnns:
             raise KeyError(model)

@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import HTTPException
 from pydantic import BaseModel, Field, field_validator
 
+from ..config import MAIN_RELEASE, RELEASE_NAME
 from ..ensemble import Fusion
 
 MAX_NAME_BYTES = 255
@@ -33,6 +34,12 @@ class PathSubmission(BaseModel):
     fusion: Fusion | None = None
     # Stain normalisation for this analysis (default: the service's `domain.stain`).
     stain: Literal["release", "none", "macenko", "reinhard"] | None = None
+    release: str | None = Field(
+        None,
+        max_length=32,
+        pattern=f"^{RELEASE_NAME.pattern}$",
+        description="the release to analyse with (GET /models lists the service's; default: main)",
+    )
 
     @field_validator("path")
     @classmethod
@@ -172,3 +179,18 @@ def score_response(
             for i, n in enumerate(names)
         ],
     }
+
+
+def release_app_name(app_name: str, release: str) -> str:
+    """The Serve application that serves a lab's release beside the main app `app_name`."""
+    return f"{app_name}--{release}"
+
+
+def check_release(release: str | None, known: list[str]) -> str | None:
+    """The release a submission names (None: the main one), refused (422) naming the ones held."""
+    if release is None or release == MAIN_RELEASE:
+        return None
+    if release not in known:
+        held = ", ".join([MAIN_RELEASE, *known])
+        raise HTTPException(422, f"no release {release[:40]!r} in this service; it holds: {held}")
+    return release

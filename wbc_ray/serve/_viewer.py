@@ -1,7 +1,7 @@
 """The review workspace's files: the page (`viewer/`) and OpenSeadragon, a pinned release fetched
-once from the npm registry by the project's setup (`make setup`, or `python -m
-wbc_ray.serve._viewer`) and checked against the registry's published integrity hash. The
-service serves both itself: the viewer needs no CDN and works offline.
+once from the npm registry by the project's setup (`make setup`, which calls `main`) and checked
+against the registry's published integrity hash. The service serves both itself: the viewer
+needs no CDN and works offline.
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ def fetch_openseadragon(tarball: bytes | None = None) -> Path:
     return OSD_DIR
 
 
-if __name__ == "__main__":
-    if viewer_ready() and "--force" not in sys.argv:
+def main(argv: list[str] | None = None) -> None:
+    """Fetch OpenSeadragon unless it is there (`--force`: fetch it again)."""
+    args = sys.argv[1:] if argv is None else argv
+    if viewer_ready() and "--force" not in args:
         print(f"OpenSeadragon {OSD_VERSION} already in {OSD_DIR}")
     else:
         print(f"OpenSeadragon {OSD_VERSION} installed in {fetch_openseadragon()}")

@@ -10,10 +10,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
-from ..config import APP_NAME, CONFIG_DIR, load_settings
+from ..config import APP_NAME, CONFIG_DIR, Settings, load_settings
 from ..errors import InvalidInput, MissingInput, SetupError
 from ._ingress import Ingress, IngressSettings
 from ._models import CNN, Ensemble
+from ._requests import release_app_name
 
 SERVE_CONFIG = CONFIG_DIR / "serve.yaml"
 SERVE_GPU_CONFIG = CONFIG_DIR / "serve.gpu.yaml"
@@ -60,15 +61,11 @@ class AppArgs(BaseModel):
         return t.get(name, 1) if isinstance(t, dict) else t
 
 
-def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The Serve application (CNN deployments, Ensemble, Ingress) from a Serve config's args."""
+def _ensemble(a: AppArgs, s: Settings, models_dir: str) -> Any:
+    """The CNN deployments and the Ensemble over them, for the release in `models_dir`."""
     from ..models import available
     from ..pipeline import AnalysisSettings
 
-    a = AppArgs(**(args or {}))
-    s = load_settings(a.settings)
-    models_dir = str(Path(a.models_dir or s.models_dir).resolve())
-    results_dir = str(Path(a.results_dir or s.results_dir).resolve())
     names = a.models or available(models_dir)
     if not names:
         raise MissingInput(
@@ -83,17 +80,42 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         )
 
     ensemble_dep = Ensemble.options(**opts.get("Ensemble", {}))  # type: ignore[attr-defined]
-    analysis = AnalysisSettings.from_settings(s, fusion=a.fusion)
-    ensemble = ensemble_dep.bind(analysis.fusion, models_dir, a.max_batch_tiles, **{n: cnn(n) for n in names})
+    fusion = AnalysisSettings.from_settings(s, fusion=a.fusion).fusion
+    return ensemble_dep.bind(fusion, models_dir, a.max_batch_tiles, **{n: cnn(n) for n in names})
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The Serve application (CNN deployments, Ensemble, Ingress) from a Serve config's args."""
+    from ..pipeline import AnalysisSettings
+
+    a = AppArgs(**(args or {}))
+    s = load_settings(a.settings)
+    models_dir = str(Path(a.models_dir or s.models_dir).resolve())
+    results_dir = str(Path(a.results_dir or s.results_dir).resolve())
+    ensemble = _ensemble(a, s, models_dir)
     ingress = IngressSettings(
         results_dir=results_dir,
         slide_roots=a.slide_roots if a.slide_roots is not None else [str(s.data_dir), results_dir],
         max_upload_mb=a.max_upload_mb,
-        analysis=analysis,
+        analysis=AnalysisSettings.from_settings(s, fusion=a.fusion),
         service=s.service,
         app_name=a.app_name,
     )
-    return Ingress.options(**opts.get("Ingress", {})).bind(ensemble, ingress)  # type: ignore[attr-defined]
+    opts = a.deployment_options.get("Ingress", {})
+    return Ingress.options(**opts).bind(ensemble, ingress)  # type: ignore[attr-defined]
+
+
+def build_release_app(args: dict[str, Any] | None = None) -> Application:
+    """A lab's release served beside the main one (`service.releases`): its CNN deployments and
+    Ensemble as an application of their own, named `release_app_name(app_name, release)`, with no
+    HTTP route; the main app's Ingress sends that release's jobs to it. `models_dir` is the
+    release's folder.
+    """
+    a = AppArgs(**(args or {}))
+    s = load_settings(a.settings)
+    if not a.models_dir:
+        raise InvalidInput("a release application needs models_dir: the release's folder")
+    return _ensemble(a, s, str(Path(a.models_dir).resolve()))  # type: ignore[no-any-return]
 
 
 def load_serve_config(path: str | os.PathLike[str] = SERVE_CONFIG) -> dict[str, Any]:
@@ -123,8 +145,12 @@ def configured_precisions(
     return config_args(path).precisions(names if names is not None else list_models())
 
 
-def app_from_config(path: str | os.PathLike[str] = SERVE_CONFIG, **overrides: Any) -> Application:  # noqa: D401
-    """Build the app as `serve run` would: args and per-deployment options from the YAML."""
+def app_from_config(
+    path: str | os.PathLike[str] = SERVE_CONFIG, builder: Any = None, **overrides: Any
+) -> Application:  # noqa: D401
+    """Build the app as `serve run` would: args and per-deployment options from the YAML
+    (`builder`: `build_release_app` for a lab's release with the same deployment options).
+    """
     app = load_serve_config(path)["app"]
     args = {**app.get("args", {}), **overrides}
     opts = {}
@@ -132,7 +158,7 @@ def app_from_config(path: str | os.PathLike[str] = SERVE_CONFIG, **overrides: An
         d = dict(d)
         opts[d.pop("name")] = d
     args["deployment_options"] = {**opts, **args.get("deployment_options", {})}
-    return build_app(args)
+    return (builder or build_app)(args)
 
 
 def start(
@@ -147,15 +173,21 @@ def start(
 
     from ..pipeline import init_ray
 
-    check_exposure(host, load_settings(overrides.get("settings")).service.auth)
+    settings = load_settings(overrides.get("settings"))
+    check_exposure(host, settings.service.auth)
     init_ray()
     serve.start(http_options={"host": host, "port": port})
-    return serve.run(
-        app_from_config(path or default_serve_config(), **overrides),
-        name=APP_NAME,
-        route_prefix="/",
-        blocking=blocking,
-    )
+    config = path or default_serve_config()
+    # Labs' releases first: the Ingress may send a job to one as soon as it answers.
+    app_name = overrides.get("app_name", APP_NAME)
+    for release, folder in settings.service.releases.items():
+        extra = {**overrides, "models_dir": str(folder)}
+        serve.run(
+            app_from_config(config, build_release_app, **extra),
+            name=release_app_name(app_name, release),
+            route_prefix=None,
+        )
+    return serve.run(app_from_config(config, **overrides), name=app_name, route_prefix="/", blocking=blocking)
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -163,8 +195,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def preflight(path: str | os.PathLike[str] | None, host: str, port: int, **overrides: Any) -> None:
     """What `wbc-ray serve` checks before Ray starts, so that an operator's mistake is one line
-    saying what to do, not a replica's traceback: the Serve config's app arguments, the release,
-    the results folder and its database, and the port.
+    saying what to do, not a replica's traceback: the Serve config's app arguments, the release
+    and the labs' releases, the results folder and its database, and the port.
     """
     import socket
 
@@ -189,6 +221,13 @@ def preflight(path: str | os.PathLike[str] | None, host: str, port: int, **overr
         verify_release(models)  # names the missing or altered file
     elif not available(models):
         raise MissingInput(f"no model checkpoints in {models}: point --models or WBC_RAY_MODELS at a release")
+    for name, folder in s.service.releases.items():
+        if not is_release(folder):
+            raise MissingInput(
+                f"service.releases.{name}: {folder} is not a release (no release.json): give a folder "
+                "`wbc-ray adapt --out` wrote"
+            )
+        verify_release(folder)
     results = Path(args.results_dir or s.results_dir)
     try:
         results.mkdir(parents=True, exist_ok=True)

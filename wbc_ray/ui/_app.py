@@ -30,6 +30,7 @@ from ._views import (
     model_names,
     progress_text,
     queue_choices,
+    release_choices,
     slide_details,
     tile_rows,
     verdict_card,
@@ -139,7 +140,13 @@ class _Handlers:
         return (text, *empty, job_id, gr.update(), "")
 
     def analyse(
-        self, upload: str | None, path: str, fusion: str, token: str = "", stain: str = ""
+        self,
+        upload: str | None,
+        path: str,
+        fusion: str,
+        token: str = "",
+        stain: str = "",
+        release: str = "",
     ) -> Iterator[tuple[Any, ...]]:
         """Submit a slide, then show its progress until it is done or failed."""
         api = self.client(token)
@@ -147,9 +154,9 @@ class _Handlers:
         yield self.message("**Submitting** …")
         try:
             if upload:
-                job_id = api.submit_upload(upload, fusion, stain)
+                job_id = api.submit_upload(upload, fusion, stain, release)
             elif path.strip():
-                job_id = api.submit_path(path.strip(), fusion, stain)
+                job_id = api.submit_path(path.strip(), fusion, stain, release)
             else:
                 yield self.message("**Choose a slide:** upload one or give its path on the server.")
                 return
@@ -174,6 +181,14 @@ class _Handlers:
             yield from self.shown(api, job_id, api.status(job_id), token)
         except ApiError as exc:
             yield self.message(f"**Error ({exc.status}):** {exc}")
+
+    def releases(self, token: str = "") -> Any:
+        """The releases the service holds (the main one and labs' adapted ones), for the picker."""
+        try:
+            held = self.client(token).models().get("releases") or {}
+        except ApiError:
+            return gr.update()
+        return gr.update(choices=release_choices(held))
 
     def earlier(self, token: str = "") -> Any:
         """The finished jobs, for the picker."""
@@ -203,6 +218,7 @@ class _Page:
     path: Any
     fusion: Any
     stain: Any
+    release: Any
     run: Any
     status: Any
     downloads: Any
@@ -256,6 +272,12 @@ def _layout() -> _Page:
                 label="Stain normalisation (release: the release's measured choice)",
                 elem_id="stain",
             )
+            release = gr.Dropdown(
+                [("main (the shipped release)", "main")],
+                value="main",
+                label="Models: the shipped release or a lab's adapted one",
+                elem_id="release",
+            )
             run = gr.Button("Analyse", variant="primary", elem_id="analyse")
             status = gr.Markdown(elem_id="status")
             downloads = gr.File(
@@ -299,6 +321,7 @@ def _layout() -> _Page:
         path,
         fusion,
         stain,
+        release,
         run,
         status,
         downloads,
@@ -319,13 +342,19 @@ def build_ui(api_url: str, viewer_url: str | None = None) -> gr.Blocks:
     h = _Handlers(api_url, viewer_url)
     with gr.Blocks(title="wbc-ray: ALL screening") as ui:
         page = _layout()
-        page.run.click(h.analyse, [page.upload, page.path, page.fusion, page.token, page.stain], page.outputs)
+        page.run.click(
+            h.analyse,
+            [page.upload, page.path, page.fusion, page.token, page.stain, page.release],
+            page.outputs,
+        )
         # `select`, not `input`: a Gradio dropdown also fires `input` when it loses focus, which
         # reopened the last job picked while a new analysis was starting.
         page.jobs.select(h.reopen, [page.jobs, page.token], page.outputs)
         page.tile.select(h.explain, [page.job, page.tile, page.token], page.cams)
         ui.load(h.earlier, None, page.jobs)
+        ui.load(h.releases, None, page.release)
         page.token.change(h.earlier, page.token, page.jobs)
+        page.token.change(h.releases, page.token, page.release)
     return ui
 
 

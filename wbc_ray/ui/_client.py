@@ -56,17 +56,23 @@ class ApiClient:
         return self._call("GET", "/models").json()
 
     def submit_upload(
-        self, path: str | os.PathLike[str], fusion: str | None = None, stain: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        fusion: str | None = None,
+        stain: str | None = None,
+        release: str | None = None,
     ) -> str:
-        params = {k: v for k, v in (("fusion", fusion), ("stain", stain)) if v}
+        params = {k: v for k, v in (("fusion", fusion), ("stain", stain), ("release", release)) if v}
         with open(path, "rb") as fh:
             files = {"file": (os.path.basename(path), fh, "application/octet-stream")}
             return self._call("POST", "/jobs/upload", files=files, params=params).json()["job_id"]
 
-    def submit_path(self, path: str, fusion: str | None = None, stain: str | None = None) -> str:
+    def submit_path(
+        self, path: str, fusion: str | None = None, stain: str | None = None, release: str | None = None
+    ) -> str:
         body: dict[str, Any] = {
             "path": path,
-            **{k: v for k, v in (("fusion", fusion), ("stain", stain)) if v},
+            **{k: v for k, v in (("fusion", fusion), ("stain", stain), ("release", release)) if v},
         }
         return self._call("POST", "/jobs", json=body).json()["job_id"]
 

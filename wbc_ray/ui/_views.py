@@ -132,6 +132,25 @@ def queue_choices(items: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return out
 
 
+def release_choices(releases: dict[str, Any]) -> list[tuple[str, str]]:
+    """The service's releases as (label, name) choices: the main one first, each adapted one with
+    its parent release and the lab data's hash.
+    """
+    out = []
+    for name in sorted(releases, key=lambda n: (n != "main", n)):
+        r = releases[name]
+        lineage = r.get("lineage") or {}
+        if name == "main":
+            label = f"main (release {r.get('version', '?')})"
+        elif "error" in r:
+            label = f"{name} (not running: {r['error'][:60]})"
+        else:
+            lab = str(lineage.get("lab_sha256", ""))[:8]
+            label = f"{name} (adapted from release {lineage.get('parent', '?')}, lab data {lab})"
+        out.append((label, name))
+    return out
+
+
 def slide_details(status: dict[str, Any]) -> str:
     """The slide's name, scanner, size and resolution, as one line."""
     parts = [f"`{status.get('slide', '')}`"]
