@@ -115,8 +115,9 @@ class DomainSettings(_Strict):
 class ServiceSettings(_Strict):
     """The REST service: accounts, the job queue, disk and audit."""
 
-    # Bearer tokens (`wbc-ray token create`) on every route but /health. Off only on 127.0.0.1:
-    # `wbc-ray serve --host` elsewhere refuses to start without it.
+    # Bearer tokens (`wbc-ray token create`) on every route but /health and the review workspace's
+    # page (no data: its script sends the token). Off only on 127.0.0.1: `wbc-ray serve --host`
+    # elsewhere refuses to start without it.
     auth: bool = False
     max_running: int = Field(1, ge=1)  # slides analysed at once (more gain nothing on 2 cores)
     max_queued: int = Field(20, ge=0)  # waiting slides; beyond, 429 with Retry-After

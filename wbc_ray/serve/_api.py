@@ -19,8 +19,8 @@ from ..slides import SlideError
 api = FastAPI(
     title="wbc-ray",
     description="Whole-slide screening for acute lymphoblastic leukemia: three CNNs on Ray Serve "
-    "fused by a fuzzy rank ensemble into a slide verdict. With auth on, every route but /health "
-    "takes a bearer token (`wbc-ray token create`).",
+    "fused by a fuzzy rank ensemble into a slide verdict. With auth on, every route but /health and "
+    "/viewer takes a bearer token (`wbc-ray token create`).",
     version=VERSION,
     # Served by the Ingress itself (`openapi_json`, `docs`): the schema depends on its settings.
     openapi_url=None,

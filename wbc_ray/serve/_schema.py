@@ -17,7 +17,8 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
 AUTH_ON = (
-    "\n\nAccounts are on: every route but `/health` takes a bearer token (`wbc-ray token create`); "
+    "\n\nAccounts are on: every route but `/health` and the review workspace's page and files "
+    "(`/viewer`: no data; its script sends the token) takes a bearer token (`wbc-ray token create`); "
     "without one it answers 401."
 )
 AUTH_OFF = (

@@ -306,7 +306,7 @@ class ViewingRoutes:
         "/jobs/{job_id}/tiles/{tile}/review",
         summary="Agree with a tile's call or reclassify it (benign, malignant, not assessable); "
         "revisable, every version kept",
-        responses=error_responses(401, 403, 404, 409, 422),
+        responses=error_responses(400, 401, 403, 404, 409, 422),
     )
     async def review_tile(
         self,
@@ -345,7 +345,7 @@ class ViewingRoutes:
     @api.put(
         "/jobs/{job_id}/signoff",
         summary="Sign the slide off with the reviewer's own verdict, beside the models'",
-        responses=error_responses(401, 403, 404, 409, 422),
+        responses=error_responses(400, 401, 403, 404, 409, 422),
     )
     async def signoff(
         self, job_id: str, body: SignoffBody, cred: HTTPAuthorizationCredentials | None = Depends(bearer)
