@@ -213,10 +213,10 @@ def test_corrections_teach_the_models(api, other_lab_slide, models_dir, tmp_path
         return float(np.mean(called[ov] == want[ov])), float(np.mean(called[kept] == want[kept]))
 
     parent, adapted = reviewers_way(models_dir), reviewers_way(out)
-    # The parent called these tiles the other way (up to the fusion's rounding on one or two); the
-    # adapted release takes the reviewer's side on many (7 of 12 here, 0.4 asked: int8 scores move a
-    # little between CPUs), and keeps the benign cells benign.
-    assert parent[0] <= 0.2 and adapted[0] >= 0.4, (parent, adapted)
+    # Judged here in fp32 on the exported tiles (the service called them in int8 on the slide), the
+    # parent already takes the reviewer's side on some; the adapted release on many more (runs here:
+    # 1 -> 7 of 12, 7 -> 14 of 16), and keeps the benign cells benign.
+    assert adapted[0] >= max(0.4, parent[0] + 0.25), (parent, adapted)
     assert adapted[1] >= 0.9, (parent, adapted)
 
 
