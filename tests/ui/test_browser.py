@@ -55,6 +55,7 @@ def test_a_slide_from_upload_to_verdict_heatmap_and_gradcam(page, server, compos
     assert f"{res['malignant_fraction']:.3f}" in card
     assert f"{res['interval'][0]:.3f}–{res['interval'][1]:.3f}" in card
     assert f"{res['n_tiles']:,}" in card
+    assert "Review: not reviewed yet" in card  # the slide summary says what the reviewer did
     # What quality control and the domain check found, and the normalisation used (menu: release).
     assert f"Rejected by quality control (not scored) {res['n_rejected']:,}" in card
     assert "Domain check:" in card and f"stain normalisation {res['stain']}" in card

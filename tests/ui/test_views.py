@@ -9,6 +9,7 @@ from wbc_ray.ui._views import (
     progress_text,
     queue_choices,
     release_choices,
+    review_lines,
     slide_details,
     verdict_card,
 )
@@ -61,6 +62,18 @@ def test_release_choices_name_the_lineage() -> None:
         ("main (release 2)", "main"),
         ("lab_a (adapted from release 2, lab data 1234abcd)", "lab_a"),
         ("lab_b (not running: RayServeException: no app)", "lab_b"),
+    ]
+
+
+def test_the_summary_says_what_the_reviewer_did() -> None:
+    assert review_lines(None) == []
+    empty = {"reviewed": 0, "agreed": 0, "overturned": 0, "not_assessable": 0, "signoff": None}
+    assert review_lines(empty) == ["- Review: not reviewed yet (the review workspace is below)"]
+    done = {**empty, "reviewed": 12, "agreed": 9, "overturned": 2, "not_assessable": 1}
+    done["signoff"] = {"verdict": "out_of_scope", "reviewer": "ana", "note": None, "at": 0}
+    assert review_lines(done) == [
+        "- Review: 12 tiles reviewed, 9 agreed, 2 overturned, 1 not assessable; "
+        "signed off **out of scope** by ana"
     ]
 
 

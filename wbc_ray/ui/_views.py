@@ -40,16 +40,36 @@ def verdict_card(result: dict[str, Any]) -> str:
             f"## Verdict: {result['verdict'].upper()}",
             meaning,
             "",
-            f"- Malignant fraction **{result['malignant_fraction']:.3f}** "
+            f"- Malignant share of the tiles **{result['malignant_fraction']:.3f}** "
             f"({100 * result['confidence']:.0f} % interval {lo:.3f}–{hi:.3f}){adjusted}; "
             f"slide threshold τ = {result['tau']}",
             f"- Tissue tiles counted {result['n_tiles']:,}, called malignant {result['n_malignant']:,}, "
             f"excluded as mostly empty glass (scored, not counted) {result['n_excluded']:,}",
             *screening_lines(result),
-            f"- Fusion `{result.get('fusion', '?')}`; models {models}",
+            f"- Fusion `{result.get('fusion', '?')}`; models {models}"
+            + (f" (release `{result['release']}`)" if result.get("release") not in (None, "main") else ""),
             f"- {t.get('total_s', 0):.1f} s, {t.get('tiles_per_s', 0):.1f} tiles/s",
+            *review_lines(result.get("review")),
         ]
     )
+
+
+def review_lines(review: dict[str, Any] | None) -> list[str]:
+    """The pathologist's review of the calls, as the slide summary gives it (none for results
+    read without the service).
+    """
+    if review is None:
+        return []
+    if not review["reviewed"] and not review.get("signoff"):
+        return ["- Review: not reviewed yet (the review workspace is below)"]
+    line = (
+        f"- Review: {review['reviewed']:,} tiles reviewed, {review['agreed']:,} agreed, "
+        f"{review['overturned']:,} overturned, {review['not_assessable']:,} not assessable"
+    )
+    signed = review.get("signoff")
+    if signed:
+        line += f"; signed off **{signed['verdict'].replace('_', ' ')}** by {signed['reviewer']}"
+    return [line]
 
 
 def screening_lines(result: dict[str, Any]) -> list[str]:
