@@ -95,19 +95,21 @@ def _score(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[str, An
 
 def _score_once(app_name: str, tiles: np.ndarray, fusion: str | None) -> dict[str, Any]:
     from ray import serve
+    from ray.exceptions import RayActorError
     from ray.serve.exceptions import DeploymentUnavailableError
 
     for attempt in (0, 1):
-        handle = _HANDLES.get(app_name)
-        if handle is None:
-            handle = _HANDLES[app_name] = serve.get_deployment_handle("Ensemble", app_name=app_name)
         try:
+            handle = _HANDLES.get(app_name)
+            if handle is None:
+                handle = _HANDLES[app_name] = serve.get_deployment_handle("Ensemble", app_name=app_name)
             return handle.score.remote(tiles, fusion).result()  # type: ignore[no-any-return]
-        except DeploymentUnavailableError:
+        except (DeploymentUnavailableError, RayActorError):
             # Task workers outlive Serve itself: after serve.shutdown() and a new start, their
-            # cached handle and Serve client point at the dead controller. Forget both (the
-            # client through a private hook, when this Ray has it) and look up again, once.
-            _HANDLES.pop(app_name, None)
+            # cached handles and Serve client point at the dead controller (the client may have
+            # been made for another application: a lab's release). Forget both (the client
+            # through a private hook, when this Ray has it) and look up again, once.
+            _HANDLES.clear()
             if attempt:
                 raise
             import ray.serve.context as serve_context
