@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ._shared import add_manifest, given, manifest
+from ._shared import add_manifest, given, manifest, settings
 
 NAME = "train"
 HELP = "train one or all architectures on a manifest"
@@ -20,6 +21,8 @@ FIELDS = (
     "mosaic",
     "subtype_weight",
     "precision",
+    "patience",
+    "blur",
 )
 
 
@@ -32,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--minutes",
         type=float,
-        help="without --epochs: fewer epochs where a probe of this machine says the recipe's would not fit",
+        help="fewer epochs than planned (--epochs, else the recipe's) where a probe of this machine says "
+        "they would not fit in this many minutes",
     )
     p.add_argument("--batch-size", type=int, help="default: TrainConfig's (64)")
     p.add_argument("--seed", type=int, help="default: 0")
@@ -59,6 +63,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "fp32", "bf16", "amp"],
         help="autocast mode; auto (default): AMP on GPUs, bf16 on CPUs with AMX, else fp32",
     )
+    p.add_argument("--patience", type=int, help="epochs without a validation gain before stopping (8)")
+    p.add_argument(
+        "--zoom",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="zoom range of the augmentation, log-uniform (default 0.85 1.2; 0.5 2: cells at half and "
+        "twice their size)",
+    )
+    p.add_argument("--blur", type=float, help="share of training images blurred 0.2-1.2 um (default 0)")
+    p.add_argument(
+        "--mix",
+        metavar="MANIFEST",
+        help="another lab's labelled cells to add to the train split (e.g. pbc/labels.csv); the images "
+        "the evaluation sets read are left out",
+    )
+    p.add_argument("--mix-mpp", type=float, help="microns per pixel of --mix's rows that give none")
+    p.add_argument("--mix-limit", type=int, help="at most this many --mix rows per label (default: all)")
     p.add_argument("--limit", type=int, help="images per split (smoke runs)")
     p.add_argument("--sequential", action="store_true", help="one model after another, not Ray tasks")
 
@@ -70,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
     names = list_models() if args.model == "all" else [args.model]
     base = TrainConfig(
         model=names[0],
-        manifest=str(manifest(args)),
+        manifest=str(_mixed(args) if args.mix else manifest(args)),
         out=args.out,
         input_size=args.input_size or 0,
         weights=None if args.weights in (None, "none") else args.weights,
         **given(args, *FIELDS),  # type: ignore[arg-type]
     )
+    if args.zoom:
+        base.zoom = (float(args.zoom[0]), float(args.zoom[1]))
     cards = train_many(names, base, parallel=not args.sequential)
     for name, card in cards.items():
         m = card.metrics["test"]
@@ -84,3 +108,28 @@ def run(args: argparse.Namespace) -> int:
             f"spec {m['specificity']:.4f} AUC {m['roc_auc']:.4f}"
         )
     return 0
+
+
+def _mixed(args: argparse.Namespace) -> Path:
+    """The manifest with --mix's rows added (written into --out, beside the checkpoints)."""
+    from ..config import CONFIG_DIR
+    from ..training import load_sets, mix_manifest, set_images
+
+    s = settings(args)
+    spec, root = load_sets(CONFIG_DIR / "eval_sets.yaml", s.data_dir)
+    out, added = mix_manifest(
+        manifest(args),
+        _data_path(args.mix, s.data_dir),
+        Path(args.out) / "train_manifest.csv",
+        mpp=args.mix_mpp,
+        limit=args.mix_limit,
+        exclude=set_images(spec, root),
+    )
+    print(f"{added} rows of {args.mix} added to the train split -> {out}")
+    return out
+
+
+def _data_path(path: str, data_dir: Path) -> Path:
+    """A path as given, else under the settings' data folder."""
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() else Path(data_dir) / p

@@ -12,10 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..scale import TRAINING_MPP
 from ..slides import FIELD_PX, GAP_PX, GLASS_RGB
 
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+FIELD_UM = FIELD_PX * TRAINING_MPP  # microns one training field spans
+# The zoom range training draws from unless told: the scale spread of one lab's own images.
+ZOOM = (0.85, 1.2)
 
 
 def augment(
@@ -28,16 +32,21 @@ def augment(
     contrast: float = 0.2,
     grayscale_p: float = 0.2,
     channel_gain: float = 0.08,
-    scale: tuple[float, float] = (0.85, 1.2),
+    scale: tuple[float, float] = ZOOM,
+    blur_p: float = 0.0,
 ) -> torch.Tensor:
-    """Float (N, 3, H, W) in [0, 1] -> augmented copy. Geometry: rotation, flip, zoom, shift."""
+    """Float (N, 3, H, W) in [0, 1] -> augmented copy. Geometry: rotation, flip, zoom (drawn
+    log-uniformly from `scale`: above 1 the cells look larger), shift; then colour; then, for a
+    `blur_p` share, a Gaussian blur of 0.2-1.2 um (focus differs between scanners).
+    """
     n = x.shape[0]
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return torch.rand(n, *shape, generator=g) * (hi - lo) + lo
 
     theta = u(0, 2 * math.pi)
-    s = u(*scale)
+    # Log-uniform: a range such as 0.5-2 is as likely to halve the cells as to double them.
+    s = u(math.log(scale[0]), math.log(scale[1])).exp()
     flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(theta) / s, torch.sin(theta) / s
     mat = torch.zeros(n, 2, 3)
@@ -71,7 +80,31 @@ def augment(
     gray = (torch.rand(n, generator=g) < grayscale_p)[:, None, None, None]
     lum = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
     x = torch.where(gray, lum, x)
+    if blur_p > 0:
+        x = _blur_some(x, torch.rand(n, generator=g) < blur_p, u(0.2, 1.2))
     return x.clamp_(0, 1)
+
+
+def _blur_some(x: torch.Tensor, which: torch.Tensor, sigma_um: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur of the images `which` marks, each with its own sigma (microns at the field's
+    scale: the side of x spans one FIELD_UM field), as one grouped separable convolution.
+    """
+    idx = torch.nonzero(which).flatten()
+    if len(idx) == 0:
+        return x
+    n, c, h, w = x.shape
+    sigma = (sigma_um[idx] * w / FIELD_UM).clamp(min=0.1)
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t[None, :] / sigma[:, None]) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # one kernel per image and channel
+    sel = x[idx].reshape(1, len(idx) * c, h, w)
+    sel = F.pad(sel, (radius, radius, radius, radius), mode="reflect")
+    sel = F.conv2d(sel, k[:, None, None, :], groups=len(idx) * c)
+    sel = F.conv2d(sel, k[:, None, :, None], groups=len(idx) * c)
+    out = x.clone()
+    out[idx] = sel.reshape(len(idx), c, h, w)
+    return out
 
 
 def grayscale_u8(x: np.ndarray) -> np.ndarray:

@@ -98,6 +98,18 @@ def _sample(labels: np.ndarray, limit: int | None) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+def set_images(spec: EvalSets, root: Path) -> set[Path]:
+    """Every image file the sets read (resolved): what training must never see."""
+    out: set[Path] = set()
+    for s in spec.sets:
+        if s.manifest is None:
+            continue
+        items = read_manifest(root / s.manifest, s.split)
+        pick = _sample(np.array([it.label for it in items]), s.limit)
+        out |= {items[i].path.resolve() for i in pick}
+    return out
+
+
 def _slide_tiles(path: Path, tile_px: int, tile_mpp: float) -> np.ndarray:
     from ..slides import GridSpec, open_slide, read_tile, tile_grid, tissue_mask
 

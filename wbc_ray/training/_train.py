@@ -32,7 +32,7 @@ from ..models import (
     training_precision,
 )
 from ..release import is_release, verify_release
-from ._data import augment, grayscale_u8, mosaic
+from ._data import ZOOM, augment, grayscale_u8, mosaic
 from ._metrics import best_threshold, binary_metrics
 
 # Epoch budgets chosen so each model trains in about 30 minutes or less on 2 CPU cores at 128 px
@@ -47,8 +47,9 @@ class TrainConfig:
     out: str
     input_size: int = 0  # 0: --init's model's input side, else 128
     epochs: int | None = None  # None: DEFAULT_EPOCHS[model]
-    # Without `epochs`: fewer than DEFAULT_EPOCHS where a short probe of this machine says they
-    # would not fit in this many minutes (CPUs differ several-fold; the plan is logged and kept).
+    # Fewer epochs than planned (`epochs`, else DEFAULT_EPOCHS) where a short probe of this machine
+    # says they would not fit in this many minutes (machines differ several-fold; the plan is logged
+    # and kept).
     minutes: float | None = None
     batch_size: int = 64
     lr: float = 2e-3
@@ -65,6 +66,10 @@ class TrainConfig:
     # Weight of an auxiliary subtype loss (a training-only linear head on the pooled features,
     # over the manifest's `subtype` column); 0 turns it off. The saved model stays binary.
     subtype_weight: float = 0.0
+    # Zoom range of the geometric augmentation (log-uniform; 0.5-2 teaches cells at half and twice
+    # the size, a lab whose magnification differs) and the share of images blurred (focus).
+    zoom: tuple[float, float] = ZOOM
+    blur: float = 0.0
     limit: int | None = None  # use only this many images per split (tests, smoke runs)
     threads: int | None = None
     device: str | None = None
@@ -233,7 +238,7 @@ class _Step:
     def __call__(self, opt: torch.optim.Optimizer, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         cfg, device = self.cfg, self.device
         xb, yb = _batch(self.x, self.y, idx, cfg.mosaic, g)
-        xb = augment(xb, g)
+        xb = augment(xb, g, scale=cfg.zoom, blur_p=cfg.blur)
         xb = ((xb - self.mean) / self.std).to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device, self.precision):
             logits = self.model(xb)
@@ -252,7 +257,7 @@ class _Step:
 def _epochs_in_budget(
     cfg: TrainConfig, step: _Step, params: list[nn.Parameter], steps_per_epoch: int, n_select: int
 ) -> int:
-    """Epochs (at most the recipe's) that fit in cfg.minutes, from timing a few real steps on
+    """Epochs (at most the planned ones) that fit in cfg.minutes, from timing a few real steps on
     copies of the weights (restored after, so the run itself is unchanged) and one validation
     pass over a sample.
     """
@@ -279,7 +284,7 @@ def _epochs_in_budget(
     _log(
         cfg,
         f"budget {cfg.minutes:g} min: {step_s:.2f} s a step, about {epoch_s:.0f} s an epoch -> "
-        f"{epochs} of the recipe's {recipe} epochs (to repeat exactly: --epochs {epochs})",
+        f"{epochs} of the {recipe} epochs planned (to repeat exactly: --epochs {epochs})",
     )
     return epochs
 
@@ -428,8 +433,20 @@ def _training_data(
     }
     # Checked before the images load: a wrong manifest fails at once.
     subtypes = _subtype_targets(splits["train"]) if cfg.subtype_weight > 0 else None
-    data = {s: load_images(items, cfg.side()) for s, items in splits.items()}
+    data = {s: _load(items, cfg.side()) for s, items in splits.items()}
     return splits, data, subtypes
+
+
+def _load(items: list[Item], side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as the models see them: each a whole field, or, for rows with an `mpp` (another
+    lab's cells at their own scale), resized to the field's scale and centred on it.
+    """
+    if all(it.mpp is None for it in items):
+        return load_images(items, side)
+    from ..domain import read_fields
+
+    x = read_fields([it.path for it in items], [it.mpp for it in items], side)
+    return torch.from_numpy(x), torch.tensor([it.label for it in items], dtype=torch.int64)
 
 
 def _selection_images(
@@ -523,7 +540,7 @@ def train(cfg: TrainConfig) -> ModelCard:
     step = _Step(cfg, model, aux, xtr, ytr, sub_y, class_w, scaler, device, precision, card)
     state_path = out / f"{cfg.model}.last.pt"
     standing = _Standing(epochs=cfg.n_epochs())
-    if cfg.minutes and not cfg.epochs and not state_path.exists():  # a resumed run keeps its plan
+    if cfg.minutes and not state_path.exists():  # a resumed run keeps its plan
         standing.epochs = _epochs_in_budget(cfg, step, params, steps_per_epoch, len(select[0]))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
