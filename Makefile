@@ -71,7 +71,8 @@ gpu-check:
 # The trained models are a release committed in weights/ (checked against weights/release.json
 # whenever they load); everything uses it unless WBC_RAY_MODELS or --models says otherwise.
 #
-# `make models` trains a candidate set into weights_train/ (ignored by git), one network after
+# `make models` trains a candidate set into weights_train/ (ignored by git) with the sturdier
+# recipe (STURDY below), one network after
 # another (on 2 cores, side by side they take as long in all, and each far longer), each within
 # about 27 minutes: the recipe's epochs (DEFAULT_EPOCHS) where this CPU fits them, fewer where a
 # probe of a few steps says it does not (the card records how many; `--epochs N` repeats a run).
@@ -85,7 +86,11 @@ MODELS ?= $(abspath weights)
 TRAINED ?= $(abspath weights_train)
 INIT ?=
 export WBC_RAY_MODELS ?= $(MODELS)
-TRAIN := $(BIN)/wbc-ray train --minutes 27 --subtype-weight 0.5 --out $(TRAINED) $(if $(INIT),--init $(INIT))
+MINUTES ?= 27
+# The sturdier recipe of release 3 (docs/models.md): cells zoomed to half and twice their size,
+# blur, and 800 of another lab's normal cells (PBC, at their 0.1 um/px) among the benign examples.
+STURDY := --zoom 0.5 2 --blur 0.2 --patience 12 --mix pbc/labels.csv --mix-mpp 0.1 --mix-limit 800
+TRAIN := $(BIN)/wbc-ray train --minutes $(MINUTES) --subtype-weight 0.5 $(STURDY) --out $(TRAINED) $(if $(INIT),--init $(INIT))
 models: setup
 	$(TRAIN) --model mobilenet
 	$(TRAIN) --model inception_v3 --mosaic 0.25 --seed 1

@@ -9,7 +9,8 @@ held-out images and on the original Taleqani test split (what adapting costs the
 The labelled pool of a shifted lab is the validation split under the shift, then (for benign
 cells, of which the validation split has 64) training images the replay does not use, under the
 shift; held out: the test split under the shift. For the PBC lab: PBC cells (0.1 um/px) and
-Taleqani validation blasts; held out: other PBC cells and the test split's blasts.
+Taleqani validation blasts; held out: other PBC cells and the test split's blasts. The PBC cells are
+only those the evaluation sets hold out (400), since the release trains on others.
 
 Writes bench_results/adapt_curve.json and .png; with --docs, the table into docs/adapt.md.
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import OUT_DIR, finish, target
-from wbc_ray.config import load_settings
+from wbc_ray.config import CONFIG_DIR, load_settings
 from wbc_ray.domain import read_fields
 from wbc_ray.manifest import Item, read_manifest
 from wbc_ray.models import Classifier, available
@@ -41,9 +42,11 @@ from wbc_ray.training import (
     binary_metrics,
     choose_tuning,
     fused_score,
+    load_sets,
     model_features,
     model_head,
     replay_sample,
+    set_images,
     source_weights,
 )
 
@@ -74,7 +77,9 @@ class Features:
             self.parent[name] = torch.softmax(clf.calibrate(torch.from_numpy(z)), 1)[:, 1].numpy()
 
 
-def _lab_sets(manifest: Path, pbc: Path, replayed: set[Path], seed: int) -> dict[str, dict[str, Any]]:
+def _lab_sets(
+    manifest: Path, pbc: Path, replayed: set[Path], unseen: set[Path], seed: int
+) -> dict[str, dict[str, Any]]:
     """Name -> {pool: [(Item, mpp, shift)], held: [...]} per lab."""
     val, test, train = (read_manifest(manifest, s) for s in ("val", "test", "train"))
     spare_benign = [it for it in train if it.label == 0 and it.path not in replayed]
@@ -85,12 +90,14 @@ def _lab_sets(manifest: Path, pbc: Path, replayed: set[Path], seed: int) -> dict
             "held": [(it, None, shift) for it in test],
         }
     rng = np.random.default_rng(seed)
-    cells = read_manifest(pbc)
+    # Only the PBC cells the evaluation sets hold out: the release may have trained on the others
+    # (`wbc-ray train --mix` never takes these).
+    cells = [it for it in read_manifest(pbc) if it.path.resolve() in unseen]
     order = rng.permutation(len(cells))
     out[PBC] = {
         "pool": [(cells[j], 0.1, "none") for j in order[:150]]
         + [(it, None, "none") for it in val if it.label],
-        "held": [(cells[j], 0.1, "none") for j in order[150:300]]
+        "held": [(cells[j], 0.1, "none") for j in order[150:]]
         + [(it, None, "none") for it in test if it.label],
     }
     return out
@@ -134,8 +141,10 @@ def main() -> int:
     f_orig = Features(clfs, _fields([(it, None, "none") for it in original]), seconds)
     n_images = len(replay) + len(original)
     rows: list[dict[str, Any]] = []
+    spec, root = load_sets(CONFIG_DIR / "eval_sets.yaml", s.data_dir)
+    unseen = set_images(spec, root)
     for name, lab in _lab_sets(
-        manifest, s.data_dir / "pbc" / "labels.csv", {it.path for it in replay}, args.seed
+        manifest, s.data_dir / "pbc" / "labels.csv", {it.path for it in replay}, unseen, args.seed
     ).items():
         y_pool = np.array([it.label for it, _, _ in lab["pool"]])
         y_held = np.array([it.label for it, _, _ in lab["held"]])

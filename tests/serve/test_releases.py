@@ -41,7 +41,7 @@ def lab_release(tmp_path_factory, models_dir, test_items):
     (d / "lab.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path_factory.mktemp("releases") / "lab"
     adapt(
-        AdaptConfig(str(d / "lab.csv"), str(out), str(models_dir), str(MANIFEST), replay=32),
+        AdaptConfig(str(d / "lab.csv"), str(out), str(models_dir), str(MANIFEST), replay=32, rates_grid=3),
         log=lambda _: None,
     )
     return out
@@ -86,6 +86,8 @@ def test_a_submission_names_its_release(two_releases, lab_release, models_dir, o
     # (refitted on the lab's images) keep its tiles in range.
     assert results["lab"]["n_malignant"] > results["main"]["n_malignant"], (results["lab"], results["main"])
     assert results["lab"]["n_out_of_range"] <= results["main"]["n_out_of_range"]
+    # With the lab release's own tile rates (measured by adapt), its estimate is adjusted, not raw.
+    assert results["lab"]["adjusted_by"] is not None and results["main"]["adjusted_by"] is not None
     # Explanations come from the job's own release.
     rows = api.get(f"/jobs/{jobs['lab']}/tiles.csv").text.splitlines()
     head, first = rows[0].split(","), rows[1].split(",")

@@ -193,7 +193,9 @@ def test_corrections_teach_the_models(api, other_lab_slide, models_dir, tmp_path
         zf.extractall(data)
     out = tmp_path / "adapted"
     adapt(
-        AdaptConfig(str(data / "manifest.csv"), str(out), str(models_dir), str(MANIFEST), replay=32),
+        AdaptConfig(
+            str(data / "manifest.csv"), str(out), str(models_dir), str(MANIFEST), replay=32, rates_grid=0
+        ),
         log=lambda _: None,
     )
     assert json.loads((out / "release.json").read_text())["lineage"]["parent"]

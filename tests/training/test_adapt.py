@@ -51,6 +51,7 @@ def test_adapt_writes_a_release_that_reads_the_labs_cells(lab_manifest, models_d
             parent=str(models_dir),
             replay_manifest=str(MANIFEST),
             replay=32,
+            rates_grid=3,
         ),
         log=lambda _: None,
     )
@@ -76,6 +77,15 @@ def test_adapt_writes_a_release_that_reads_the_labs_cells(lab_manifest, models_d
     flagged = report["domain_flagged_held_out"]
     assert flagged["adapted"] < flagged["parent"], flagged
 
+    # Tile rates of its own, measured on slides of the lab's images with the adapted weights, in
+    # the precision the models are served in by default here: analyses report an estimate.
+    from wbc_ray.lifecycle import load_tile_rates, rates_for, served_precisions
+
+    assert "tile_rates.json" in release.files and report["tile_rates"]["grid"] == 3
+    cards = [json.loads((out / f"{n}.json").read_text()) for n in release.models]
+    record = load_tile_rates(out, cards, served_precisions(out, None))
+    assert record is not None and rates_for(record, "fuzzy_rank") is not None
+
     # Loaded like the shipped release; its answers on the lab's cells are its own.
     clfs = load_release(out, precision="fp32")
     assert sorted(clfs) == sorted(release.models)
@@ -94,7 +104,9 @@ def test_adapt_refuses_too_few_images_and_a_used_folder(tmp_path, models_dir, la
     used.mkdir()
     (used / "x").write_text("")
     with pytest.raises(OutputExists, match="not empty"):
-        adapt(AdaptConfig(str(lab_manifest), str(used), str(models_dir), None), log=lambda _: None)
+        adapt(
+            AdaptConfig(str(lab_manifest), str(used), str(models_dir), None, rates_grid=0), log=lambda _: None
+        )
 
 
 def test_analysing_with_other_models_than_the_running_app_is_refused(
@@ -107,7 +119,7 @@ def test_analysing_with_other_models_than_the_running_app_is_refused(
     from wbc_ray.training import AdaptConfig, adapt
 
     out = tmp_path / "adapted"
-    adapt(AdaptConfig(str(lab_manifest), str(out), str(models_dir), None), log=lambda _: None)
+    adapt(AdaptConfig(str(lab_manifest), str(out), str(models_dir), None, rates_grid=0), log=lambda _: None)
     with pytest.raises(InvalidInput, match="serves other models than") as err:
         analyze_slides([str(tmp_path / "any.tiff")], tmp_path / "results", models_dir=out, progress=False)
     for name in ("mobilenet", "xception", "inception_v3"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,10 +77,21 @@ def small_manifest(tmp_path_factory) -> Path:
 def test_cut_release_writes_a_verified_release_and_keeps_a_better_one(small_manifest, tmp_path) -> None:
     src = checkpoint_copy(RELEASE, tmp_path / "trained")
     out = tmp_path / "weights"
-    manifest = cut_release(src, out, small_manifest, rates_grid=3, log=lambda m: None)
+    # Over a copy of the shipped release (forced: the same weights are not better): the new
+    # version replaces it and keeps its domain check, which describes the images, not the networks.
+    shutil.copytree(RELEASE, out)
+    previous = verify_release(out)
+    manifest = cut_release(
+        src, out, small_manifest, rates_grid=3, force=True, changes="the same weights", log=lambda m: None
+    )
     rel = verify_release(out)
-    assert rel.version == manifest["version"] == "1" and set(rel.models) == set(list_models())
+    assert rel.version == manifest["version"] == str(int(previous.version) + 1)
+    assert manifest["replaces"] == previous.version and manifest["forced"] is True
+    assert set(rel.models) == set(list_models())
     assert manifest["files"] == rel.files and "tile_rates.json" in rel.files
+    assert (out / "domain.json").read_bytes() == (RELEASE / "domain.json").read_bytes()
+    assert "domain.json" in rel.files
+    assert f"replaces {previous.version}: the same weights." in (out / "README.md").read_text()
     for name in list_models():
         card = json.loads((out / f"{name}.json").read_text())
         assert card["release"]["dtype"] == "float16" and card["release"]["fp16_test_agreement"] == 1.0
@@ -132,7 +144,6 @@ def test_training_continues_from_the_release(tmp_path) -> None:
 
 def test_training_refuses_a_damaged_release_and_to_write_into_one(tmp_path) -> None:
     need_data()
-    import shutil
 
     bad = tmp_path / "release"
     shutil.copytree(RELEASE, bad)

@@ -128,6 +128,13 @@ def test_domain_fits_a_new_release_version_that_loads_and_is_checked(tmp_path) -
     assert set(d.stain_references) == {"macenko", "reinhard"}
     readme = (rel / "README.md").read_text()
     assert readme.startswith(f"# wbc-ray model release {after.version}\n") and "domain.json" in readme
+    # Its own version again: the domain file (and any report under eval/) recorded into the same
+    # release, which still replaces what it replaced.
+    (rel / "eval" / "note.md").write_text("a report added after the cut\n")
+    assert main(["domain", "--models", str(rel), "--manifest", str(m), "--version", after.version]) == 0
+    again = verify_release(rel)
+    assert again.version == after.version and again.info["replaces"] == before
+    assert "eval/note.md" in again.files
     # The file is part of the release: altered, the release is refused by name.
     (rel / "domain.json").write_text((rel / "domain.json").read_text().replace("reinhard", "macenko", 1))
     with pytest.raises(ReleaseError, match="domain.json"):

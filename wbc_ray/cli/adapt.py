@@ -22,13 +22,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default 256; 0: none)",
     )
     p.add_argument("--seed", type=int, help="for the held-out part and the replayed sample (default 0)")
+    p.add_argument(
+        "--rates-grid",
+        type=int,
+        help="side of the slides of the lab's images the tile rates are measured on (default 8; 0: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training import AdaptConfig, adapt
 
     replay = settings(args).data_dir / "all_taleqani" / "split.csv"
-    given = {k: v for k, v in (("replay", args.replay), ("seed", args.seed)) if v is not None}
+    named = (("replay", args.replay), ("seed", args.seed), ("rates_grid", args.rates_grid))
+    given = {k: v for k, v in named if v is not None}
     adapt(
         AdaptConfig(
             manifest=args.manifest,

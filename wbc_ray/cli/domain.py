@@ -19,7 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         help="the normalisation analyses use unless told (choose by `wbc-ray evaluate --sets`)",
     )
-    p.add_argument("--version", help="the new release's version (default: the previous one + 1)")
+    p.add_argument(
+        "--version",
+        help="the new release's version (default: the previous one + 1); the release's own version adds "
+        "the domain file and the reports under eval/ to that release",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

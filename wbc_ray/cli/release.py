@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="release folder (default: settings models_dir, i.e. weights)")
     add_manifest(p)
     p.add_argument("--version", help="release version (default: the previous one + 1)")
+    p.add_argument("--changes", help="one line on what the new release changes (its README says it)")
     p.add_argument(
         "--force", action="store_true", help="replace the release even where the candidate is not better"
     )
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.source:
         raise UserError("name the trained checkpoints to release: --from FOLDER (or --verify)")
-    cut = cut_release(args.source, out, manifest(args), version=args.version, force=args.force)
+    cut = cut_release(
+        args.source, out, manifest(args), version=args.version, force=args.force, changes=args.changes
+    )
     print(f"release {cut['version']} written to {out} ({len(cut['files'])} files, manifest release.json)")
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -56,6 +57,9 @@ class AdaptConfig:
     replay: int = 256  # parent training images replayed in the fit (half per class)
     pull: float = 1e-3  # L2 pull of the head towards the parent's, per feature
     seed: int = 0
+    # Side of the composed slides the tile rates are measured on (one per malignant fraction, of
+    # the lab's images); 0: none measured (an analysis then reports the raw share of tiles).
+    rates_grid: int = 8
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -99,6 +103,34 @@ def replay_sample(pool: list[Item], k: int, seed: int) -> list[Item]:
 def _fields(items: list[Item], mpp: float | None) -> np.ndarray:
     """The images as the models' fields (224 px at the training scale)."""
     return read_fields([it.path for it in items], [it.mpp or mpp for it in items], FIELD_PX)
+
+
+def _lab_tile_rates(
+    stage: Path, items: list[Item], x: np.ndarray, cfg: AdaptConfig, log: Callable[[str], Any]
+) -> dict[str, Any]:
+    """Measure the adapted models' tile rates on slides composed of the lab's own images (every
+    labelled one, as fields at the training scale), in fp32 and, where the CPU computes it, bf16:
+    what turns an analysis's share of malignant tiles into an estimate of the slide's fraction.
+    """
+    from PIL import Image
+
+    from ..lifecycle import measure_tile_rates
+    from ..models import cpu_has_bf16
+
+    with tempfile.TemporaryDirectory(prefix="wbc_lab_rates_") as tmp:
+        manifest = Path(tmp) / "lab_fields.csv"
+        with open(manifest, "w") as fh:
+            fh.write("path,label,split\n")
+            for i, (it, field_img) in enumerate(zip(items, x, strict=True)):
+                Image.fromarray(field_img).save(Path(tmp) / f"{i:05d}.png")
+                fh.write(f"{i:05d}.png,{CLASSES[it.label]},val\n")
+        names = available(stage)
+        kinds = ["fp32"] + (["bf16"] if cpu_has_bf16() else [])
+        for kind in kinds:
+            log(f"measuring tile rates on slides of the lab's {len(items)} images in {kind}")
+            precision = {n: kind for n in names}
+            measure_tile_rates(stage, manifest, grid=cfg.rates_grid, seed=cfg.seed, precision=precision)
+    return {"images": len(items), "grid": cfg.rates_grid, "precisions": kinds}
 
 
 def model_features(clf: Classifier, x: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -363,6 +395,10 @@ def adapt(cfg: AdaptConfig, log: Callable[[str], Any] = print) -> dict[str, Any]
             "parent": _flagged(load_domain(parent), x_test),
             "adapted": _flagged(domain, x_test),
         }
+    if cfg.rates_grid:
+        evaluation["tile_rates"] = _lab_tile_rates(
+            stage, fit + test, np.concatenate([x_fit, x_test]), cfg, log
+        )
     seconds = time.perf_counter() - t0
     (stage / ADAPTED).write_text(
         json.dumps({"config": asdict(cfg), "evaluation": evaluation}, indent=1) + "\n"

@@ -57,7 +57,8 @@ def _update_readme(d: Path, info: dict[str, Any]) -> None:
     head = [
         f"# wbc-ray model release {info['version']}",
         "",
-        f"Created {info['created']}; replaces {info['replaces']}: {info['changes']}.",
+        f"Created {info['created']}; replaces {info['replaces']}: "
+        + f"{info.get('changes') or 'a new model set'}.",
     ]
     sets = d / "eval" / "sets" / "sets.md"
     tail = []
@@ -88,15 +89,19 @@ def add_domain(
     log: Any = print,
 ) -> dict[str, Any]:
     """Fit the domain file and add it to the release in `release_dir` as a new release version
-    (the models unchanged); returns the new manifest.
+    (the models unchanged), or, with `version` the release's own, to that release (the reports
+    under `eval/` added since the cut recorded too); returns the new manifest.
     """
     rel = verify_release(release_dir)
     domain = fit_domain(manifest, stain_default, log)
     write_domain(release_dir, domain)
     info = {k: v for k, v in rel.info.items() if k not in {"format", "files"}}
     new_version = version or (str(int(rel.version) + 1) if rel.version.isdigit() else f"{rel.version}.1")
-    changes = f"release {rel.version}'s models with the domain check and stain references (domain.json)"
-    info.update(version=new_version, replaces=rel.version, created=_now(), changes=changes)
+    if new_version != rel.version:
+        changes = f"release {rel.version}'s models with the domain check and stain references (domain.json)"
+        info.update(version=new_version, replaces=rel.version, created=_now(), changes=changes)
+    # The same version: the release being made gets its domain file and reports (a new model set
+    # whose `wbc-ray evaluate --sets` report was added after the cut); what it replaces stays.
     _update_readme(Path(release_dir), info)
     out = write_release_record(release_dir, info)
     verify_release(release_dir)

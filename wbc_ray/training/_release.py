@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._digest import file_sha256
+from ..domain import DOMAIN_FILE
 from ..ensemble import DEFAULT_FUSION
 from ..errors import InvalidInput, MissingInput, WbcRayError
 from ..lifecycle import load_images, measure_tile_rates
@@ -61,6 +62,7 @@ def cut_release(
     manifest: str | os.PathLike[str],
     version: str | None = None,
     force: bool = False,
+    changes: str | None = None,
     rates_grid: int = 16,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -102,6 +104,12 @@ def cut_release(
             )
     for name in names:
         _write_model_card(stage, name, stored[name], results)
+    if previous is not None and (previous.path / DOMAIN_FILE).is_file():
+        # The domain check describes the training lab's images, not the networks: a new model set
+        # keeps it (refit with `wbc-ray domain` when the training images change) rather than
+        # shipping without one, which would switch the check off for every analysis.
+        shutil.copyfile(previous.path / DOMAIN_FILE, stage / DOMAIN_FILE)
+        log(f"domain check and stain references carried over from release {previous.version}")
     precisions = [fp32] + ([{n: "bf16" for n in names}] if cpu_has_bf16() else [])
     for precision in precisions:
         log(f"measuring tile rates in {sorted(set(precision.values()))} ...")
@@ -112,6 +120,7 @@ def cut_release(
         "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "replaces": previous.version if previous else None,
         "forced": bool(force and previous is not None),
+        **({"changes": changes} if changes else {}),
         "judged": {"fusion": JUDGED_BY, **judged},
         "models": {n: stored[n]["summary"] for n in names},
         "manifest_sha256": file_sha256(Path(manifest)),
@@ -256,7 +265,8 @@ def release_readme(info: dict[str, Any], results: dict[str, Any]) -> str:
     parts = [
         f"# wbc-ray model release {info['version']}",
         "",
-        f"Created {info['created']}; replaces {info['replaces'] or 'nothing (first release)'}.",
+        f"Created {info['created']}; replaces {info['replaces'] or 'nothing (first release)'}"
+        + (f": {info['changes']}." if info.get("changes") else "."),
         "Every file is listed with its sha256 and size in `release.json`; wbc-ray checks them before",
         "it loads a model from here (`wbc-ray release --verify weights`).",
         "",
