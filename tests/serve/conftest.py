@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA
+from tests.conftest import DATA, other_lab_blast
 
 
 def wait_done(api: httpx.Client, job_id: str, timeout: float = 600) -> dict:
@@ -81,8 +81,8 @@ LAB_FIELDS = 24  # of each class, on the slide from another lab
 @pytest.fixture(scope="session")
 def other_lab_slide(slide_dir, test_items):
     """A slide of another lab's cells: PBC's normal cells (at their true size) and Taleqani blasts
-    at half their size, which the release calls benign; its truth per field."""
-    from wbc_ray.domain import shift_image, to_field
+    at a quarter of their size, which the release often calls benign; its truth per field."""
+    from wbc_ray.domain import to_field
     from wbc_ray.manifest import Item, read_manifest
     from wbc_ray.slides import compose_slide
 
@@ -98,7 +98,7 @@ def other_lab_slide(slide_dir, test_items):
         items.append(Item(fields / f"n{k}.png", 0, None, None))
     for k, it in enumerate([it for it in test_items if it.label == 1][:LAB_FIELDS]):
         with Image.open(it.path) as im:
-            x = shift_image(np.asarray(im.convert("RGB").resize((224, 224))), "scale_0.5")
+            x = other_lab_blast(np.asarray(im.convert("RGB").resize((224, 224))))
         Image.fromarray(x).save(fields / f"b{k}.png")
         items.append(Item(fields / f"b{k}.png", 1, None, None))
     out = slide_dir / "other_lab.tiff"

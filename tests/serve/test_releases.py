@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA, MANIFEST, start_app
+from tests.conftest import DATA, MANIFEST, other_lab_blast, start_app
 from tests.serve.conftest import wait_done
 
 PER_CLASS = 24
@@ -22,8 +22,8 @@ PER_CLASS = 24
 
 @pytest.fixture(scope="module")
 def lab_release(tmp_path_factory, models_dir, test_items):
-    """A release adapted to another lab's cells (PBC's normal cells, Taleqani blasts at half size)."""
-    from wbc_ray.domain import shift_image
+    """A release adapted to another lab's cells (PBC's normal cells, Taleqani blasts at a quarter
+    of their size)."""
     from wbc_ray.manifest import read_manifest
     from wbc_ray.training import AdaptConfig, adapt
 
@@ -35,7 +35,7 @@ def lab_release(tmp_path_factory, models_dir, test_items):
     ]
     for k, it in enumerate([it for it in test_items if it.label == 1][PER_CLASS : 2 * PER_CLASS]):
         with Image.open(it.path) as im:
-            x = shift_image(np.asarray(im.convert("RGB")), "scale_0.5")
+            x = other_lab_blast(np.asarray(im.convert("RGB")))
         Image.fromarray(x).save(d / f"blast_{k:02d}.png")
         rows.append(f"{d / f'blast_{k:02d}.png'},malignant,")
     (d / "lab.csv").write_text("\n".join(rows) + "\n")

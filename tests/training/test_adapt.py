@@ -1,5 +1,6 @@
 """`wbc-ray adapt` on another lab's cells: PBC's normal cells (Barcelona, MGG, at their scale)
-as benign and Taleqani blasts at half their size (a lab whose cells the release reads wrong) as
+as benign and Taleqani blasts at a quarter of their size (a lab whose cells the release reads
+wrong: release 3 learned cells down to half their size, and calls about half of these benign) as
 malignant; the adapted release is a release like any other and reads that lab's held-out cells."""
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA, MANIFEST, need_data
+from tests.conftest import DATA, MANIFEST, need_data, other_lab_blast
 
 PER_CLASS = 24
 
 
 @pytest.fixture(scope="module")
 def lab_manifest(tmp_path_factory, test_items):
-    from wbc_ray.domain import shift_image
     from wbc_ray.manifest import read_manifest
 
     need_data()
@@ -29,7 +29,7 @@ def lab_manifest(tmp_path_factory, test_items):
     rows = ["path,label,mpp"] + [f"{it.path},benign,0.1" for it in benign]
     for k, it in enumerate(blasts):
         with Image.open(it.path) as im:
-            x = shift_image(np.asarray(im.convert("RGB")), "scale_0.5")
+            x = other_lab_blast(np.asarray(im.convert("RGB")))
         path = d / f"blast_{k:02d}.png"
         Image.fromarray(x).save(path)
         rows.append(f"{path},malignant,")
