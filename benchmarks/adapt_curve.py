@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import OUT_DIR, finish, target
-from wbc_ray.config import CONFIG_DIR, load_settings
+from wbc_ray.config import load_settings
 from wbc_ray.domain import read_fields
 from wbc_ray.manifest import Item, read_manifest
 from wbc_ray.models import Classifier, available
@@ -42,11 +42,10 @@ from wbc_ray.training import (
     binary_metrics,
     choose_tuning,
     fused_score,
-    load_sets,
+    held_out_images,
     model_features,
     model_head,
     replay_sample,
-    set_images,
     source_weights,
 )
 
@@ -141,8 +140,7 @@ def main() -> int:
     f_orig = Features(clfs, _fields([(it, None, "none") for it in original]), seconds)
     n_images = len(replay) + len(original)
     rows: list[dict[str, Any]] = []
-    spec, root = load_sets(CONFIG_DIR / "eval_sets.yaml", s.data_dir)
-    unseen = set_images(spec, root)
+    unseen = held_out_images(s.data_dir)
     for name, lab in _lab_sets(
         manifest, s.data_dir / "pbc" / "labels.csv", {it.path for it in replay}, unseen, args.seed
     ).items():

@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from tests.conftest import DATA, MANIFEST, need_data
-from wbc_ray.config import CONFIG_DIR
 from wbc_ray.manifest import read_manifest
-from wbc_ray.training import TrainConfig, augment, load_sets, mix_manifest, set_images, train
+from wbc_ray.training import TrainConfig, augment, held_out_images, mix_manifest, train
 from wbc_ray.training._data import _blur_some
 
 
@@ -80,8 +79,7 @@ def test_mixed_manifest_never_takes_the_images_evaluation_reads(tmp_path: Path) 
     pbc = DATA / "pbc" / "labels.csv"
     if not pbc.is_file():
         pytest.skip(f"no PBC cells at {pbc}")
-    spec, root = load_sets(CONFIG_DIR / "eval_sets.yaml", DATA)
-    held = set_images(spec, root)
+    held = held_out_images(DATA)
     test_split = {it.path.resolve() for it in read_manifest(MANIFEST, "test")}
     assert test_split <= held  # the sets read the whole Taleqani test split
     out, added = mix_manifest(MANIFEST, pbc, tmp_path / "m.csv", mpp=0.1, limit=300, exclude=held)

@@ -112,18 +112,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _mixed(args: argparse.Namespace) -> Path:
     """The manifest with --mix's rows added (written into --out, beside the checkpoints)."""
-    from ..config import CONFIG_DIR
-    from ..training import load_sets, mix_manifest, set_images
+    from ..training import held_out_images, mix_manifest
 
     s = settings(args)
-    spec, root = load_sets(CONFIG_DIR / "eval_sets.yaml", s.data_dir)
     out, added = mix_manifest(
         manifest(args),
         _data_path(args.mix, s.data_dir),
         Path(args.out) / "train_manifest.csv",
         mpp=args.mix_mpp,
         limit=args.mix_limit,
-        exclude=set_images(spec, root),
+        exclude=held_out_images(s.data_dir),
     )
     print(f"{added} rows of {args.mix} added to the train split -> {out}")
     return out

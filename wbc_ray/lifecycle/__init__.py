@@ -17,6 +17,7 @@ from ._tile_rates import (
     rates_for,
     rates_path,
     served_precisions,
+    shipped_precisions,
 )
 
 __all__ = [
@@ -37,5 +38,6 @@ __all__ = [
     "rates_path",
     "read_predictions",
     "served_precisions",
+    "shipped_precisions",
     "write_predictions",
 ]

@@ -24,7 +24,7 @@ from ..config import DEFAULTS
 from ..ensemble import FUSIONS, TileRates, fuse
 from ..errors import InvalidInput, MissingInput
 from ..manifest import read_manifest
-from ..models import Classifier, available, int8_id, int8_path, tile_scale
+from ..models import Classifier, available, cpu_has_bf16, int8_id, int8_path, tile_scale
 from ..release import derived_dir
 from ..slides import GridSpec, compose_slide, open_slide, read_tile, tile_grid, tissue_mask
 
@@ -37,6 +37,14 @@ def _tiles(path: Path, spec: GridSpec) -> np.ndarray:
         return np.stack(
             [read_tile(slide, int(x), int(y), grid.level, grid.read_px, spec.tile_px) for x, y in grid.coords]
         )
+
+
+def shipped_precisions(names: list[str]) -> list[dict[str, str]]:
+    """The precisions a release (or an adapted one) ships tile rates for: fp32, and bf16 where this
+    CPU computes it natively, as replicas there serve it by default (int8 rates are measured on
+    the machine that builds int8).
+    """
+    return [{n: kind for n in names} for kind in ["fp32"] + (["bf16"] if cpu_has_bf16() else [])]
 
 
 def measure_tile_rates(

@@ -18,7 +18,7 @@ from ._evaluate import evaluate, markdown_table
 from ._metrics import best_threshold, binary_metrics, roc_auc, roc_curve
 from ._mix import mix_manifest
 from ._release import ReleaseRefused, cut_release, update_readme
-from ._sets import EvalSet, EvalSets, evaluate_sets, load_sets, set_images, sets_table
+from ._sets import EvalSet, EvalSets, evaluate_sets, held_out_images, load_sets, sets_table
 from ._train import DEFAULT_EPOCHS, TrainConfig, fit_temperature, train, train_many
 
 __all__ = [
@@ -39,8 +39,8 @@ __all__ = [
     "cut_release",
     "evaluate_sets",
     "load_sets",
+    "held_out_images",
     "mix_manifest",
-    "set_images",
     "sets_table",
     "update_readme",
     "DEFAULT_EPOCHS",

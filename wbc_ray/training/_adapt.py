@@ -114,8 +114,7 @@ def _lab_tile_rates(
     """
     from PIL import Image
 
-    from ..lifecycle import measure_tile_rates
-    from ..models import cpu_has_bf16
+    from ..lifecycle import measure_tile_rates, shipped_precisions
 
     with tempfile.TemporaryDirectory(prefix="wbc_lab_rates_") as tmp:
         manifest = Path(tmp) / "lab_fields.csv"
@@ -124,11 +123,10 @@ def _lab_tile_rates(
             for i, (it, field_img) in enumerate(zip(items, x, strict=True)):
                 Image.fromarray(field_img).save(Path(tmp) / f"{i:05d}.png")
                 fh.write(f"{i:05d}.png,{CLASSES[it.label]},val\n")
-        names = available(stage)
-        kinds = ["fp32"] + (["bf16"] if cpu_has_bf16() else [])
-        for kind in kinds:
+        precisions = shipped_precisions(available(stage))
+        kinds = [next(iter(p.values())) for p in precisions]  # one precision for all models
+        for kind, precision in zip(kinds, precisions, strict=True):
             log(f"measuring tile rates on slides of the lab's {len(items)} images in {kind}")
-            precision = {n: kind for n in names}
             measure_tile_rates(stage, manifest, grid=cfg.rates_grid, seed=cfg.seed, precision=precision)
     return {"images": len(items), "grid": cfg.rates_grid, "precisions": kinds}
 

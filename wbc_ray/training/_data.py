@@ -12,12 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..scale import TRAINING_MPP
+from ..domain import FIELD_UM
 from ..slides import FIELD_PX, GAP_PX, GLASS_RGB
 
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
-FIELD_UM = FIELD_PX * TRAINING_MPP  # microns one training field spans
 # The zoom range training draws from unless told: the scale spread of one lab's own images.
 ZOOM = (0.85, 1.2)
 

@@ -15,6 +15,7 @@ from .._digest import file_sha256
 from ..domain import FEATURE_PX, DomainFile, fit_check, fit_references, image_stats, read_fields, write_domain
 from ..manifest import read_manifest
 from ..release import verify_release, write_release_record
+from ._release import readme_heading
 
 # In-domain images flagged: about 1 - QUANTILE of the validation images, by construction.
 QUANTILE = 0.975
@@ -54,12 +55,7 @@ def _update_readme(d: Path, info: dict[str, Any]) -> None:
         return
     lines = path.read_text().split("\n")
     body = "\n".join(lines[3:]).split("\n## Other data sets", 1)[0].rstrip("\n")
-    head = [
-        f"# wbc-ray model release {info['version']}",
-        "",
-        f"Created {info['created']}; replaces {info['replaces']}: "
-        + f"{info.get('changes') or 'a new model set'}.",
-    ]
+    head = readme_heading(info)
     sets = d / "eval" / "sets" / "sets.md"
     tail = []
     if sets.is_file():

@@ -26,7 +26,7 @@ from .._digest import file_sha256
 from ..domain import DOMAIN_FILE
 from ..ensemble import DEFAULT_FUSION
 from ..errors import InvalidInput, MissingInput, WbcRayError
-from ..lifecycle import load_images, measure_tile_rates
+from ..lifecycle import load_images, measure_tile_rates, shipped_precisions
 from ..manifest import read_manifest
 from ..models import (
     TRAINING_PX,
@@ -34,7 +34,6 @@ from ..models import (
     ModelCard,
     available,
     build_model,
-    cpu_has_bf16,
     list_models,
     load_checkpoint,
 )
@@ -110,8 +109,7 @@ def cut_release(
         # shipping without one, which would switch the check off for every analysis.
         shutil.copyfile(previous.path / DOMAIN_FILE, stage / DOMAIN_FILE)
         log(f"domain check and stain references carried over from release {previous.version}")
-    precisions = [fp32] + ([{n: "bf16" for n in names}] if cpu_has_bf16() else [])
-    for precision in precisions:
+    for precision in shipped_precisions(names):
         log(f"measuring tile rates in {sorted(set(precision.values()))} ...")
         measure_tile_rates(stage, manifest, grid=rates_grid, precision=precision)
     version = version or _next_version(previous)
@@ -259,14 +257,21 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     )
 
 
-def release_readme(info: dict[str, Any], results: dict[str, Any]) -> str:
-    from ._evaluate import markdown_table
-
-    parts = [
+def readme_heading(info: dict[str, Any]) -> list[str]:
+    """The first three lines of a release's README: its version, when, what it replaces and why."""
+    return [
         f"# wbc-ray model release {info['version']}",
         "",
         f"Created {info['created']}; replaces {info['replaces'] or 'nothing (first release)'}"
         + (f": {info['changes']}." if info.get("changes") else "."),
+    ]
+
+
+def release_readme(info: dict[str, Any], results: dict[str, Any]) -> str:
+    from ._evaluate import markdown_table
+
+    parts = [
+        *readme_heading(info),
         "Every file is listed with its sha256 and size in `release.json`; wbc-ray checks them before",
         "it loads a model from here (`wbc-ray release --verify weights`).",
         "",

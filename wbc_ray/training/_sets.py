@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import QcSettings
+from ..config import CONFIG_DIR, QcSettings
 from ..domain import (
     FEATURE_PX,
     SHIFT_MEANING,
@@ -41,6 +41,8 @@ from ..models import Classifier, available
 from ._metrics import roc_auc
 
 REPORT = "sets.json"
+# The sets a release is judged on (`wbc-ray evaluate --sets`; `configs/eval_sets.yaml` in a checkout).
+EVAL_SETS = CONFIG_DIR / "eval_sets.yaml"
 
 
 class EvalSet(BaseModel):
@@ -98,8 +100,11 @@ def _sample(labels: np.ndarray, limit: int | None) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def set_images(spec: EvalSets, root: Path) -> set[Path]:
-    """Every image file the sets read (resolved): what training must never see."""
+def held_out_images(
+    data_dir: str | os.PathLike[str], sets_file: str | os.PathLike[str] = EVAL_SETS
+) -> set[Path]:
+    """Every image file the evaluation sets read (resolved): what training must never take."""
+    spec, root = load_sets(sets_file, data_dir)
     out: set[Path] = set()
     for s in spec.sets:
         if s.manifest is None:
