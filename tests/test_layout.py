@@ -11,7 +11,17 @@ PKG = Path(__file__).resolve().parent.parent / "wbc_ray"
 
 # Leaves: small modules every package may use; they import only each other, and `ensemble`
 # (numpy only, importing nothing of wbc_ray), whose fusion names the settings take.
-LEAVES = {"_cache", "_digest", "config", "errors", "manifest", "release", "scale"}
+LEAVES = {
+    "_cache",
+    "_digest",
+    "config",
+    "errors",
+    "manifest",
+    "release",
+    "scale",
+    "serve_config",
+    "service_record",
+}
 # Package -> the wbc_ray packages it may import (besides itself and the leaves).
 ALLOWED: dict[str, set[str]] = {
     "slides": set(),
@@ -23,6 +33,8 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"slides", "store", "ensemble", "domain"},
     "training": {"models", "lifecycle", "ensemble", "slides", "pipeline", "domain"},
     "serve": {"models", "lifecycle", "pipeline", "store", "ensemble", "slides", "domain"},
+    # The one-off path in one process: what the service's replicas and Ensemble run, without Ray.
+    "local": {"models", "lifecycle", "ensemble", "domain"},
     "ui": {"ensemble"},
     "deploy": set(),
 }

@@ -1,4 +1,6 @@
-"""Batch analysis of slides in this process: local Ray + the Serve app, one Zarr store per slide."""
+"""Batch analysis of slides, one Zarr store each: in this process (the local engine), or through a
+Serve app (a running `wbc-ray serve`, a cluster's, or one started here).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +92,7 @@ def ensure_app(
     from .pipeline import init_ray
     from .serve import APP_NAME, start
 
-    init_ray()
+    init_ray()  # a no-op where the caller joined a cluster already
     try:
         running = APP_NAME in serve.status().applications
     except Exception:
@@ -121,6 +124,82 @@ def _check_same_models(cards: list[dict[str, Any]], models_dir: str) -> None:
         )
 
 
+# How `analyze` scores: "local" in this process (the networks loaded here, slides read by
+# threads); "ray" through a Serve app (the running service's, a cluster's at RAY_ADDRESS, or one
+# started here); "auto" picks ray where a cluster is named, this process is on one already, or a
+# `wbc-ray serve` runs on this machine with the same models, else local.
+ENGINES = ("auto", "local", "ray")
+
+
+@dataclass
+class _Scoring:
+    """What the slides are scored by: the engine chosen, its cards, tile rates and domain record."""
+
+    engine: str
+    cards: list[dict[str, Any]]
+    rates_record: dict[str, Any] | None
+    domain_record: dict[str, Any] | None
+    scorer: Any = None  # the local ensemble; None: the Serve app
+    startup_s: float = 0.0
+
+
+def _choose_engine(engine: str, models: str, progress: bool) -> tuple[str, str | None]:
+    """("local" or "ray", the Ray address to join or None) for `engine`, saying what auto found."""
+    if engine not in ENGINES:
+        raise InvalidInput(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine != "auto":
+        return engine, None
+    ray = sys.modules.get("ray")
+    # A cluster named, or this process on one already (a notebook or test that started the app).
+    if os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+        return "ray", None
+    from .service_record import running_service
+
+    found = running_service()
+    if found is None:
+        return "local", None
+    if Path(found["models_dir"]) != Path(models).resolve():
+        if progress:
+            print(
+                f"note: the running wbc-ray serve ({found['url']}) serves other models "
+                f"({found['models_dir']}); analysing in this process instead",
+                file=sys.stderr,
+            )
+        return "local", None
+    print(
+        f"using the running wbc-ray serve (pid {found['pid']}, {found['url']}): its models are up "
+        "already (`--engine local` scores in this process instead)",
+        file=sys.stderr,
+    )
+    return "ray", str(found["ray_address"])
+
+
+def _scoring(
+    engine: str, models: str, results_dir: str, fusion: str, serve_config: str | None, progress: bool
+) -> _Scoring:
+    t0 = time.perf_counter()
+    chosen, address = _choose_engine(engine, models, progress)
+    if chosen == "local":
+        from .local import LocalEnsemble
+        from .serve_config import config_args
+
+        local = LocalEnsemble(models, config_args(serve_config), fusion)
+        cards = local.models()
+        for note in local.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return _Scoring("local", cards, local.tile_rates(), local.domain(), local, time.perf_counter() - t0)
+    from .pipeline import init_ray
+    from .serve import ensemble_handle
+
+    init_ray(address)
+    ensure_app(models, results_dir, fusion, serve_config)
+    cards = ensemble_handle().models.remote().result()
+    _check_same_models(cards, models)
+    rates_record = ensemble_handle().tile_rates.remote().result()
+    domain_record = ensemble_handle().domain.remote().result()
+    return _Scoring("ray", cards, rates_record, domain_record, None, time.perf_counter() - t0)
+
+
 def analyze_slides(
     slides: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str] = "results",
@@ -132,12 +211,15 @@ def analyze_slides(
     stain: str | None = None,
     progress: bool = True,
     serve_config: str | None = None,
+    engine: str = "auto",
 ) -> list[SlideResult]:
     """Analyse whole slides with the released models: tiles, three CNNs, fused verdict.
 
-    Starts a local Ray and the Serve app (``configs/serve.yaml``, or the GPU config where there
-    are GPUs) unless an app is already running, then analyses the slides one after another; the
-    CLI's ``analyze`` is this function.
+    On one machine with nothing running, the networks are loaded in this process and the slides
+    read by threads (no Ray to start: the fastest and lightest one-off path); where a
+    `wbc-ray serve` runs on this machine with the same models, or ``RAY_ADDRESS`` names a
+    cluster, the slides go through Ray Data to that Serve app (started there when it is not
+    running). The CLI's ``analyze`` is this function.
 
     Parameters
     ----------
@@ -158,7 +240,12 @@ def analyze_slides(
     progress : bool, default True
         A progress bar per slide.
     serve_config : path, optional
-        The Serve config to start the app with, when none is running.
+        The Serve config whose app arguments (models, precision, threads) apply: to the app when
+        one is started, to the networks loaded here on the local engine.
+    engine : {"auto", "local", "ray"}, default "auto"
+        ``local``: in this process; ``ray``: through a Serve app (a local Ray and the app are
+        started when none is named or running); ``auto``: ``ray`` where ``RAY_ADDRESS`` is set or
+        a ``wbc-ray serve`` with the same models runs on this machine (saying so), else ``local``.
 
     Returns
     -------
@@ -170,31 +257,27 @@ def analyze_slides(
     from .domain import DomainFile
     from .lifecycle import rates_for
     from .pipeline import AnalysisSettings, analyze_slide, screen_settings
-    from .serve import ensemble_handle
     from .store import heatmap_png
 
     s = settings or load_settings()
     models = str(models_dir or s.models_dir)
     out = _Output(str(out_dir))
+    cfg = AnalysisSettings.from_settings(
+        s, fusion=fusion, slide_mpp=slide_mpp, screen=screen_settings(s, stain)
+    )
     # The app's own job records stay on a local folder; a URI out_dir holds this run's results.
-    ensure_app(models, str(s.results_dir) if out.remote else str(out_dir), fusion, serve_config)
-    cards = ensemble_handle().models.remote().result()
-    _check_same_models(cards, models)
-    rates_record = ensemble_handle().tile_rates.remote().result()
-    domain_record = ensemble_handle().domain.remote().result()
-    domain = DomainFile.from_dict(domain_record) if domain_record else None
+    results_dir = str(s.results_dir) if out.remote else str(out_dir)
+    scoring = _scoring(engine, models, results_dir, cfg.fusion, serve_config, progress)
+    domain = DomainFile.from_dict(scoring.domain_record) if scoring.domain_record else None
     if domain is None and progress and s.domain.check:
         print(
             "note: the release has no domain.json: tiles are quality-controlled but not checked "
             "against the training images (`wbc-ray domain` fits it)",
             file=sys.stderr,
         )
-    cfg = AnalysisSettings.from_settings(
-        s, fusion=fusion, slide_mpp=slide_mpp, screen=screen_settings(s, stain)
-    )
-    rates = rates_for(rates_record, cfg.fusion)
+    rates = rates_for(scoring.rates_record, cfg.fusion)
     if rates is None and progress:
-        measured = (rates_record or {}).get("fusions", {}).get(cfg.fusion)
+        measured = (scoring.rates_record or {}).get("fusions", {}).get(cfg.fusion)
         why = (
             f"the tile rates measured for fusion {cfg.fusion} separate the classes too little to "
             f"correct with (tpr {measured['tpr']:.2f}, fpr {measured['fpr']:.2f})"
@@ -208,20 +291,36 @@ def analyze_slides(
         )
     results: list[SlideResult] = []
     seen: dict[str, int] = {}
-    for slide in map(str, slides):
-        stem = _safe_stem(slide)
-        seen[stem] = seen.get(stem, 0) + 1
-        if seen[stem] > 1:
-            stem = f"{stem}-{seen[stem]}"
-        store = out.join(f"{stem}.zarr")
-        try:
-            r = analyze_slide(slide, store, cards, cfg, progress=progress, rates=rates, domain=domain)
-        except (SlideError, FileExistsError, ValueError) as exc:
-            results.append(SlideResult(slide=slide, error=str(exc)))
-            continue
-        out.write(f"{stem}.json", json.dumps(r, indent=2).encode())
-        out.write(f"{stem}.heatmap.png", heatmap_png(store))
-        results.append(SlideResult(slide=slide, store=store, result=r))
+    try:
+        for slide in map(str, slides):
+            stem = _safe_stem(slide)
+            seen[stem] = seen.get(stem, 0) + 1
+            if seen[stem] > 1:
+                stem = f"{stem}-{seen[stem]}"
+            store = out.join(f"{stem}.zarr")
+            try:
+                r = analyze_slide(
+                    slide,
+                    store,
+                    scoring.cards,
+                    cfg,
+                    progress=progress,
+                    rates=rates,
+                    domain=domain,
+                    scorer=scoring.scorer,
+                )
+            except (SlideError, FileExistsError, ValueError) as exc:
+                results.append(SlideResult(slide=slide, error=str(exc)))
+                continue
+            # Which engine scored it, and what starting it cost (models loaded, or Ray and the app
+            # up): the benchmark's timeline reads them.
+            r["timings"].update(engine=scoring.engine, startup_s=round(scoring.startup_s, 3))
+            out.write(f"{stem}.json", json.dumps(r, indent=2).encode())
+            out.write(f"{stem}.heatmap.png", heatmap_png(store))
+            results.append(SlideResult(slide=slide, store=store, result=r))
+    finally:
+        if scoring.scorer is not None:
+            scoring.scorer.close()
     return results
 
 

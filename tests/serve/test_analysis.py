@@ -153,3 +153,30 @@ def test_quality_control_and_the_domain_check_on_slides(
     print_summary(results)
     printed = capsys.readouterr().out
     assert "out_of_scope" in printed and "adapt the models to this lab" in printed
+
+
+def test_the_local_engine_scores_as_the_service_bit_for_bit(
+    server, trained_models, case_slides, tmp_path
+) -> None:
+    """The one-off path (networks in this process, slide read by threads, no Ray) and the service
+    (Ray Data + Serve replicas, which here split requests above 96 tiles and batch them with
+    others) run the same scoring code: every tile's scores and the verdict are identical.
+    """
+    import numpy as np
+    import zarr
+
+    slide = [str(case_slides["near_above"])]
+    kw = {"models_dir": str(trained_models), "progress": False}
+    served = analyze_slides(slide, out_dir=str(tmp_path / "served"), engine="auto", **kw)[0]
+    local = analyze_slides(slide, out_dir=str(tmp_path / "local"), engine="local", **kw)[0]
+    assert served.ok and local.ok, (served.error, local.error)
+    # auto chose the Serve app: this process is on the Ray cluster the app runs in.
+    assert (served.result["timings"]["engine"], local.result["timings"]["engine"]) == ("ray", "local")
+    a, b = zarr.open_group(served.store, mode="r"), zarr.open_group(local.store, mode="r")
+    for name in ("coords", "probs", "fused", "qc", "domain"):
+        x, y = np.asarray(a[name][:]), np.asarray(b[name][:])
+        assert x.shape == y.shape and len(x) > 100, name
+        assert np.array_equal(x, y, equal_nan=True), (name, np.nanmax(np.abs(x.astype(float) - y)))
+    same = {k for k in served.result if k not in ("timings", "slide")}
+    assert {k: served.result[k] for k in same} == {k: local.result[k] for k in same}
+    assert local.result["timings"]["nodes"]["read"] == {"local": len(b["coords"])}

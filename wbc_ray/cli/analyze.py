@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..analyze import ENGINES
 from ..ensemble import FUSIONS
 from ._shared import add_models, add_serve_config, add_slide_mpp, claim_stdout, models_dir, settings
 
@@ -23,7 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stain normalisation (default: settings domain.stain; release: the release's measured choice)",
     )
     add_slide_mpp(p)
-    add_serve_config(p, "Ray Serve config, when the app must be started")
+    add_serve_config(p, "Serve config: its app args (models, precision, threads) apply on either engine")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="local: score in this process; ray: through a Serve app (RAY_ADDRESS's, or started here); "
+        "auto (default): a running `wbc-ray serve` with the same models or RAY_ADDRESS's cluster, else local",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 
 
@@ -43,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         slide_mpp=args.slide_mpp,
         progress=not args.json,
         serve_config=args.serve_config,
+        engine=args.engine,
     )
     if json_out is not None:
         json_out.write(json.dumps([r.summary() for r in results], indent=2) + "\n")

@@ -26,7 +26,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in given.items() if v}
     preflight(args.serve_config, args.host, args.port, **overrides)
     start(args.serve_config, host=args.host, port=args.port, **overrides)
-    print(f"wbc-ray serving on http://{args.host}:{args.port} (OpenAPI at /docs); Ctrl-C to stop", flush=True)
+    url = f"http://{args.host}:{args.port}"
+    # One-off `wbc-ray analyze` commands on this machine find the service by this record and send
+    # their slides to it (its models are up) instead of loading the models beside it.
+    record_service(url, args.models, args.config, args.serve_config)
+    print(f"wbc-ray serving on {url} (OpenAPI at /docs); Ctrl-C to stop", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -34,4 +38,22 @@ def run(args: argparse.Namespace) -> int:
         from ray import serve
 
         serve.shutdown()
+    finally:
+        from ..service_record import remove_record
+
+        remove_record()
     return 0
+
+
+def record_service(url: str, models: str | None, config: str | None, serve_config: str | None) -> None:
+    """Leave the record `service_record.running_service` reads: the Ray address, URL and models."""
+    import ray
+
+    from ..config import load_settings
+    from ..serve_config import config_args
+    from ..service_record import write_record
+
+    s = load_settings(config)
+    a = config_args(serve_config)
+    models_dir = models or a.models_dir or str(s.models_dir)
+    write_record(ray.get_runtime_context().gcs_address, url, models_dir, a.app_name)

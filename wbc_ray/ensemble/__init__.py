@@ -1,6 +1,6 @@
 """Ensemble math (pure numpy): tile-level fusion and tile-to-slide verdicts."""
 
-from ._fusion import DEFAULT_FUSION, FUSIONS, Fusion, fuse, fuzzy_rank_scores, fuzzy_ranks
+from ._fusion import DEFAULT_FUSION, FUSIONS, Fusion, fuse, fused_scores, fuzzy_rank_scores, fuzzy_ranks
 from ._slide import (
     DEFAULT_CONFIDENCE,
     DEFAULT_TAU,
@@ -23,6 +23,7 @@ __all__ = [
     "TileRates",
     "TileScreening",
     "fuse",
+    "fused_scores",
     "fuzzy_rank_scores",
     "fuzzy_ranks",
     "slide_verdict",

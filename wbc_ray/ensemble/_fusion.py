@@ -78,3 +78,17 @@ def _check(probs: np.ndarray) -> np.ndarray:
     if p.ndim != 3:
         raise ValueError(f"probs must be (models, samples, classes), got shape {p.shape}")
     return p
+
+
+def fused_scores(per_model: list[np.ndarray], method: Fusion = "fuzzy_rank") -> dict[str, np.ndarray]:
+    """The scoring answer for N tiles from M models' (N, K) probabilities, in model-name order:
+    ``probs`` (N, M, K), the ``fused`` malignant score (N,) and the fused ``call`` (N,). One
+    function for the service's Ensemble and the one-off path's, so both answer alike.
+    """
+    p = np.stack(per_model)  # (M, N, K)
+    call, score = fuse(p, method)
+    return {
+        "probs": p.transpose(1, 0, 2).astype(np.float32),
+        "fused": score.astype(np.float32),
+        "call": call.astype(np.int8),
+    }

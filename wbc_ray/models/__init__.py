@@ -35,8 +35,11 @@ from ._registry import (
     load_backbone,
     submodule,
 )
+from ._scorer import STEP_TILES, TileScorer
 
 __all__ = [
+    "STEP_TILES",
+    "TileScorer",
     "TRAINING_PX",
     "cpu_has_amx",
     "submodule",

@@ -1,6 +1,17 @@
-"""One slide streamed through Ray Data: plan, read, (score), write, resume, progress; its analysis."""
+"""One slide streamed through Ray Data (or, on one machine, threads): plan, read, (score), write,
+resume, progress; its analysis.
+"""
 
-from ._analyze import APP_NAME, AnalysisSettings, analyze_slide, score_chunks, screen_settings, work_unit
+from ._analyze import (
+    APP_NAME,
+    AnalysisSettings,
+    Scorer,
+    ServeScorer,
+    analyze_slide,
+    score_chunks,
+    screen_settings,
+    work_unit,
+)
 from ._screening import ScreenSettings, build_screen, stain_method
 from ._stream import (
     Plan,
@@ -12,6 +23,7 @@ from ._stream import (
     plan_slide,
     stream_slide,
 )
+from ._threads import stream_in_threads
 from ._tile import tile_slide
 
 __all__ = [
@@ -21,6 +33,8 @@ __all__ = [
     "Plan",
     "ReadTiles",
     "ScreenSettings",
+    "Scorer",
+    "ServeScorer",
     "WriteChunks",
     "analyze_slide",
     "build_screen",
@@ -28,6 +42,7 @@ __all__ = [
     "init_ray",
     "plan_slide",
     "stream_slide",
+    "stream_in_threads",
     "score_chunks",
     "screen_settings",
     "stain_method",

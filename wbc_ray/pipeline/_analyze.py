@@ -20,20 +20,38 @@ from ..slides import GridSpec
 from ..store import array, open_store
 from ._screening import ScreenSettings, build_screen, screening_of
 from ._stream import Batch, plan_slide, stream_slide
+from ._threads import stream_in_threads
 
 _HANDLES: dict[str, Any] = {}
 
 
+# What scores tiles: uint8 tiles (N, H, W, 3) and a fusion in; "probs" (N, M, K), "fused" (N,)
+# and "nodes" ({model: where it ran}) out. The Serve Ensemble (`ServeScorer`) or the one-off
+# path's in-process ensemble (`local.LocalEnsemble`).
+Scorer = Callable[[np.ndarray, "str | None"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ServeScorer:
+    """Tiles scored by the running Serve app's Ensemble (called inside the stream's Ray Data tasks:
+    task workers are pooled across streams, so a new slide pays no actor start-up, and the Serve
+    handle is cached per worker process).
+    """
+
+    app_name: str = APP_NAME
+
+    def __call__(self, tiles: np.ndarray, fusion: str | None) -> dict[str, Any]:
+        return _score(self.app_name, tiles, fusion)
+
+
 def score_chunks(
     batch: Batch,
-    app_name: str = APP_NAME,
+    scorer: Scorer = ServeScorer(),
     fusion: str | None = None,
     screen: TileScreen | None = None,
     n_models: int = 3,
 ) -> Batch:
-    """Pixel chunks -> per-model probs and fused score, via the Serve Ensemble (runs inside the
-    stream's Ray Data tasks: task workers are pooled across streams, so a new slide pays no actor
-    start-up, and the Serve handle is cached per worker process).
+    """Pixel chunks -> per-model probs and fused score, by `scorer`.
 
     With `screen`, each chunk is screened first: tiles quality control rejects are not sent to
     the models (their scores stay NaN), the others are sent as normalised, and each tile's QC
@@ -56,7 +74,7 @@ def score_chunks(
         where = np.flatnonzero(keep)
         res: dict[str, Any] = {}
         if len(where):
-            res = _score(app_name, tiles[where], fusion)
+            res = scorer(tiles[where], fusion)
             p[where], f[where] = res["probs"], res["fused"]
         probs.append(p)
         fused.append(f)
@@ -173,7 +191,7 @@ class AnalysisSettings:
 def work_unit(n_tiles: int, chunk_tiles: int, score_tasks: int) -> int:
     """Tiles per work unit (and Zarr chunk) of a scoring stream: `chunk_tiles`, or less for a small
     slide, so that it still has `score_tasks` units in flight. Units shrink in steps of 32 (a
-    replica's compute step, `serve._models.STEP_TILES`) down to 32 tiles. The unit follows from
+    replica's compute step, `models.STEP_TILES`) down to 32 tiles. The unit follows from
     the slide and the settings alone, so a resumed stream finds the same layout.
     """
     per_task = -(-n_tiles // max(1, score_tasks))
@@ -192,9 +210,13 @@ def analyze_slide(
     on_progress: Callable[[int, int], None] | None = None,
     rates: TileRates | None = None,
     domain: DomainFile | None = None,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """Tile, screen, score and aggregate one slide into the Zarr group `out`; return the result
     record.
+
+    Scored by the Serve app `app_name` through Ray Data, or, given `scorer` (the one-off path's
+    in-process ensemble), in this process by threads, without Ray.
 
     `rates` (from `wbc-ray calibrate`) turn the share of malignant tile calls into an adjusted
     estimate of the malignant fraction; without them the raw share is reported. `domain` (the
@@ -217,6 +239,7 @@ def analyze_slide(
         for c in cards
     ]
     unit = work_unit(len(plan.grid), settings.chunk_tiles, settings.score_tasks)
+    t_plan = time.perf_counter() - t0
 
     attrs = {
         "models": models,
@@ -226,21 +249,29 @@ def analyze_slide(
         **(extra_attrs or {}),
     }
     screen = build_screen(settings.screen, domain)
-    streamed = stream_slide(
-        plan,
-        out,
-        chunk_tiles=unit,
-        store_pixels=False,
-        chunks_per_task=settings.chunks_per_task,
-        score=functools.partial(
-            score_chunks, app_name=app_name, fusion=settings.fusion, screen=screen, n_models=len(cards)
-        ),
-        score_tasks=settings.score_tasks,
-        n_classes=2,
-        extra_attrs=attrs,
-        progress=progress,
-        on_progress=on_progress,
+    score = functools.partial(
+        score_chunks,
+        scorer=scorer or ServeScorer(app_name),
+        fusion=settings.fusion,
+        screen=screen,
+        n_models=len(cards),
     )
+    common: dict[str, Any] = {
+        "chunk_tiles": unit,
+        "store_pixels": False,
+        "score": score,
+        "n_classes": 2,
+        "extra_attrs": attrs,
+        "progress": progress,
+        "on_progress": on_progress,
+    }
+    if scorer is None:
+        streamed = stream_slide(
+            plan, out, chunks_per_task=settings.chunks_per_task, score_tasks=settings.score_tasks, **common
+        )
+    else:
+        streamed = stream_in_threads(plan, out, **common)
+    t_streamed = time.perf_counter() - t0
     g = open_store(out, "r+")
     if "thumbnail" not in g:
         thumb = plan.thumbnail
@@ -284,6 +315,11 @@ def analyze_slide(
             "chunks_run": streamed.chunks_run,
             "chunks": streamed.n_chunks,
             "nodes": streamed.nodes,
+            # Where the time went (plan: tissue mask and grid; the stages' busy seconds where the
+            # slide ran in threads; verdict: heatmap and aggregation), for docs/performance.md.
+            "plan_s": round(t_plan, 3),
+            **{k: round(v, 3) for k, v in streamed.timings.items()},
+            "verdict_s": round(seconds - t_streamed, 3),
         },
     }
     g.attrs.update(

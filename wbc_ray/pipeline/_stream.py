@@ -104,17 +104,18 @@ class ReadTiles:
     default_mpp: float | None = None
     score: Callable[[Batch], Batch] | None = None
 
-    def __call__(self, batch: Batch) -> Batch:
-        import ray
+    def read(self, batch: Batch) -> Batch | None:
+        """The batch's chunks still to do, read: {"chunk", "n", "pixels"}; None when all are done.
 
-        # A task run again (its node lost, its worker killed) skips the units an earlier attempt
-        # finished: each tile is scored and written once.
+        A task run again (its node lost, its worker killed) skips the units an earlier attempt
+        finished: each tile is scored and written once.
+        """
         done = done_chunks(self.write.store)
         todo = np.array([not done[int(c)] for c in batch["chunk"]], bool)
         if not todo.all():
             batch = {k: v[todo] for k, v in batch.items()}
             if not len(batch["chunk"]):
-                return self._nothing()
+                return None
         slide = _cached_slide(self.slide_path, self.slide_mpp, self.default_mpp)
         coords, counts = batch["coords"], batch["n"]
         px = np.zeros((len(coords), coords.shape[1], self.tile_px, self.tile_px, 3), np.uint8)
@@ -122,12 +123,19 @@ class ReadTiles:
             for i in range(int(counts[j])):
                 x, y = coords[j, i]
                 px[j, i] = read_tile(slide, int(x), int(y), self.level, self.read_px, self.tile_px)
+        return {"chunk": batch["chunk"], "n": counts, "pixels": px}
+
+    def __call__(self, batch: Batch) -> Batch:
+        import ray
+
+        out = self.read(batch)
+        if out is None:
+            return self._nothing()
         node = ray.get_runtime_context().get_node_id()
-        out = {"chunk": batch["chunk"], "n": counts, "pixels": px}
         if self.score is not None:
             out = self.score(out)
-        out["read_node"] = np.array([node] * len(counts))
-        out.setdefault("score_nodes", np.array(["{}"] * len(counts)))
+        out["read_node"] = np.array([node] * len(out["n"]))
+        out.setdefault("score_nodes", np.array(["{}"] * len(out["n"])))
         return self.write(out)
 
     @staticmethod
@@ -140,7 +148,7 @@ class ReadTiles:
         }
 
 
-class _NodeCount:
+class NodeCount:
     """Tiles per node that read them, and per model and node that scored them."""
 
     def __init__(self) -> None:
@@ -156,7 +164,8 @@ class _NodeCount:
                 per[where] = per.get(where, 0) + int(n)
 
 
-def _work_rows(coords: np.ndarray, chunks: list[int], chunk_tiles: int) -> list[dict[str, Any]]:
+def work_rows(coords: np.ndarray, chunks: list[int], chunk_tiles: int) -> list[dict[str, Any]]:
+    """One row per chunk to do: its id, its tile count and its tiles' corners (padded with -1)."""
     rows = []
     for c in chunks:
         part = coords[c * chunk_tiles : (c + 1) * chunk_tiles]
@@ -212,7 +221,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
     ctx.issue_detectors_config.detectors = []
 
 
-def _prepare_store(
+def prepare_store(
     plan: Plan,
     out: str,
     chunk_tiles: int,
@@ -319,7 +328,7 @@ def stream_slide(
     grid = plan.grid
     n = len(grid)
     tile_px = grid.spec.tile_px
-    todo, n_chunks, already = _prepare_store(
+    todo, n_chunks, already = prepare_store(
         plan, out, chunk_tiles, store_pixels=store_pixels, n_classes=n_classes, extra_attrs=extra_attrs
     )
     t_plan = time.perf_counter() - t0
@@ -332,7 +341,7 @@ def stream_slide(
         disable=not progress,
     )
     finished = already
-    nodes = _NodeCount()
+    nodes = NodeCount()
     if todo:
         writer = WriteChunks(out, keep_pixels=store_pixels)
         stage = ReadTiles(
@@ -347,7 +356,7 @@ def stream_slide(
         )
         ds = _dataset(
             stage,
-            _work_rows(grid.coords, todo, chunk_tiles),
+            work_rows(grid.coords, todo, chunk_tiles),
             chunk_tiles,
             chunks_per_task,
             score is None,
@@ -365,6 +374,6 @@ def stream_slide(
                 on_progress(finished, n)
     bar.close()
     seconds = time.perf_counter() - t0
-    timings: dict[str, Any] = {"plan_s": t_plan, "total_s": seconds, "nodes": nodes.record}
+    timings: dict[str, Any] = {"prepare_s": t_plan, "total_s": seconds, "nodes": nodes.record}
     open_store(out, "r+").attrs.update({"status": "tiled" if score is None else "scored", "timings": timings})
-    return StreamResult(out, n, n_chunks, len(todo), seconds, {"plan_s": t_plan}, nodes.record)
+    return StreamResult(out, n, n_chunks, len(todo), seconds, {"prepare_s": t_plan}, nodes.record)

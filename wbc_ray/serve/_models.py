@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from ..ensemble import FUSIONS, fuse
+from ..ensemble import FUSIONS, fused_scores
 from ..errors import InvalidInput
 
 
@@ -20,11 +20,6 @@ def _tiles_in(items: list[np.ndarray]) -> int:
     return sum(len(x) for x in items)
 
 
-# Bulk batches run in steps of this many tiles. Interactive requests (`predict_now`) queue for the
-# same single compute thread, so they wait for one step, not for every slide tile queued before
-# them; smaller steps shorten that wait without slowing slides (docs/performance.md, "Why the
-# code is as it is").
-STEP_TILES = 32
 # A replica with more threads allowed takes them for a step only when the rest of its node left
 # the cores free during its last step: at a slide's end the other models are done and one
 # replica still works through its queue on one core while the other idles. The replica's own
@@ -76,7 +71,7 @@ class CNN:
     ) -> None:
         import torch
 
-        from ..models import Classifier, Int8Model
+        from ..models import Int8Model, TileScorer
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
@@ -86,7 +81,9 @@ class CNN:
         # Returned with every answer, so a job records which nodes scored its tiles.
         self.node_id = ray.get_runtime_context().get_node_id()
         self.actor = ray.get_runtime_context().get_actor_name()
-        self.clf, self.note = Classifier.load_served(models_dir, name, precision)
+        # The scoring code the one-off path runs too (models.TileScorer): same answers either way.
+        self.scorer = TileScorer(models_dir, name, precision, max_batch_tiles)
+        self.clf, self.note = self.scorer.clf, self.scorer.note
         if self.note:
             logging.getLogger("ray.serve").warning("%s: %s", name, self.note)
         self._explainer: Any = None
@@ -94,9 +91,9 @@ class CNN:
         # separately, as the model runs STEP_TILES at a time on CPUs.
         self.predict.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
         self.predict_now.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
-        # A GPU runs a whole batch in a few milliseconds and wants it in one piece; stepping it
-        # 32 tiles at a time would only add launches without making anyone wait less.
-        self.step_tiles = STEP_TILES if self.clf.device.type == "cpu" else max_batch_tiles
+        # Steps of models.STEP_TILES on CPUs; a GPU takes a whole batch (stepping it would only
+        # add launches without making anyone wait less).
+        self.step_tiles = self.scorer.step_tiles
         self.name = name
         self.tiles_scored = 0
         self.busy_s = 0.0
@@ -131,7 +128,7 @@ class CNN:
     def _run(self, tiles: np.ndarray) -> np.ndarray:
         self._threads_for_step()
         t0 = time.perf_counter()
-        probs = self.clf.predict(tiles, batch_size=self.step_tiles)
+        probs = self.scorer.predict(tiles)
         self.busy_s += time.perf_counter() - t0
         self.tiles_scored += len(probs)
         return probs
@@ -182,10 +179,7 @@ class CNN:
         return gradcam(self._explainer, tile, target)
 
     def card(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        # With the precision it is served in: slide-level tile rates hold for one set of those.
-        return {**asdict(self.clf.card), "precision_id": self.clf.precision_id}
+        return self.scorer.card()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -266,13 +260,7 @@ class Ensemble:
         return res
 
     def _fused(self, per_model: list[np.ndarray], fusion: str | None) -> dict[str, Any]:
-        p = np.stack(per_model)  # (M, N, K)
-        call, score = fuse(p, fusion or self.fusion)  # type: ignore[arg-type]
-        return {
-            "probs": p.transpose(1, 0, 2).astype(np.float32),
-            "fused": score.astype(np.float32),
-            "call": call.astype(np.int8),
-        }
+        return dict(fused_scores(per_model, fusion or self.fusion))  # type: ignore[arg-type]
 
     async def models(self) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(h.card.remote() for h in self.cnns.values())))
