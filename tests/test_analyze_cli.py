@@ -98,3 +98,66 @@ def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path
     a = zarr.open_group(good["result"], mode="r")["fused"][:]
     b = zarr.open_group(c["result"], mode="r")["fused"][:]
     assert np.allclose(a, b, atol=0.02)
+
+
+def test_analyze_uses_a_running_serve_and_says_so(models_dir, test_items, tmp_path) -> None:
+    """With a `wbc-ray serve` running on the machine, a plain `wbc-ray analyze` sends its tiles
+    to it (saying so) and gets the scores the one-off local engine gets, bit for bit; once the
+    service stops, or where its record is stale, analyze scores in its own process again.
+    """
+    import httpx
+
+    from wbc_ray.slides import compose_slide
+
+    slide = tmp_path / "svc.tiff"
+    compose_slide(test_items, slide, grid=(10, 10), malignant_fraction=0.3, seed=7)
+    port = "8131"
+    # A cache folder of its own: the service's record is found there, and nowhere else.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "WBC_RAY_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    record = tmp_path / "cache" / "service.json"
+
+    def analyze(out: str) -> subprocess.CompletedProcess[str]:
+        args = [str(slide), "--models", str(models_dir), "--out", str(tmp_path / out), "--json"]
+        return subprocess.run(_cmd(*args), env=env, capture_output=True, text=True, timeout=600)
+
+    local = analyze("local")
+    assert local.returncode == 0, local.stderr[-2000:]
+    assert "using the running wbc-ray serve" not in local.stderr
+    serve_cmd = [sys.executable, "-m", "wbc_ray.cli", "serve", "--models", str(models_dir), "--port", port]
+    proc = subprocess.Popen(
+        [*serve_cmd, "--results", str(tmp_path / "svc_results")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while not record.exists():
+            assert proc.poll() is None and time.time() < deadline, "wbc-ray serve did not come up"
+            time.sleep(1)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        served = analyze("served")
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the service stops Serve and removes its record
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert f"using the running wbc-ray serve (pid {proc.pid}, http://127.0.0.1:{port})" in served.stderr
+    a, b = (json.loads((tmp_path / d / "svc.tiff.json").read_text()) for d in ("local", "served"))
+    assert (a["timings"]["engine"], b["timings"]["engine"]) == ("local", "serve")
+    for name in ("probs", "fused", "qc"):
+        x = zarr.open_group(str(tmp_path / "local" / "svc.tiff.zarr"), mode="r")[name][:]
+        y = zarr.open_group(str(tmp_path / "served" / "svc.tiff.zarr"), mode="r")[name][:]
+        assert np.array_equal(x, y, equal_nan=True), name
+    assert (a["verdict"], a["malignant_fraction"]) == (b["verdict"], b["malignant_fraction"])
+    assert not record.exists(), "the stopped service left its record"
+
+    # A record whose process is gone (a service killed with SIGKILL leaves one) is ignored.
+    record.write_text(json.dumps({"pid": proc.pid, "started": 1.0, "ray_address": "127.0.0.1:1", "url": "x"}))
+    stale = analyze("after")
+    assert stale.returncode == 0 and "using the running" not in stale.stderr, stale.stderr[-2000:]
+    assert json.loads((tmp_path / "after" / "svc.tiff.json").read_text())["timings"]["engine"] == "local"

@@ -125,10 +125,12 @@ def _check_same_models(cards: list[dict[str, Any]], models_dir: str) -> None:
 
 
 # How `analyze` scores: "local" in this process (the networks loaded here, slides read by
-# threads); "ray" through a Serve app (the running service's, a cluster's at RAY_ADDRESS, or one
-# started here); "auto" picks ray where a cluster is named, this process is on one already, or a
-# `wbc-ray serve` runs on this machine with the same models, else local.
-ENGINES = ("auto", "local", "ray")
+# threads); "ray" through a Serve app (a cluster's at RAY_ADDRESS, or one started here) with the
+# slides streamed by Ray Data; "auto" picks ray where a cluster is named or this process is on one
+# already, "serve" where a `wbc-ray serve` with the same models runs on this machine (its app
+# scores, this process reads the slides by threads: no Ray Data workers to start for one slide),
+# else local.
+ENGINES = ("auto", "local", "serve", "ray")
 
 
 @dataclass
@@ -143,19 +145,28 @@ class _Scoring:
     startup_s: float = 0.0
 
 
+def _process_age() -> float:
+    """Seconds since this process started (its imports included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 def _choose_engine(engine: str, models: str, progress: bool) -> tuple[str, str | None]:
-    """("local" or "ray", the Ray address to join or None) for `engine`, saying what auto found."""
+    """(the engine, the Ray address to join or None) for `engine`, saying what auto found."""
     if engine not in ENGINES:
         raise InvalidInput(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine != "auto":
+    if engine in ("local", "ray"):
         return engine, None
     ray = sys.modules.get("ray")
     # A cluster named, or this process on one already (a notebook or test that started the app).
-    if os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+    if engine == "auto" and (os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized())):
         return "ray", None
-    from .service_record import running_service
+    from .service_record import record_path, running_service
 
     found = running_service()
+    if found is None and engine == "serve":
+        raise InvalidInput(f"no running `wbc-ray serve` on this machine (no live record at {record_path()})")
     if found is None:
         return "local", None
     if Path(found["models_dir"]) != Path(models).resolve():
@@ -171,7 +182,10 @@ def _choose_engine(engine: str, models: str, progress: bool) -> tuple[str, str |
         "already (`--engine local` scores in this process instead)",
         file=sys.stderr,
     )
-    return "ray", str(found["ray_address"])
+    # Join in the cluster's auth mode: with token auth (Ray's default for a new local cluster)
+    # a driver that does not ask for it is refused; Ray reads the token from its own file.
+    os.environ.setdefault("RAY_AUTH_MODE", str(found.get("ray_auth_mode") or "disabled"))
+    return "serve", str(found["ray_address"])
 
 
 def _scoring(
@@ -197,7 +211,7 @@ def _scoring(
     _check_same_models(cards, models)
     rates_record = ensemble_handle().tile_rates.remote().result()
     domain_record = ensemble_handle().domain.remote().result()
-    return _Scoring("ray", cards, rates_record, domain_record, None, time.perf_counter() - t0)
+    return _Scoring(chosen, cards, rates_record, domain_record, None, time.perf_counter() - t0)
 
 
 def analyze_slides(
@@ -217,9 +231,9 @@ def analyze_slides(
 
     On one machine with nothing running, the networks are loaded in this process and the slides
     read by threads (no Ray to start: the fastest and lightest one-off path); where a
-    `wbc-ray serve` runs on this machine with the same models, or ``RAY_ADDRESS`` names a
-    cluster, the slides go through Ray Data to that Serve app (started there when it is not
-    running). The CLI's ``analyze`` is this function.
+    `wbc-ray serve` runs on this machine with the same models, its app scores the tiles; where
+    ``RAY_ADDRESS`` names a cluster, the slides go through Ray Data to its Serve app (started
+    there when it is not running). The CLI's ``analyze`` is this function.
 
     Parameters
     ----------
@@ -242,10 +256,12 @@ def analyze_slides(
     serve_config : path, optional
         The Serve config whose app arguments (models, precision, threads) apply: to the app when
         one is started, to the networks loaded here on the local engine.
-    engine : {"auto", "local", "ray"}, default "auto"
-        ``local``: in this process; ``ray``: through a Serve app (a local Ray and the app are
-        started when none is named or running); ``auto``: ``ray`` where ``RAY_ADDRESS`` is set or
-        a ``wbc-ray serve`` with the same models runs on this machine (saying so), else ``local``.
+    engine : {"auto", "local", "serve", "ray"}, default "auto"
+        ``local``: the networks in this process; ``serve``: the running ``wbc-ray serve`` on this
+        machine scores, this process reads the slides; ``ray``: Ray Data and a Serve app (the
+        cluster's at ``RAY_ADDRESS``, or a local Ray and app started here); ``auto``: ``ray`` where
+        ``RAY_ADDRESS`` is set or this process is on a Ray cluster already, ``serve`` where a
+        ``wbc-ray serve`` with the same models runs here (saying so), else ``local``.
 
     Returns
     -------
@@ -308,13 +324,19 @@ def analyze_slides(
                     rates=rates,
                     domain=domain,
                     scorer=scoring.scorer,
+                    stream="ray" if scoring.engine == "ray" else "threads",
+                    score_threads=1 if scoring.engine == "local" else None,
                 )
             except (SlideError, FileExistsError, ValueError) as exc:
                 results.append(SlideResult(slide=slide, error=str(exc)))
                 continue
             # Which engine scored it, and what starting it cost (models loaded, or Ray and the app
             # up): the benchmark's timeline reads them.
-            r["timings"].update(engine=scoring.engine, startup_s=round(scoring.startup_s, 3))
+            r["timings"].update(
+                engine=scoring.engine,
+                startup_s=round(scoring.startup_s, 3),
+                process_s=round(_process_age(), 3),
+            )
             out.write(f"{stem}.json", json.dumps(r, indent=2).encode())
             out.write(f"{stem}.heatmap.png", heatmap_png(store))
             results.append(SlideResult(slide=slide, store=store, result=r))

@@ -42,6 +42,9 @@ def write_record(ray_address: str, url: str, models_dir: str, app_name: str) -> 
         "url": url,
         "models_dir": str(Path(models_dir).resolve()),
         "app_name": app_name,
+        # Whether the cluster asks for Ray's token (a new local cluster does unless told not to);
+        # the token itself stays where Ray keeps it (~/.ray/auth_token), never in this record.
+        "ray_auth_mode": os.environ.get("RAY_AUTH_MODE", "disabled"),
     }
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=2))

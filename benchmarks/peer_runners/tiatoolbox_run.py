@@ -1,5 +1,6 @@
 """Score a slide with TIAToolbox's PatchPredictor, one TorchScript model after another (what a
-TIAToolbox user does with three models), in TIAToolbox's own venv.
+TIAToolbox user does with three models), in TIAToolbox's own venv: its 2.x engine (`run`, Dask
+and Zarr underneath) or, in a venv holding 1.x, its older `predict`.
 
 Writes JSON: per model, the patches' top-left corners at the read resolution and p(malignant),
 the seconds each predict() took, the process's start-up and its peak RSS.
@@ -16,9 +17,16 @@ import time
 T0 = time.perf_counter()
 
 import numpy as np  # noqa: E402
+import tiatoolbox  # noqa: E402
 import torch  # noqa: E402
-from tiatoolbox.models.engine.patch_predictor import IOPatchPredictorConfig, PatchPredictor  # noqa: E402
+from tiatoolbox.models.engine.patch_predictor import PatchPredictor  # noqa: E402
 from tiatoolbox.models.models_abc import ModelABC  # noqa: E402
+
+V2 = int(tiatoolbox.__version__.split(".")[0]) >= 2
+if V2:
+    from tiatoolbox.models.engine.io_config import IOPatchPredictorConfig  # noqa: E402
+else:
+    from tiatoolbox.models.engine.patch_predictor import IOPatchPredictorConfig  # noqa: E402
 
 
 class Scripted(ModelABC):
@@ -37,9 +45,38 @@ class Scripted(ModelABC):
         return self.net((x - self.mean) / self.std)
 
     @staticmethod
-    def infer_batch(model: Scripted, batch_data: torch.Tensor, on_gpu: bool) -> np.ndarray:
+    def infer_batch(model: Scripted, batch_data: torch.Tensor, *args: object, **kw: object) -> np.ndarray:
+        # 1.x passes on_gpu, 2.x device=: CPU either way here.
         with torch.inference_mode():
-            return torch.softmax(model(batch_data), dim=1).numpy()
+            return torch.softmax(model(torch.as_tensor(batch_data)), dim=1).numpy()
+
+
+def predict(model: Scripted, a: argparse.Namespace, io: IOPatchPredictorConfig, work: str) -> tuple:
+    """(patch corners at the read resolution (N, 2), p(malignant) (N,)) for the slide."""
+    if not V2:
+        predictor = PatchPredictor(
+            model=model, batch_size=a.batch, num_loader_workers=a.workers, verbose=False
+        )
+        res = predictor.predict(
+            [a.slide], masks=[a.mask], mode="wsi", ioconfig=io, return_probabilities=True, on_gpu=False
+        )[0]
+        return np.asarray(res["coordinates"])[:, :2], np.asarray(res["probabilities"])[:, 1]
+    import zarr
+
+    predictor = PatchPredictor(model=model, batch_size=a.batch, num_workers=a.workers, verbose=False)
+    out = predictor.run(
+        [a.slide],
+        masks=[a.mask],
+        patch_mode=False,
+        ioconfig=io,
+        save_dir=work,
+        overwrite=True,
+        output_type="zarr",
+        return_probabilities=True,
+        device="cpu",
+    )
+    g = zarr.open(str(next(iter(out.values()))), mode="r")
+    return np.asarray(g["coordinates"][:])[:, :2], np.asarray(g["probabilities"][:])[:, 1]
 
 
 def main() -> None:
@@ -64,21 +101,13 @@ def main() -> None:
         # Each network's own normalisation, from the model config beside it (WSInfer's format).
         with open(os.path.join(os.path.dirname(path), "config.json")) as fh:
             norm = next(t["arguments"] for t in json.load(fh)["transform"] if t["name"] == "Normalize")
-        predictor = PatchPredictor(
-            model=Scripted(path, norm["mean"], norm["std"]),
-            batch_size=a.batch,
-            num_loader_workers=a.workers,
-            verbose=False,
-        )
         t = time.perf_counter()
-        res = predictor.predict(
-            [a.slide], masks=[a.mask], mode="wsi", ioconfig=io, return_probabilities=True, on_gpu=False
-        )[0]
-        probs = np.asarray(res["probabilities"])
+        work = os.path.join(os.path.dirname(os.path.abspath(a.out)), f"tia_{name}")
+        coords, p = predict(Scripted(path, norm["mean"], norm["std"]), a, io, work)
         out["models"][name] = {
             "seconds": time.perf_counter() - t,
-            "coordinates": np.asarray(res["coordinates"])[:, :2].round().astype(int).tolist(),
-            "p_malignant": probs[:, 1].round(6).tolist(),
+            "coordinates": coords.round().astype(int).tolist(),
+            "p_malignant": p.round(6).tolist(),
         }
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -29,8 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="local: score in this process; ray: through a Serve app (RAY_ADDRESS's, or started here); "
-        "auto (default): a running `wbc-ray serve` with the same models or RAY_ADDRESS's cluster, else local",
+        help="local: score in this process; serve: send the tiles to the running `wbc-ray serve` on this "
+        "machine; ray: Ray Data and a Serve app (RAY_ADDRESS's cluster, or started here); auto (default): "
+        "ray where RAY_ADDRESS is set, serve where a `wbc-ray serve` with the same models runs, else local",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 

@@ -211,12 +211,16 @@ def analyze_slide(
     rates: TileRates | None = None,
     domain: DomainFile | None = None,
     scorer: Scorer | None = None,
+    stream: str = "ray",
+    score_threads: int | None = None,
 ) -> dict[str, Any]:
     """Tile, screen, score and aggregate one slide into the Zarr group `out`; return the result
     record.
 
-    Scored by the Serve app `app_name` through Ray Data, or, given `scorer` (the one-off path's
-    in-process ensemble), in this process by threads, without Ray.
+    Scored by `scorer` (default: the Serve app `app_name`'s Ensemble); the slide streamed through
+    Ray Data (`stream="ray"`: reads spread over a cluster's nodes) or read by threads in this
+    process (`"threads"`: one machine, no Ray Data; `score_threads` units scored at once, default
+    the settings' `score_tasks`; 1 for a scorer that runs the networks here on every core).
 
     `rates` (from `wbc-ray calibrate`) turn the share of malignant tile calls into an adjusted
     estimate of the malignant fraction; without them the raw share is reported. `domain` (the
@@ -265,12 +269,14 @@ def analyze_slide(
         "progress": progress,
         "on_progress": on_progress,
     }
-    if scorer is None:
+    if stream == "ray":
         streamed = stream_slide(
             plan, out, chunks_per_task=settings.chunks_per_task, score_tasks=settings.score_tasks, **common
         )
+    elif stream == "threads":
+        streamed = stream_in_threads(plan, out, score_threads=score_threads or settings.score_tasks, **common)
     else:
-        streamed = stream_in_threads(plan, out, **common)
+        raise ValueError(f"stream must be 'ray' or 'threads', got {stream!r}")
     t_streamed = time.perf_counter() - t0
     g = open_store(out, "r+")
     if "thumbnail" not in g:

@@ -1,14 +1,16 @@
 """One slide streamed through threads in this process: the one-off path on one machine, without Ray.
 
 The same work units, store layout, resume and progress as `stream_slide` (Ray Data): a reader
-thread reads the next chunks while this thread scores one and writes it. OpenSlide, Pillow's
-resampling and the networks (OpenVINO, torch) release the GIL, so the reader and the scoring
-threads share the cores.
+thread reads the next chunks while scoring threads score and write the ones before. OpenSlide,
+Pillow's resampling and the networks (OpenVINO, torch) release the GIL, so the threads share the
+cores. One scoring thread where the networks run in this process (each takes every core); several
+where they run in a Serve app's replicas (the service's units in flight).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,8 +23,8 @@ from ..config import DEFAULTS
 from ..store import open_store
 from ._stream import Batch, NodeCount, Plan, ReadTiles, StreamResult, WriteChunks, prepare_store, work_rows
 
-# Chunks read ahead of the one being scored: enough that scoring never waits on a read, few
-# enough that pixels held stay small (two chunks of 256 tiles of 128 px: 25 MB).
+# Chunks read ahead of those being scored: enough that scoring never waits on a read, few enough
+# that pixels held stay small (a chunk of 256 tiles of 128 px: 12.6 MB).
 READ_AHEAD = 2
 NODE = "local"  # the node every tile is read and scored on, as the result's timings name it
 
@@ -38,10 +40,12 @@ def stream_in_threads(
     extra_attrs: dict[str, Any] | None = None,
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    score_threads: int = 1,
 ) -> StreamResult:
-    """Read, score (`score`, as `stream_slide` takes it) and write one slide into the Zarr group
-    `out`, chunk by chunk; a store a killed run left is resumed. The timings say how many seconds
-    each stage was busy (reads overlap scoring, so they add up to more than the wall time).
+    """Read, score (`score`, as `stream_slide` takes it, on `score_threads` chunks at once) and
+    write one slide into the Zarr group `out`, chunk by chunk; a store a killed run left is
+    resumed. The timings say how many seconds each stage was busy, summed over threads (reads
+    overlap scoring, so they add up to more than the wall time).
     """
     from tqdm import tqdm
 
@@ -64,11 +68,25 @@ def stream_in_threads(
         write=writer,
     )
 
-    def read(row: dict[str, Any]) -> Batch | None:
+    lock = threading.Lock()
+
+    def timed(stage_s: str, fn: Callable[[Any], Any], arg: Any) -> Any:
         t = time.perf_counter()
-        batch = stage.read({k: np.asarray([v]) for k, v in row.items()})
-        busy["read_s"] += time.perf_counter() - t  # one reader thread: no race on the sum
-        return batch
+        try:
+            return fn(arg)
+        finally:
+            with lock:
+                busy[stage_s] += time.perf_counter() - t
+
+    def read(row: dict[str, Any]) -> Batch | None:
+        return timed("read_s", stage.read, {k: np.asarray([v]) for k, v in row.items()})
+
+    def score_and_write(batch: Batch) -> Batch:
+        scored = timed("score_s", score, batch)
+        k = len(scored["n"])
+        scored["read_node"] = np.array([NODE] * k)
+        scored.setdefault("score_nodes", np.array(["{}"] * k))
+        return timed("write_s", writer, scored)  # type: ignore[no-any-return]
 
     bar = tqdm(
         total=n,
@@ -79,28 +97,29 @@ def stream_in_threads(
     )
     finished, nodes = already, NodeCount()
     rows = iter(work_rows(grid.coords, todo, chunk_tiles))
-    with ThreadPoolExecutor(1, thread_name_prefix="wbc-read") as reader:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="wbc-read") as reader,
+        ThreadPoolExecutor(score_threads, thread_name_prefix="wbc-score") as scorers,
+    ):
         ahead: deque[Future[Batch | None]] = deque(
-            reader.submit(read, r) for _, r in zip(range(READ_AHEAD), rows, strict=False)
+            reader.submit(read, r) for _, r in zip(range(READ_AHEAD + score_threads), rows, strict=False)
         )
-        while ahead:
-            batch = ahead.popleft().result()
-            nxt = next(rows, None)
-            if nxt is not None:
-                ahead.append(reader.submit(read, nxt))
-            if batch is None:
+        scoring: deque[Future[Batch]] = deque()
+        while ahead or scoring:
+            while ahead and len(scoring) < score_threads:
+                batch = ahead.popleft().result()
+                nxt = next(rows, None)
+                if nxt is not None:
+                    ahead.append(reader.submit(read, nxt))
+                if batch is not None:
+                    scoring.append(scorers.submit(score_and_write, batch))
+            if not scoring:
                 continue
-            t = time.perf_counter()
-            scored = score(batch)
-            busy["score_s"] += time.perf_counter() - t
-            k = len(scored["n"])
-            scored["read_node"] = np.array([NODE] * k)
-            scored.setdefault("score_nodes", np.array(["{}"] * k))
-            t = time.perf_counter()
-            nodes.add(writer(scored))
-            busy["write_s"] += time.perf_counter() - t
-            finished += int(scored["n"].sum())
-            bar.update(int(scored["n"].sum()))
+            written = scoring.popleft().result()
+            nodes.add(written)
+            k = int(written["n"].sum())
+            finished += k
+            bar.update(k)
             if on_progress:
                 on_progress(finished, n)
     bar.close()
