@@ -57,11 +57,13 @@ bench: setup  ## each writes bench_results/<name>.json
 	$(BIN)/python -m benchmarks.load
 	$(BIN)/python -m benchmarks.tail
 
-# wbc-ray against TIAToolbox and WSInfer on one slide (each peer in a venv of its own under
-# .peers/, made once: about 6 GB each, as each holds its own torch), then the README's table.
+# wbc-ray against TIAToolbox (2.1.3, and 1.3.2 on the small slide) and WSInfer on a small slide
+# and one of a real scan's size (each peer in a venv of its own under .peers/, made once: about
+# 6 GB each, as each holds its own torch); then the README's table, the plot and the timelines in
+# docs/performance.md (about an hour on 2 cores; PEERS_ARGS="--slides small" for the small one).
+PEERS_ARGS ?=
 bench-peers: setup
-	$(BIN)/python -m benchmarks.peers
-	$(BIN)/python -m benchmarks.peers --readme
+	$(BIN)/python -m benchmarks.peers $(PEERS_ARGS)
 
 # On a machine with an NVIDIA GPU: installs what is missing, GPU tests, benchmarks, a short
 # training run; bench_results/gpu/gpu_check.json.

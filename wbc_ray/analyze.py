@@ -152,7 +152,9 @@ def _process_age() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-def _choose_engine(engine: str, models: str, progress: bool) -> tuple[str, str | None]:
+def _choose_engine(
+    engine: str, models: str, serve_config: str | None, progress: bool
+) -> tuple[str, str | None]:
     """(the engine, the Ray address to join or None) for `engine`, saying what auto found."""
     if engine not in ENGINES:
         raise InvalidInput(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -169,11 +171,20 @@ def _choose_engine(engine: str, models: str, progress: bool) -> tuple[str, str |
         raise InvalidInput(f"no running `wbc-ray serve` on this machine (no live record at {record_path()})")
     if found is None:
         return "local", None
-    if Path(found["models_dir"]) != Path(models).resolve():
+    from .serve_config import config_args
+
+    wanted = sorted(config_args(serve_config).models or []) or None
+    if Path(found["models_dir"]) != Path(models).resolve() or found.get("models") != wanted:
+        if engine == "serve":
+            raise InvalidInput(
+                f"the running wbc-ray serve ({found['url']}) serves {found['models_dir']} "
+                f"({', '.join(found.get('models') or ['every model'])}), not what this analysis asks for"
+            )
         if progress:
             print(
                 f"note: the running wbc-ray serve ({found['url']}) serves other models "
-                f"({found['models_dir']}); analysing in this process instead",
+                f"({found['models_dir']}, {', '.join(found.get('models') or ['every model'])}); "
+                "analysing in this process instead",
                 file=sys.stderr,
             )
         return "local", None
@@ -192,7 +203,7 @@ def _scoring(
     engine: str, models: str, results_dir: str, fusion: str, serve_config: str | None, progress: bool
 ) -> _Scoring:
     t0 = time.perf_counter()
-    chosen, address = _choose_engine(engine, models, progress)
+    chosen, address = _choose_engine(engine, models, serve_config, progress)
     if chosen == "local":
         from .local import LocalEnsemble
         from .serve_config import config_args

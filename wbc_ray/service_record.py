@@ -31,8 +31,12 @@ def _started(pid: int) -> float | None:
         return None
 
 
-def write_record(ray_address: str, url: str, models_dir: str, app_name: str) -> Path:
-    """Record this process as the running service (written whole, then moved into place)."""
+def write_record(
+    ray_address: str, url: str, models_dir: str, app_name: str, models: list[str] | None
+) -> Path:
+    """Record this process as the running service (written whole, then moved into place):
+    `models` is the networks its Serve config names (None: every one in `models_dir`).
+    """
     path = record_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -41,6 +45,7 @@ def write_record(ray_address: str, url: str, models_dir: str, app_name: str) -> 
         "ray_address": ray_address,
         "url": url,
         "models_dir": str(Path(models_dir).resolve()),
+        "models": sorted(models) if models else None,  # the Serve config's list; None: all of them
         "app_name": app_name,
         # Whether the cluster asks for Ray's token (a new local cluster does unless told not to);
         # the token itself stays where Ray keeps it (~/.ray/auth_token), never in this record.

@@ -56,4 +56,4 @@ def record_service(url: str, models: str | None, config: str | None, serve_confi
     s = load_settings(config)
     a = config_args(serve_config)
     models_dir = models or a.models_dir or str(s.models_dir)
-    write_record(ray.get_runtime_context().gcs_address, url, models_dir, a.app_name)
+    write_record(ray.get_runtime_context().gcs_address, url, models_dir, a.app_name, a.models)
