@@ -104,6 +104,21 @@ class ReadTiles:
     default_mpp: float | None = None
     score: Callable[[Batch], Batch] | None = None
 
+    @classmethod
+    def of(cls, plan: Plan, write: WriteChunks, score: Callable[[Batch], Batch] | None = None) -> ReadTiles:
+        """The stage reading `plan`'s slide at its grid's level and tile size."""
+        g = plan.grid
+        return cls(
+            slide_path=plan.slide_path,
+            level=g.level,
+            read_px=g.read_px,
+            tile_px=g.spec.tile_px,
+            write=write,
+            slide_mpp=plan.slide_mpp_override,
+            default_mpp=plan.default_mpp,
+            score=score,
+        )
+
     def read(self, batch: Batch) -> Batch | None:
         """The batch's chunks still to do, read: {"chunk", "n", "pixels"}; None when all are done.
 
@@ -189,6 +204,14 @@ class StreamResult:
     @property
     def tiles_per_s(self) -> float:
         return self.n_tiles / self.seconds if self.seconds > 0 else 0.0
+
+
+def tile_bar(plan: Plan, done: int, progress: bool) -> Any:
+    """The slide's progress bar, counted in tiles (`done` already, after a resume)."""
+    from tqdm import tqdm
+
+    desc = os.path.basename(plan.slide_path)[:40]
+    return tqdm(total=len(plan.grid), initial=done, unit="tile", desc=desc, disable=not progress)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
@@ -320,40 +343,22 @@ def stream_slide(
     `score` maps a batch of pixel chunks to one with extra columns (probs, fused, no pixels);
     it runs between reading and writing, in `score_tasks` concurrent tasks.
     """
-    from tqdm import tqdm
-
     init_ray()
     t0 = time.perf_counter()
     out = os.fspath(out)
     grid = plan.grid
     n = len(grid)
-    tile_px = grid.spec.tile_px
     todo, n_chunks, already = prepare_store(
         plan, out, chunk_tiles, store_pixels=store_pixels, n_classes=n_classes, extra_attrs=extra_attrs
     )
     t_plan = time.perf_counter() - t0
 
-    bar = tqdm(
-        total=n,
-        initial=already,
-        unit="tile",
-        desc=os.path.basename(plan.slide_path)[:40],
-        disable=not progress,
-    )
+    bar = tile_bar(plan, already, progress)
     finished = already
     nodes = NodeCount()
     if todo:
         writer = WriteChunks(out, keep_pixels=store_pixels)
-        stage = ReadTiles(
-            slide_path=plan.slide_path,
-            level=grid.level,
-            read_px=grid.read_px,
-            tile_px=tile_px,
-            slide_mpp=plan.slide_mpp_override,
-            default_mpp=plan.default_mpp,
-            score=score,
-            write=writer,
-        )
+        stage = ReadTiles.of(plan, writer, score)
         ds = _dataset(
             stage,
             work_rows(grid.coords, todo, chunk_tiles),

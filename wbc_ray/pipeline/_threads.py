@@ -21,7 +21,17 @@ import numpy as np
 
 from ..config import DEFAULTS
 from ..store import open_store
-from ._stream import Batch, NodeCount, Plan, ReadTiles, StreamResult, WriteChunks, prepare_store, work_rows
+from ._stream import (
+    Batch,
+    NodeCount,
+    Plan,
+    ReadTiles,
+    StreamResult,
+    WriteChunks,
+    prepare_store,
+    tile_bar,
+    work_rows,
+)
 
 # Chunks read ahead of those being scored: enough that scoring never waits on a read, few enough
 # that pixels held stay small (a chunk of 256 tiles of 128 px: 12.6 MB).
@@ -47,8 +57,6 @@ def stream_in_threads(
     resumed. The timings say how many seconds each stage was busy, summed over threads (reads
     overlap scoring, so they add up to more than the wall time).
     """
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     out = os.fspath(out)
     grid = plan.grid
@@ -58,15 +66,7 @@ def stream_in_threads(
     )
     busy = {"prepare_s": time.perf_counter() - t0, "read_s": 0.0, "score_s": 0.0, "write_s": 0.0}
     writer = WriteChunks(out, keep_pixels=store_pixels)
-    stage = ReadTiles(
-        slide_path=plan.slide_path,
-        level=grid.level,
-        read_px=grid.read_px,
-        tile_px=grid.spec.tile_px,
-        slide_mpp=plan.slide_mpp_override,
-        default_mpp=plan.default_mpp,
-        write=writer,
-    )
+    stage = ReadTiles.of(plan, writer)
 
     lock = threading.Lock()
 
@@ -88,13 +88,7 @@ def stream_in_threads(
         scored.setdefault("score_nodes", np.array(["{}"] * k))
         return timed("write_s", writer, scored)  # type: ignore[no-any-return]
 
-    bar = tqdm(
-        total=n,
-        initial=already,
-        unit="tile",
-        desc=os.path.basename(plan.slide_path)[:40],
-        disable=not progress,
-    )
+    bar = tile_bar(plan, already, progress)
     finished, nodes = already, NodeCount()
     rows = iter(work_rows(grid.coords, todo, chunk_tiles))
     with (
