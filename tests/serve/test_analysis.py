@@ -179,4 +179,4 @@ def test_the_local_engine_scores_as_the_service_bit_for_bit(
         assert np.array_equal(x, y, equal_nan=True), (name, np.nanmax(np.abs(x.astype(float) - y)))
     same = {k for k in served.result if k not in ("timings", "slide")}
     assert {k: served.result[k] for k in same} == {k: local.result[k] for k in same}
-    assert local.result["timings"]["nodes"]["read"] == {"local": len(b["coords"])}
+    assert local.result["timings"]["nodes"]["read"] == {"local": b["coords"].shape[0]}
