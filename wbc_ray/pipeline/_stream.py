@@ -206,12 +206,67 @@ class StreamResult:
         return self.n_tiles / self.seconds if self.seconds > 0 else 0.0
 
 
-def tile_bar(plan: Plan, done: int, progress: bool) -> Any:
-    """The slide's progress bar, counted in tiles (`done` already, after a resume)."""
-    from tqdm import tqdm
+class StreamRun:
+    """One stream's store and bookkeeping, the same for Ray Data (`stream_slide`) and threads
+    (`stream_in_threads`): the store created or reopened (the chunks still to do), progress in
+    tiles, where the work ran, and the store's closing record.
+    """
 
-    desc = os.path.basename(plan.slide_path)[:40]
-    return tqdm(total=len(plan.grid), initial=done, unit="tile", desc=desc, disable=not progress)
+    def __init__(
+        self,
+        plan: Plan,
+        out: str | os.PathLike[str],
+        chunk_tiles: int,
+        *,
+        store_pixels: bool,
+        n_classes: int | None,
+        extra_attrs: dict[str, Any] | None,
+        progress: bool,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.plan, self.out, self.chunk_tiles = plan, os.fspath(out), chunk_tiles
+        self.n = len(plan.grid)
+        self.todo, self.n_chunks, self.finished = prepare_store(
+            plan,
+            self.out,
+            chunk_tiles,
+            store_pixels=store_pixels,
+            n_classes=n_classes,
+            extra_attrs=extra_attrs,
+        )
+        self.prepare_s = time.perf_counter() - self.t0
+        self.writer = WriteChunks(self.out, keep_pixels=store_pixels)
+        self.nodes = NodeCount()
+        self.on_progress = on_progress
+        desc = os.path.basename(plan.slide_path)[:40]
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.n, initial=self.finished, unit="tile", desc=desc, disable=not progress)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The work rows of the chunks still to do."""
+        return work_rows(self.plan.grid.coords, self.todo, self.chunk_tiles)
+
+    def done(self, batch: Batch) -> None:
+        """Count a written batch's tiles (bookkeeping columns: n, read_node, score_nodes)."""
+        self.nodes.add(batch)
+        # A task that ran again after a failure may report units twice.
+        k = min(int(batch["n"].sum()), self.n - self.finished)
+        self.finished += k
+        self.bar.update(k)
+        if self.on_progress:
+            self.on_progress(self.finished, self.n)
+
+    def close(self, status: str, timings: dict[str, float]) -> StreamResult:
+        """Record the status and timings in the store; the stream's result."""
+        self.bar.close()
+        seconds = time.perf_counter() - self.t0
+        record: dict[str, Any] = {**timings, "total_s": seconds, "nodes": self.nodes.record}
+        open_store(self.out, "r+").attrs.update({"status": status, "timings": record})
+        return StreamResult(
+            self.out, self.n, self.n_chunks, len(self.todo), seconds, timings, self.nodes.record
+        )
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
@@ -344,41 +399,19 @@ def stream_slide(
     it runs between reading and writing, in `score_tasks` concurrent tasks.
     """
     init_ray()
-    t0 = time.perf_counter()
-    out = os.fspath(out)
-    grid = plan.grid
-    n = len(grid)
-    todo, n_chunks, already = prepare_store(
-        plan, out, chunk_tiles, store_pixels=store_pixels, n_classes=n_classes, extra_attrs=extra_attrs
+    run = StreamRun(
+        plan,
+        out,
+        chunk_tiles,
+        store_pixels=store_pixels,
+        n_classes=n_classes,
+        extra_attrs=extra_attrs,
+        progress=progress,
+        on_progress=on_progress,
     )
-    t_plan = time.perf_counter() - t0
-
-    bar = tile_bar(plan, already, progress)
-    finished = already
-    nodes = NodeCount()
-    if todo:
-        writer = WriteChunks(out, keep_pixels=store_pixels)
-        stage = ReadTiles.of(plan, writer, score)
-        ds = _dataset(
-            stage,
-            work_rows(grid.coords, todo, chunk_tiles),
-            chunk_tiles,
-            chunks_per_task,
-            score is None,
-            read_cpus,
-            score_tasks,
-        )
+    if run.todo:
+        stage = ReadTiles.of(plan, run.writer, score)
+        ds = _dataset(stage, run.rows(), chunk_tiles, chunks_per_task, score is None, read_cpus, score_tasks)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-            k = int(batch["n"].sum())
-            nodes.add(batch)
-            # A task that ran again after a failure may report units twice.
-            k = min(k, n - finished)
-            finished += k
-            bar.update(k)
-            if on_progress:
-                on_progress(finished, n)
-    bar.close()
-    seconds = time.perf_counter() - t0
-    timings: dict[str, Any] = {"prepare_s": t_plan, "total_s": seconds, "nodes": nodes.record}
-    open_store(out, "r+").attrs.update({"status": "tiled" if score is None else "scored", "timings": timings})
-    return StreamResult(out, n, n_chunks, len(todo), seconds, {"prepare_s": t_plan}, nodes.record)
+            run.done(batch)
+    return run.close("tiled" if score is None else "scored", {"prepare_s": run.prepare_s})

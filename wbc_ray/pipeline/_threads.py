@@ -20,18 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DEFAULTS
-from ..store import open_store
-from ._stream import (
-    Batch,
-    NodeCount,
-    Plan,
-    ReadTiles,
-    StreamResult,
-    WriteChunks,
-    prepare_store,
-    tile_bar,
-    work_rows,
-)
+from ._stream import Batch, Plan, ReadTiles, StreamResult, StreamRun
 
 # Chunks read ahead of those being scored: enough that scoring never waits on a read, few enough
 # that pixels held stay small (a chunk of 256 tiles of 128 px: 12.6 MB).
@@ -57,16 +46,18 @@ def stream_in_threads(
     resumed. The timings say how many seconds each stage was busy, summed over threads (reads
     overlap scoring, so they add up to more than the wall time).
     """
-    t0 = time.perf_counter()
-    out = os.fspath(out)
-    grid = plan.grid
-    n = len(grid)
-    todo, n_chunks, already = prepare_store(
-        plan, out, chunk_tiles, store_pixels=store_pixels, n_classes=n_classes, extra_attrs=extra_attrs
+    run = StreamRun(
+        plan,
+        out,
+        chunk_tiles,
+        store_pixels=store_pixels,
+        n_classes=n_classes,
+        extra_attrs=extra_attrs,
+        progress=progress,
+        on_progress=on_progress,
     )
-    busy = {"prepare_s": time.perf_counter() - t0, "read_s": 0.0, "score_s": 0.0, "write_s": 0.0}
-    writer = WriteChunks(out, keep_pixels=store_pixels)
-    stage = ReadTiles.of(plan, writer)
+    busy = {"prepare_s": run.prepare_s, "read_s": 0.0, "score_s": 0.0, "write_s": 0.0}
+    stage = ReadTiles.of(plan, run.writer)
 
     lock = threading.Lock()
 
@@ -86,11 +77,9 @@ def stream_in_threads(
         k = len(scored["n"])
         scored["read_node"] = np.array([NODE] * k)
         scored.setdefault("score_nodes", np.array(["{}"] * k))
-        return timed("write_s", writer, scored)  # type: ignore[no-any-return]
+        return timed("write_s", run.writer, scored)  # type: ignore[no-any-return]
 
-    bar = tile_bar(plan, already, progress)
-    finished, nodes = already, NodeCount()
-    rows = iter(work_rows(grid.coords, todo, chunk_tiles))
+    rows = iter(run.rows())
     with (
         ThreadPoolExecutor(1, thread_name_prefix="wbc-read") as reader,
         ThreadPoolExecutor(score_threads, thread_name_prefix="wbc-score") as scorers,
@@ -109,17 +98,5 @@ def stream_in_threads(
                     scoring.append(scorers.submit(score_and_write, batch))
             if not scoring:
                 continue
-            written = scoring.popleft().result()
-            nodes.add(written)
-            k = int(written["n"].sum())
-            finished += k
-            bar.update(k)
-            if on_progress:
-                on_progress(finished, n)
-    bar.close()
-    seconds = time.perf_counter() - t0
-    status = "tiled" if n_classes is None else "scored"
-    open_store(out, "r+").attrs.update(
-        {"status": status, "timings": {**busy, "total_s": seconds, "nodes": nodes.record}}
-    )
-    return StreamResult(out, n, n_chunks, len(todo), seconds, busy, nodes.record)
+            run.done(scoring.popleft().result())
+    return run.close("scored", busy)
