@@ -318,42 +318,38 @@ def analyze_slides(
         )
     results: list[SlideResult] = []
     seen: dict[str, int] = {}
-    try:
-        for slide in map(str, slides):
-            stem = _safe_stem(slide)
-            seen[stem] = seen.get(stem, 0) + 1
-            if seen[stem] > 1:
-                stem = f"{stem}-{seen[stem]}"
-            store = out.join(f"{stem}.zarr")
-            try:
-                r = analyze_slide(
-                    slide,
-                    store,
-                    scoring.cards,
-                    cfg,
-                    progress=progress,
-                    rates=rates,
-                    domain=domain,
-                    scorer=scoring.scorer,
-                    stream="ray" if scoring.engine == "ray" else "threads",
-                    score_threads=1 if scoring.engine == "local" else None,
-                )
-            except (SlideError, FileExistsError, ValueError) as exc:
-                results.append(SlideResult(slide=slide, error=str(exc)))
-                continue
-            # Which engine scored it, and what starting it cost (models loaded, or Ray and the app
-            # up): the benchmark's timeline reads them.
-            r["timings"].update(
-                engine=scoring.engine,
-                startup_s=round(scoring.startup_s, 3),
-                process_s=round(_process_age(), 3),
+    for slide in map(str, slides):
+        stem = _safe_stem(slide)
+        seen[stem] = seen.get(stem, 0) + 1
+        if seen[stem] > 1:
+            stem = f"{stem}-{seen[stem]}"
+        store = out.join(f"{stem}.zarr")
+        try:
+            r = analyze_slide(
+                slide,
+                store,
+                scoring.cards,
+                cfg,
+                progress=progress,
+                rates=rates,
+                domain=domain,
+                scorer=scoring.scorer,
+                stream="ray" if scoring.engine == "ray" else "threads",
+                score_threads=1 if scoring.engine == "local" else None,
             )
-            out.write(f"{stem}.json", json.dumps(r, indent=2).encode())
-            out.write(f"{stem}.heatmap.png", heatmap_png(store))
-            results.append(SlideResult(slide=slide, store=store, result=r))
-    finally:
-        if scoring.scorer is not None:
-            scoring.scorer.close()
+        except (SlideError, FileExistsError, ValueError) as exc:
+            results.append(SlideResult(slide=slide, error=str(exc)))
+            continue
+        # Which engine scored it, and what starting it cost (models loaded, or Ray and the app
+        # up): the benchmark's timeline reads them.
+        r["timings"].update(
+            engine=scoring.engine,
+            startup_s=round(scoring.startup_s, 3),
+            process_s=round(_process_age(), 3),
+        )
+        out.write(f"{stem}.json", json.dumps(r, indent=2).encode())
+        out.write(f"{stem}.heatmap.png", heatmap_png(store))
+        results.append(SlideResult(slide=slide, store=store, result=r))
     return results
 
 

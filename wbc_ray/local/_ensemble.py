@@ -1,4 +1,4 @@
-"""The release's networks in one process, scored side by side on this machine's cores.
+"""The release's networks in one process, each scored on all of this machine's cores in turn.
 
 What the Serve app's Ensemble does across replicas (each network a `models.TileScorer`, answers
 fused by `ensemble.fused_scores`), for `wbc-ray analyze` when nothing is running: no Ray to start,
@@ -8,8 +8,6 @@ no process per replica importing torch, no HTTP layer.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -32,67 +30,33 @@ class LocalEnsemble:
     Serve config `args` gives its replicas, scored one after another in steps, each on all of this
     machine's cores.
 
-    Loading starts at construction, in a thread, so it overlaps the first slide's tissue mask;
-    the first call waits for it.
+    All cores per network, one network at a time: an OpenVINO model compiled for one stream runs
+    concurrent calls one after another, so replicas' one thread each side by side left a core idle
+    here (Xception, 256 tiles: 1.35 s on one thread, 1.30 s on two threads calling it, 0.74 s
+    compiled for two). Int8 answers do not depend on the thread count
+    (tests/serve/test_analysis.py); float ones may move in the last bits.
     """
 
     def __init__(self, models_dir: str | os.PathLike[str], args: AppArgs, fusion: str) -> None:
-        self.models_dir, self.args, self.fusion = os.fspath(models_dir), args, fusion
-        self._scorers: dict[str, Any] = {}
-        self._error: BaseException | None = None
-        self.load_s = 0.0
-        self.notes: list[str] = []
-        self.threads = _cores()
-        self._loader = threading.Thread(target=self._load, name="wbc-load", daemon=True)
-        self._loader.start()
+        import torch
 
-    def _load(self) -> None:
-        t0 = time.perf_counter()
-        try:
-            import torch
+        from ..models import TileScorer, available
 
-            from ..models import TileScorer, available
-
-            names = self.args.models or available(self.models_dir)
-            for name in sorted(names):
-                # All cores per network, one network at a time: an OpenVINO model compiled for
-                # one stream runs concurrent calls one after another, so replicas' one thread each
-                # side by side left a core idle here (Xception, 256 tiles: 1.35 s on one thread,
-                # 1.30 s on two threads calling it, 0.74 s compiled for two). Int8 answers do not
-                # depend on the thread count (tests/serve/test_analysis.py); float ones may move
-                # in the last bits.
-                torch.set_num_threads(self.threads)
-                scorer = TileScorer(
-                    self.models_dir, name, self.args.precision_of(name), self.args.max_batch_tiles
-                )
-                self._scorers[name] = scorer
-                if scorer.note:
-                    self.notes.append(f"{name}: {scorer.note}")
-        except BaseException as exc:  # re-raised in the caller's thread
-            self._error = exc
-        self.load_s = time.perf_counter() - t0
-
-    @property
-    def scorers(self) -> dict[str, Any]:
-        """{name: TileScorer} in name order, once loaded (raises what loading raised)."""
-        self._loader.join()
-        if self._error is not None:
-            raise self._error
-        return self._scorers
-
-    @property
-    def names(self) -> list[str]:
-        """The networks, in name order (the order of `probs`' model axis)."""
-        return list(self.scorers)
+        self.models_dir, self.fusion = os.fspath(models_dir), fusion
+        torch.set_num_threads(_cores())  # an int8 network takes torch's thread count when compiled
+        self.scorers = {
+            name: TileScorer(self.models_dir, name, args.precision_of(name), args.max_batch_tiles)
+            for name in sorted(args.models or available(self.models_dir))
+        }
+        self.notes = [f"{name}: {s.note}" for name, s in self.scorers.items() if s.note]
 
     def __call__(self, tiles: np.ndarray, fusion: str | None = None) -> dict[str, Any]:
         """Probs (N, M, K) in model-name order, fused malignant score (N,), call (N,), and where
         each network ran (`nodes`): the Serve Ensemble's `score` answer.
         """
-        scorers = self.scorers
-        per_model = [s.predict(tiles) for s in scorers.values()]
+        per_model = [s.predict(tiles) for s in self.scorers.values()]
         res: dict[str, Any] = dict(fused_scores(per_model, fusion or self.fusion))  # type: ignore[arg-type]
-        res["nodes"] = {name: NODE for name in scorers}
+        res["nodes"] = {name: NODE for name in self.scorers}
         return res
 
     def models(self) -> list[dict[str, Any]]:
@@ -111,7 +75,3 @@ class LocalEnsemble:
 
         found = load_domain(self.models_dir)
         return None if found is None else found.to_dict()
-
-    def close(self) -> None:
-        """Wait for loading to end (the process may exit next; a loader mid-compile would crash it)."""
-        self._loader.join()

@@ -91,9 +91,6 @@ class CNN:
         # separately, as the model runs STEP_TILES at a time on CPUs.
         self.predict.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
         self.predict_now.set_max_batch_size(max_batch_tiles)  # type: ignore[attr-defined]
-        # Steps of models.STEP_TILES on CPUs; a GPU takes a whole batch (stepping it would only
-        # add launches without making anyone wait less).
-        self.step_tiles = self.scorer.step_tiles
         self.name = name
         self.tiles_scored = 0
         self.busy_s = 0.0
@@ -136,10 +133,12 @@ class CNN:
     async def _stepped(self, tiles: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
         # Each step is queued only when the one before has finished, so anything queued
-        # meanwhile (an interactive request) runs in between.
+        # meanwhile (an interactive request) runs in between. Steps of models.STEP_TILES on CPUs;
+        # a GPU takes a whole batch (stepping it would only add launches, not shorten any wait).
+        step = self.scorer.step_tiles
         outs = [
-            await loop.run_in_executor(self._compute, self._run, tiles[i : i + self.step_tiles])
-            for i in range(0, len(tiles), self.step_tiles)
+            await loop.run_in_executor(self._compute, self._run, tiles[i : i + step])
+            for i in range(0, len(tiles), step)
         ]
         return np.concatenate(outs) if outs else self.clf.predict(tiles)
 
