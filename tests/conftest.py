@@ -18,6 +18,20 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-untyped-def]
+    """Two streams for `make test` (pytest-xdist, `-n 2 --dist loadgroup`): the tests of the
+    session's Serve app in one, everything else in the other, each in collection order.
+
+    On 2 cores the suite waits more than it computes (Ray and Serve starting, replicas loading,
+    jobs polled), so two streams finish in well under the time of one. Each stream has its own
+    Ray; the Serve app's port (8123) and the app restarts stay in one stream, and the multi-node
+    cluster tests, which need a Ray of their own, still run first in theirs.
+    """
+    for item in items:
+        group = "serve_app" if "server" in getattr(item, "fixturenames", ()) else "rest"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def other_lab_blast(rgb):  # type: ignore[no-untyped-def]
     """A Taleqani blast field as another lab's scanner shows it: cells at a quarter of their size
     (a magnification misread twice over). Release 3 learned cells down to half their size; at a

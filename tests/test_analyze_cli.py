@@ -102,16 +102,26 @@ def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path
 
 def test_analyze_uses_a_running_serve_and_says_so(models_dir, test_items, tmp_path) -> None:
     """With a `wbc-ray serve` running on the machine, a plain `wbc-ray analyze` sends its tiles
-    to it (saying so) and gets the scores the one-off local engine gets, bit for bit; once the
-    service stops, or where its record is stale, analyze scores in its own process again.
+    to it (saying so) and gets the scores the one-off local engine gets, bit for bit; where the
+    service's record is stale, or once the service is stopped (SIGTERM, as a service manager
+    stops it), analyze scores in its own process.
+
+    One model served (the same Serve config given to both commands): the engines' agreement on
+    all three is tests/serve/test_analysis.py's; this test is about finding the service.
     """
     import httpx
+    import yaml
 
+    from wbc_ray.serve_config import default_serve_config
     from wbc_ray.slides import compose_slide
 
     slide = tmp_path / "svc.tiff"
     compose_slide(test_items, slide, grid=(10, 10), malignant_fraction=0.3, seed=7)
     port = "8131"
+    config = yaml.safe_load(default_serve_config().read_text())
+    config["applications"][0]["args"]["models"] = ["mobilenet"]
+    serve_config = tmp_path / "one_model.yaml"
+    serve_config.write_text(yaml.safe_dump(config))
     # A cache folder of its own: the service's record is found there, and nowhere else.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "WBC_RAY_CACHE": str(tmp_path / "cache")}
     env.pop("RAY_ADDRESS", None)
@@ -119,18 +129,22 @@ def test_analyze_uses_a_running_serve_and_says_so(models_dir, test_items, tmp_pa
 
     def analyze(out: str) -> subprocess.CompletedProcess[str]:
         args = [str(slide), "--models", str(models_dir), "--out", str(tmp_path / out), "--json"]
+        args += ["--serve-config", str(serve_config)]
         return subprocess.run(_cmd(*args), env=env, capture_output=True, text=True, timeout=600)
 
+    # A record whose process is gone (a service killed with SIGKILL leaves one) is ignored.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    record.parent.mkdir()
+    record.write_text(json.dumps({"pid": gone.pid, "started": 1.0, "ray_address": "127.0.0.1:1", "url": "x"}))
     local = analyze("local")
     assert local.returncode == 0, local.stderr[-2000:]
     assert "using the running wbc-ray serve" not in local.stderr
+    record.unlink()
     serve_cmd = [sys.executable, "-m", "wbc_ray.cli", "serve", "--models", str(models_dir), "--port", port]
+    serve_cmd += ["--serve-config", str(serve_config), "--results", str(tmp_path / "svc_results")]
     proc = subprocess.Popen(
-        [*serve_cmd, "--results", str(tmp_path / "svc_results")],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        serve_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
         deadline = time.time() + 240
@@ -140,24 +154,20 @@ def test_analyze_uses_a_running_serve_and_says_so(models_dir, test_items, tmp_pa
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
         served = analyze("served")
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: the service stops Serve and removes its record
+        proc.terminate()  # SIGTERM: the service removes its record and stops Serve and Ray
         try:
             proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, "wbc-ray serve did not stop on SIGTERM"
+    assert not record.exists(), "the stopped service left its record"
     assert served.returncode == 0, served.stderr[-3000:]
     assert f"using the running wbc-ray serve (pid {proc.pid}, http://127.0.0.1:{port})" in served.stderr
     a, b = (json.loads((tmp_path / d / "svc.tiff.json").read_text()) for d in ("local", "served"))
     assert (a["timings"]["engine"], b["timings"]["engine"]) == ("local", "serve")
+    assert [m["name"] for m in b["models"]] == ["mobilenet"]
     for name in ("probs", "fused", "qc"):
         x = zarr.open_group(str(tmp_path / "local" / "svc.tiff.zarr"), mode="r")[name][:]
         y = zarr.open_group(str(tmp_path / "served" / "svc.tiff.zarr"), mode="r")[name][:]
         assert np.array_equal(x, y, equal_nan=True), name
     assert (a["verdict"], a["malignant_fraction"]) == (b["verdict"], b["malignant_fraction"])
-    assert not record.exists(), "the stopped service left its record"
-
-    # A record whose process is gone (a service killed with SIGKILL leaves one) is ignored.
-    record.write_text(json.dumps({"pid": proc.pid, "started": 1.0, "ray_address": "127.0.0.1:1", "url": "x"}))
-    stale = analyze("after")
-    assert stale.returncode == 0 and "using the running" not in stale.stderr, stale.stderr[-2000:]
-    assert json.loads((tmp_path / "after" / "svc.tiff.json").read_text())["timings"]["engine"] == "local"

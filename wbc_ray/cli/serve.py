@@ -1,9 +1,11 @@
-"""`wbc-ray serve`: local Ray and the Serve app (REST API) until Ctrl-C (`serve.start`)."""
+"""`wbc-ray serve`: local Ray and the Serve app (REST API) until Ctrl-C or SIGTERM (`serve.start`)."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import time
+from types import FrameType
 
 from ._shared import add_bind, add_serve_config
 
@@ -31,18 +33,26 @@ def run(args: argparse.Namespace) -> int:
     # their slides to it (its models are up) instead of loading the models beside it.
     record_service(url, args.models, args.config, args.serve_config)
     print(f"wbc-ray serving on {url} (OpenAPI at /docs); Ctrl-C to stop", flush=True)
+    from ..service_record import remove_record
+
+    # A service manager (systemd, Docker, Kubernetes) stops a service with SIGTERM: the same
+    # orderly stop as Ctrl-C, or Ray's processes outlive it and its record stays behind.
+    signal.signal(signal.SIGTERM, _stop)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         from ray import serve
 
+        remove_record()  # first: a command started while Serve stops must not send it slides
         serve.shutdown()
     finally:
-        from ..service_record import remove_record
-
         remove_record()
     return 0
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def record_service(url: str, models: str | None, config: str | None, serve_config: str | None) -> None:
