@@ -35,7 +35,7 @@ browser:
 	  || echo "WARNING: could not install chromium: the UI browser tests will skip"
 
 test: setup browser
-	$(BIN)/python -m pytest -q -x -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -x -n 2 --durations=15 tests
 
 lint: setup
 	$(BIN)/ruff check wbc_ray tests benchmarks

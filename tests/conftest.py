@@ -18,18 +18,41 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-untyped-def]
-    """Two streams for `make test` (pytest-xdist, `-n 2 --dist loadgroup`): the tests of the
-    session's Serve app in one, everything else in the other, each in collection order.
+# The tests that run against the session's Serve app (the `server` fixture), by node id.
+SERVE_APP_TESTS = (
+    "tests/serve/",
+    "tests/ui/",
+    "tests/training/test_adapt.py::test_analysing_with_other_models_than_the_running_app_is_refused",
+)
 
-    On 2 cores the suite waits more than it computes (Ray and Serve starting, replicas loading,
-    jobs polled), so two streams finish in well under the time of one. Each stream has its own
-    Ray; the Serve app's port (8123) and the app restarts stay in one stream, and the multi-node
-    cluster tests, which need a Ray of their own, still run first in theirs.
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's
+def pytest_xdist_make_scheduler(config, log):  # type: ignore[no-untyped-def]
+    """Two streams for `make test` (`pytest -n 2`): the tests of the session's Serve app in one,
+    everything else in the other, each in collection order.
+
+    On 2 cores the suite waits much of the time (Ray and Serve starting, replicas loading, jobs
+    polled), so two streams finish well before one would. Each stream has its own Ray; the Serve
+    app's port (8123) and its redeployments stay in one stream, and the multi-node cluster tests,
+    which need a Ray of their own, still run first in theirs. (xdist's own `loadgroup` marks no
+    longer take with pytest 9: it rewrites a node id attribute pytest 9 does not read.)
     """
-    for item in items:
-        group = "serve_app" if "server" in getattr(item, "fixturenames", ()) else "rest"
-        item.add_marker(pytest.mark.xdist_group(group))
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TwoStreams(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "serve_app" if nodeid.startswith(SERVE_APP_TESTS) else "rest"
+
+    return TwoStreams(config, log)
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-untyped-def]
+    """A test that uses the Serve app outside SERVE_APP_TESTS would start a second app on its port
+    in the other stream: refused at collection."""
+    stray = [it.nodeid for it in items if "server" in it.fixturenames]
+    stray = [nodeid for nodeid in stray if not nodeid.startswith(SERVE_APP_TESTS)]
+    if stray:
+        raise pytest.UsageError(f"tests that use the `server` fixture belong in SERVE_APP_TESTS: {stray}")
 
 
 def other_lab_blast(rgb):  # type: ignore[no-untyped-def]
@@ -143,6 +166,9 @@ def slide_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("slides_in")
 
 
+ONE_XCEPTION = {"num_replicas": 1, "max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.2}}
+
+
 def start_app(models_dir: Path, results_dir: Path, slide_dir: Path, service: dict | None = None) -> str:
     """Start the Serve app the REST tests run against and wait until it answers; its base URL."""
     from wbc_ray.serve import start
@@ -164,6 +190,9 @@ def start_app(models_dir: Path, results_dir: Path, slide_dir: Path, service: dic
         # Below the analysis work unit (256 tiles), so every job here also runs the ensemble's
         # splitting of requests larger than the CNNs' batch cap.
         max_batch_tiles=96,
+        # One Xception replica, not the config's two: the app is deployed six times in a run and
+        # no test here is about throughput (a replica's start is seconds of CPU on 2 cores).
+        deployment_options={"xception": ONE_XCEPTION},
     )
     base = f"http://127.0.0.1:{PORT}"
     deadline = time.time() + 120
@@ -196,6 +225,61 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+LAB_PER_CLASS = 24  # images of each class in the other lab's set that `adapt` learns from
+
+
+def _lab_images(d: Path, test_items) -> Path:  # type: ignore[no-untyped-def]
+    """Another lab's labelled images (PBC's normal cells at their scale, Taleqani blasts at a
+    quarter of their size; none of them on tests/serve's other-lab slide) and their manifest."""
+    import numpy as np
+    from PIL import Image
+
+    from wbc_ray.manifest import read_manifest
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(8)
+    pbc = read_manifest(DATA / "pbc" / "labels.csv")
+    picked = rng.permutation(len(pbc))[LAB_PER_CLASS : 2 * LAB_PER_CLASS]
+    rows = ["path,label,mpp"] + [f"{pbc[i].path},benign,0.1" for i in picked]
+    blasts = [it for it in test_items if it.label == 1][LAB_PER_CLASS : 2 * LAB_PER_CLASS]
+    for k, it in enumerate(blasts):
+        with Image.open(it.path) as im:
+            x = other_lab_blast(np.asarray(im.convert("RGB")))
+        Image.fromarray(x).save(d / f"blast_{k:02d}.png")
+        rows.append(f"{d / f'blast_{k:02d}.png'},malignant,")
+    (d / "lab.csv").write_text("\n".join(rows) + "\n")
+    return d / "lab.csv"
+
+
+@pytest.fixture(scope="session")
+def lab_manifest(tmp_path_factory, test_items) -> Path:
+    """The other lab's image set (`_lab_images`), for tests that adapt or refuse to."""
+    return _lab_images(tmp_path_factory.mktemp("lab"), test_items)
+
+
+@pytest.fixture(scope="session")
+def lab_release(tmp_path_factory, models_dir, test_items) -> Path:
+    """The release adapted to the other lab's images, made once per run and shared by both of
+    `make test`'s streams (a lock in the run's temporary folder): `adapt` trains, so each
+    stream adapting its own would cost a minute of the two cores."""
+    import fcntl
+
+    from wbc_ray.training import AdaptConfig, adapt
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each stream's own
+    out = root / "lab_release"
+    with open(root / "lab_release.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "release.json").exists():
+            manifest = _lab_images(root / "lab_release_images", test_items)
+            replayed = str(MANIFEST)
+            config = AdaptConfig(str(manifest), str(out), str(models_dir), replayed, replay=32, rates_grid=3)
+            adapt(config, log=lambda _: None)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -127,11 +127,11 @@ def small_slides(app, test_items) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def slide(app, test_items) -> Path:
-    """A composed slide of about 770 tiles: some 24 work units of 32."""
+    """A composed slide of about 530 tiles: some 17 work units of 32."""
     from wbc_ray.slides import compose_slide
 
     out = app["root"] / "cluster.tiff"
-    compose_slide(test_items, out, grid=(24, 24), malignant_fraction=0.3, seed=11)
+    compose_slide(test_items, out, grid=(20, 20), malignant_fraction=0.3, seed=11)
     return out
 
 

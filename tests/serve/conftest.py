@@ -27,6 +27,13 @@ def wait_done(api: httpx.Client, job_id: str, timeout: float = 600) -> dict:
     raise TimeoutError(f"job {job_id} not finished in {timeout} s")
 
 
+def submit(api: httpx.Client, path: Path, **extra: object) -> str:
+    """Submit `path` as a job; its id (the refusal's status and text where it is refused)."""
+    r = api.post("/jobs", json={"path": str(path), **extra})
+    assert r.status_code == 202, (r.status_code, r.text)
+    return str(r.json()["job_id"])
+
+
 @pytest.fixture(scope="session")
 def mixed_slide(slide_dir, test_items):
     """A 10 x 10-field slide, 40 % malignant, in the folder the app may read."""

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import API_CONFIDENCE, DATA, MANIFEST, RELEASE, SLIDES
-from tests.serve.conftest import wait_done
+from tests.serve.conftest import submit, wait_done
 
 
 def test_health_models_docs(api, models_dir) -> None:
@@ -203,10 +203,10 @@ def test_three_at_once_match_one_at_a_time(api, slide_dir, test_items, results_d
         paths.append(p)
     alone = []
     for p in paths:
-        job = api.post("/jobs", json={"path": str(p)}).json()["job_id"]
+        job = submit(api, p)
         assert wait_done(api, job)["status"] == "done"
         alone.append(api.get(f"/jobs/{job}/result").json())
-    jobs = [api.post("/jobs", json={"path": str(p)}).json()["job_id"] for p in paths]
+    jobs = [submit(api, p) for p in paths]
     together = []
     for job in jobs:
         assert wait_done(api, job)["status"] == "done"
@@ -226,10 +226,10 @@ def test_bad_input_gets_4xx_and_the_service_stays_up(
     api, mixed_slide, slide_dir, results_dir, tmp_path
 ) -> None:
     # A job runs while the bad requests come in; it must finish, and an earlier result stay intact.
-    first = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+    first = submit(api, mixed_slide)
     assert wait_done(api, first)["status"] == "done"
     before = _digest(results_dir, first)
-    running = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+    running = submit(api, mixed_slide)
     uploads_before = sorted((results_dir / "uploads").iterdir())
 
     broken = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import wait_done
+from tests.serve.conftest import submit, wait_done
 
 NS = "{http://schemas.microsoft.com/deepzoom/2008}"
 
@@ -20,7 +20,7 @@ NS = "{http://schemas.microsoft.com/deepzoom/2008}"
 def viewed(server, mixed_slide):
     """A finished job of the mixed slide (one per module: every test here only reads it)."""
     with httpx.Client(base_url=server, timeout=60) as api:
-        job = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+        job = submit(api, mixed_slide)
         assert wait_done(api, job)["status"] == "done"
     return job
 

@@ -2,59 +2,32 @@
 application per release), a submission naming which, each result naming its release and
 lineage, the adapted release's own domain statistics for that lab's slides.
 
-The app is restarted here with the lab's release beside the main one (and restarted as before at
-the end)."""
+The lab's release is deployed here beside the main one (and the app redeployed as before at the
+end)."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.conftest import DATA, MANIFEST, other_lab_blast, start_app
-from tests.serve.conftest import wait_done
-
-PER_CLASS = 24
-
-
-@pytest.fixture(scope="module")
-def lab_release(tmp_path_factory, models_dir, test_items):
-    """A release adapted to another lab's cells (PBC's normal cells, Taleqani blasts at a quarter
-    of their size)."""
-    from wbc_ray.manifest import read_manifest
-    from wbc_ray.training import AdaptConfig, adapt
-
-    d = tmp_path_factory.mktemp("lab_images")
-    rng = np.random.default_rng(8)
-    pbc = read_manifest(DATA / "pbc" / "labels.csv")
-    rows = ["path,label,mpp"] + [
-        f"{pbc[i].path},benign,0.1" for i in rng.permutation(len(pbc))[PER_CLASS : 2 * PER_CLASS]
-    ]
-    for k, it in enumerate([it for it in test_items if it.label == 1][PER_CLASS : 2 * PER_CLASS]):
-        with Image.open(it.path) as im:
-            x = other_lab_blast(np.asarray(im.convert("RGB")))
-        Image.fromarray(x).save(d / f"blast_{k:02d}.png")
-        rows.append(f"{d / f'blast_{k:02d}.png'},malignant,")
-    (d / "lab.csv").write_text("\n".join(rows) + "\n")
-    out = tmp_path_factory.mktemp("releases") / "lab"
-    adapt(
-        AdaptConfig(str(d / "lab.csv"), str(out), str(models_dir), str(MANIFEST), replay=32, rates_grid=3),
-        log=lambda _: None,
-    )
-    return out
+from tests.conftest import start_app
+from tests.serve.conftest import submit, wait_done
 
 
 @pytest.fixture(scope="module")
 def two_releases(server, models_dir, results_dir, slide_dir, lab_release):
+    """The lab's release deployed beside the running app, which is redeployed in place to know it
+    (a full stop and start of Serve is tests/serve/test_restart.py's); afterwards, as before."""
     from ray import serve
 
-    serve.shutdown()
+    from wbc_ray.serve import APP_NAME
+    from wbc_ray.serve._requests import release_app_name
+
     base = start_app(models_dir, results_dir, slide_dir, service={"releases": {"lab": str(lab_release)}})
     yield base
-    serve.shutdown()
+    serve.delete(release_app_name(APP_NAME, "lab"))
     start_app(models_dir, results_dir, slide_dir)
 
 
@@ -71,7 +44,7 @@ def test_a_submission_names_its_release(two_releases, lab_release, models_dir, o
     assert bad.status_code == 422 and "it holds: main, lab" in bad.json()["detail"]
 
     jobs = {
-        name: api.post("/jobs", json={"path": str(other_lab_slide[0]), **extra}).json()["job_id"]
+        name: submit(api, other_lab_slide[0], **extra)
         for name, extra in (("main", {}), ("lab", {"release": "lab"}))
     }
     results = {}

@@ -7,7 +7,7 @@ import threading
 
 import httpx
 
-from tests.serve.conftest import wait_done
+from tests.serve.conftest import submit, wait_done
 
 
 def test_health_answers_while_exports_of_a_large_slide_are_in_flight(
@@ -17,7 +17,7 @@ def test_health_answers_while_exports_of_a_large_slide_are_in_flight(
 
     slide = slide_dir / "large.tiff"
     compose_slide(test_items, slide, grid=(50, 50), malignant_fraction=0.2, seed=31)
-    job = api.post("/jobs", json={"path": str(slide)}).json()["job_id"]
+    job = submit(api, slide)
     assert wait_done(api, job)["status"] == "done"
     n_tiles = api.get(f"/jobs/{job}/result").json()["n_tiles"]
     assert n_tiles >= 2000
@@ -54,7 +54,7 @@ def test_health_answers_while_exports_of_a_large_slide_are_in_flight(
 
 
 def test_text_downloads_come_gzipped_when_asked_with_an_etag(api, mixed_slide) -> None:
-    job = api.post("/jobs", json={"path": str(mixed_slide)}).json()["job_id"]
+    job = submit(api, mixed_slide)
     assert wait_done(api, job)["status"] == "done"
     for route in ("geojson", "tiles.csv"):
         plain = api.get(f"/jobs/{job}/{route}", headers={"Accept-Encoding": "identity"})

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import MANIFEST
-from tests.serve.conftest import LAB_FIELDS, wait_done
+from tests.serve.conftest import LAB_FIELDS, submit, wait_done
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def reviewed(server, slide_dir, test_items):
     slide = slide_dir / "reviewed.tiff"
     compose_slide(test_items, slide, grid=(6, 8), malignant_fraction=0.25, seed=7)
     with httpx.Client(base_url=server, timeout=60) as api:
-        job = api.post("/jobs", json={"path": str(slide)}).json()["job_id"]
+        job = submit(api, slide)
         assert wait_done(api, job)["status"] == "done"
     return job
 
@@ -172,7 +172,7 @@ def test_corrections_teach_the_models(api, other_lab_slide, models_dir, tmp_path
     from wbc_ray.training import AdaptConfig, adapt, fused_score
 
     slide, truth = other_lab_slide
-    job = api.post("/jobs", json={"path": str(slide)}).json()["job_id"]
+    job = submit(api, slide)
     assert wait_done(api, job)["status"] == "done"
     rows = list(csv.DictReader(io.StringIO(api.get(f"/jobs/{job}/tiles.csv").text)))
     labels = _field_labels(truth, rows)

@@ -1,7 +1,7 @@
 """The lab service: tokens and roles, the durable bounded queue, cancel/remove, the audit log,
 the disk threshold, and Schemathesis driving every route from the service's own schema.
 
-The app is restarted here with accounts on (and restarted as before at the end), so these tests
+The app is redeployed here with accounts on (and as before at the end), so these tests
 see the service as a lab runs it.
 """
 
@@ -23,9 +23,8 @@ from tests.serve.conftest import run_schemathesis, wait_done
 
 
 def _restart(models_dir: Path, results_dir: Path, slide_dir: Path, service: dict | None) -> str:
-    from ray import serve
-
-    serve.shutdown()
+    """The app redeployed in place with `service` settings (Serve replaces every replica; a full
+    stop and start of Serve is tests/serve/test_restart.py's)."""
     return start_app(models_dir, results_dir, slide_dir, service=service)
 
 

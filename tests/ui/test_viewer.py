@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests._browser import browser_page, need_chromium
-from tests.serve.conftest import wait_done
+from tests.serve.conftest import submit, wait_done
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def viewed_slide(slide_dir, test_items):
 def job(server, viewed_slide):
     need_chromium()
     with httpx.Client(base_url=server, timeout=60) as api:
-        job = api.post("/jobs", json={"path": str(viewed_slide)}).json()["job_id"]
+        job = submit(api, viewed_slide)
         assert wait_done(api, job)["status"] == "done"
     return job
 
