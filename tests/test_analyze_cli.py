@@ -25,9 +25,9 @@ def test_analyze_json_bad_slide_kill_and_resume(models_dir, test_items, tmp_path
     from wbc_ray.slides import compose_slide
 
     slide = tmp_path / "resume.tiff"
-    compose_slide(test_items, slide, grid=(24, 24), malignant_fraction=0.3, seed=5)
+    compose_slide(test_items, slide, grid=(20, 20), malignant_fraction=0.3, seed=5)
     out = tmp_path / "out"
-    # Units of 64 tiles (the default is 256), so the ~700-tile slide has enough of them to be
+    # Units of 64 tiles (the default is 256), so the ~530-tile slide has enough of them to be
     # caught with some done and some not.
     cfg = tmp_path / "small_units.yaml"
     cfg.write_text("analysis:\n  chunk_tiles: 64\n")

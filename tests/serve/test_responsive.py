@@ -16,11 +16,11 @@ def test_health_answers_while_exports_of_a_large_slide_are_in_flight(
     from wbc_ray.slides import compose_slide
 
     slide = slide_dir / "large.tiff"
-    compose_slide(test_items, slide, grid=(50, 50), malignant_fraction=0.2, seed=31)
+    compose_slide(test_items, slide, grid=(40, 40), malignant_fraction=0.2, seed=31)
     job = submit(api, slide)
     assert wait_done(api, job)["status"] == "done"
     n_tiles = api.get(f"/jobs/{job}/result").json()["n_tiles"]
-    assert n_tiles >= 2000
+    assert n_tiles >= 1200
 
     # Four downloads at once (the whole slide's GeoJSON twice, its CSV, its heatmap); meanwhile
     # /health, one call after the other. Were any download run on the event loop, no other request
