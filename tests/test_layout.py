@@ -7,6 +7,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parent.parent / "wbc_ray"
 
 # Leaves: small modules every package may use; they import only each other, and `ensemble`
@@ -193,3 +195,31 @@ def test_packages_are_used_through_what_they_export() -> None:
             ):
                 bad.append(f"{path.relative_to(PKG.parent)} imports {target}")
     assert not bad, "reaches into another package:\n" + "\n".join(sorted(bad))
+
+
+def test_reading_tiles_imports_no_torch() -> None:
+    """A process that only reads tiles (a Ray Data read worker; the reader thread's share of the
+    one-off command) pays for no deep-learning import: the read path, planned and read for real
+    on a slide fixture, leaves torch out of the process."""
+    import subprocess
+    import sys
+
+    from tests.conftest import SLIDES
+
+    slide = SLIDES / "pathml" / "small_HE.svs"
+    if not slide.exists():
+        pytest.skip(f"slide fixture not found at {slide}")
+    code = f"""
+import sys
+import ray.data
+import wbc_ray.pipeline, wbc_ray.analyze
+from wbc_ray.slides import GridSpec, open_slide, read_tile, tile_grid, tissue_mask
+with open_slide({str(slide)!r}) as s:
+    g = tile_grid(s, tissue_mask(s), GridSpec(tile_px=128, mpp=1.0))
+    tiles = [read_tile(s, int(x), int(y), g.level, g.read_px, 128) for x, y in g.coords[:16]]
+assert len(tiles) == 16 and tiles[0].shape == (128, 128, 3), len(tiles)
+print(sorted(m for m in ("torch", "torchvision", "timm", "openvino") if m in sys.modules))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
