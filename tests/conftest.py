@@ -166,7 +166,14 @@ def slide_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("slides_in")
 
 
-ONE_XCEPTION = {"num_replicas": 1, "max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.2}}
+def _one_xception() -> dict:
+    """The Serve config's own Xception options, with one replica (an override replaces a
+    deployment's options whole, so it starts from them)."""
+    from wbc_ray.serve_config import default_serve_config, load_serve_config
+
+    deployments = load_serve_config(default_serve_config())["app"]["deployments"]
+    (opts,) = [d for d in deployments if d["name"] == "xception"]
+    return {**{k: v for k, v in opts.items() if k != "name"}, "num_replicas": 1}
 
 
 def start_app(models_dir: Path, results_dir: Path, slide_dir: Path, service: dict | None = None) -> str:
@@ -192,7 +199,7 @@ def start_app(models_dir: Path, results_dir: Path, slide_dir: Path, service: dic
         max_batch_tiles=96,
         # One Xception replica, not the config's two: the app is deployed six times in a run and
         # no test here is about throughput (a replica's start is seconds of CPU on 2 cores).
-        deployment_options={"xception": ONE_XCEPTION},
+        deployment_options={"xception": _one_xception()},
     )
     base = f"http://127.0.0.1:{PORT}"
     deadline = time.time() + 120

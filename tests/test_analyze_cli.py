@@ -112,16 +112,16 @@ def test_analyze_uses_a_running_serve_and_says_so(models_dir, test_items, tmp_pa
     import httpx
     import yaml
 
-    from wbc_ray.serve_config import default_serve_config
+    from wbc_ray.serve_config import default_serve_config, load_serve_config
     from wbc_ray.slides import compose_slide
 
     slide = tmp_path / "svc.tiff"
     compose_slide(test_items, slide, grid=(10, 10), malignant_fraction=0.3, seed=7)
     port = "8131"
-    config = yaml.safe_load(default_serve_config().read_text())
-    config["applications"][0]["args"]["models"] = ["mobilenet"]
+    config = load_serve_config(default_serve_config())
+    config["app"]["args"]["models"] = ["mobilenet"]  # the app's entry, inside the whole file
     serve_config = tmp_path / "one_model.yaml"
-    serve_config.write_text(yaml.safe_dump(config))
+    serve_config.write_text(yaml.safe_dump(config["config"]))
     # A cache folder of its own: the service's record is found there, and nowhere else.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "WBC_RAY_CACHE": str(tmp_path / "cache")}
     env.pop("RAY_ADDRESS", None)
